@@ -1,0 +1,50 @@
+"""Errors the cypher package raises on purpose; the CLI prints them as one line, without a traceback."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class CypherError(Exception):
+    """Base of the errors this package raises on purpose."""
+
+
+class UnknownQueryError(CypherError, LookupError):
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        near = difflib.get_close_matches(name, list(known), n=3)
+        hint = f"Did you mean {', '.join(near)}?" if near else "`neuronmap query --list` shows them all."
+        super().__init__(f"There is no named query {name!r}. {hint}")
+        self.name = name
+
+
+class QueryHeaderError(CypherError, ValueError):
+    """A .cypher file whose header does not follow the documented form."""
+
+
+class QueryParameterError(CypherError, ValueError):
+    def __init__(self, name: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                 wrong_type: Iterable[str] = ()) -> None:
+        parts = []
+        if missing := sorted(missing):
+            parts.append(f"missing {', '.join(missing)}")
+        if unexpected := sorted(unexpected):
+            parts.append(f"unexpected {', '.join(unexpected)}")
+        if wrong_type := list(wrong_type):
+            parts.append("; ".join(wrong_type))
+        super().__init__(f"Query {name!r} got bad parameters: {'; '.join(parts)}. "
+                         f"`neuronmap query --show {name}` lists what it takes.")
+        self.name = name
+
+
+class StoreUnavailableError(CypherError, ConnectionError):
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(f"Cannot reach Neo4j at {uri} ({reason}). Run 'neuronmap db start', or set NEO4J_URI.")
+        self.uri = uri
+
+
+class StoreAuthError(CypherError, PermissionError):
+    def __init__(self, uri: str, user: str) -> None:
+        super().__init__(f"Neo4j at {uri} refused the credentials of user {user!r}. "
+                         "Set NEO4J_USERNAME and NEO4J_PASSWORD, or unset NEO4J_URI to use the managed local server.")
+        self.uri = uri

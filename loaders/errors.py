@@ -1,0 +1,63 @@
+"""The errors the loaders raise on purpose.
+
+Every class has ``LoadError`` as its base, which the CLI prints as one line without a traceback, and the builtin
+that fits as a second base (sklearn's double base), so library users can catch either. A message names the
+thing, the value, the rule and the way out; the context is kept as attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class LoadError(Exception):
+    """Base of the errors this package raises on purpose; the CLI prints them without a traceback."""
+
+
+class CheckpointError(LoadError, ValueError):
+    """A file that cannot be read as a checkpoint, or holds something other than weights."""
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ArchitectureError(LoadError, ValueError):
+    """A bad "module:factory" spec, a state dict that does not fit the module, or a module that cannot run."""
+
+    def __init__(self, message: str, *, spec: str = "") -> None:
+        super().__init__(message)
+        self.spec = spec
+
+
+class OptionError(LoadError, ValueError):
+    """A loader option outside its allowed values."""
+
+    def __init__(self, name: str, value: object, allowed: Iterable[object]) -> None:
+        choices = ", ".join(repr(choice) for choice in allowed)
+        super().__init__(f"{name}={value!r} is not one of the supported values: {choices}.")
+        self.name, self.value = name, value
+
+
+class UnsupportedLayerError(LoadError, TypeError):
+    """A module or operation that neuronmap cannot turn into neurons and edges."""
+
+    SUPPORTED = ("Linear and Conv2d layers joined by element-wise activations, dropout, BatchNorm, 2-D pooling, "
+                 "spatial means, flatten/reshape and residual adds")
+
+    def __init__(self, path: str, type_name: str, reason: str = "") -> None:
+        where = f"Module {path!r} ({type_name})" if path else f"{type_name} in the top-level forward"
+        why = reason or "is not supported"
+        super().__init__(f"{where} {why}. neuronmap builds graphs from {self.SUPPORTED}; "
+                         "remove or replace it to load this model.")
+        self.path, self.type_name = path, type_name
+
+
+class NonFiniteWeightsError(LoadError, ValueError):
+    """Weights or biases with NaN or inf, which would poison every statistic computed on the graph."""
+
+    def __init__(self, layer: str, n_bad: int, n_total: int, *, what: str = "weights", note: str = "") -> None:
+        extra = f" {note}" if note else ""
+        super().__init__(f"Layer {layer!r} has {n_bad:,} non-finite {what} (NaN or inf) out of {n_total:,}{extra}. "
+                         "neuronmap does not ingest them.")
+        self.layer, self.n_bad, self.n_total = layer, n_bad, n_total

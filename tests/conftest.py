@@ -1,0 +1,38 @@
+"""One real Neo4j for the whole test run (NEO4J_URI if set, else a private managed server on a free port)."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Iterator
+
+import pytest
+import torch
+
+from neuronmap.cypher import Store, apply_schema
+from neuronmap.service import local_neo4j
+from neuronmap.service.config import Settings
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the same test body runs on both
+
+
+@pytest.fixture(scope="session")
+def connection() -> Iterator[local_neo4j.Connection]:
+    settings = Settings.from_env()
+    with local_neo4j.running(settings) as connection:  # the error carries the server's log if start-up fails
+        yield connection
+
+
+@pytest.fixture(scope="session")
+def store(connection: local_neo4j.Connection) -> Iterator[Store]:
+    with Store.connect(connection.uri, connection.user, connection.password.get_secret_value(),
+                       connection.database) as store:
+        apply_schema(store)
+        yield store
+
+
+@pytest.fixture
+def model_id(store: Store, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh model name per test, deleted afterwards: tests share a server, never data."""
+    name = f"test-{request.node.name[:40]}-{secrets.token_hex(3)}"
+    yield name
+    store.run("admin.delete_model", model=name)
