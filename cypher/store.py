@@ -41,7 +41,10 @@ class Store:
     @classmethod
     def connect(cls, uri: str, user: str, password: str, database: str = "neo4j") -> "Store":
         """Open a driver and check that the server answers; raises StoreUnavailableError / StoreAuthError."""
-        driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), max_connection_lifetime=3600)
+        # Notifications off: the server's hints (e.g. "relationship type does not exist yet" on an empty store)
+        # would otherwise be logged as warnings on every query.
+        driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), max_connection_lifetime=3600,
+                                            notifications_min_severity="OFF")
         try:
             driver.verify_connectivity()
         except neo4j.exceptions.AuthError:

@@ -7,6 +7,7 @@ reads only ready models. If an ingest stops part-way (an error, Ctrl-C, a killed
 
 from __future__ import annotations
 
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -75,8 +76,41 @@ def _check_finite(graph: ModelGraph) -> None:
             raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, block.weight.size)
 
 
-def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 40_000,
-           on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
+def _write_edges(store: Store, model: str, graph: ModelGraph, batch_size: int, workers: int,
+                 on_batch: Callable[[int], None]) -> int:
+    """Send the edge batches on ``workers`` concurrent transactions, at most 2×workers in flight.
+
+    One transaction runs on one server thread, so a second writer uses the second core; batches touch
+    disjoint edges, and a lock conflict on a shared neuron is a transient error that the driver retries.
+    """
+    written = 0
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
+        pending: set[Future[int]] = set()
+        try:
+            for src_layer, dst_layer, rows, count in edge_batches(graph, batch_size):
+                if len(pending) >= 2 * workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        written += future.result()
+                        on_batch(future.result())
+                pending.add(pool.submit(_send, store, model, src_layer, dst_layer, rows, count))
+            for future in pending:
+                written += future.result()
+                on_batch(future.result())
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return written
+
+
+def _send(store: Store, model: str, src_layer: int, dst_layer: int, rows: list[dict[str, Any]], count: int) -> int:
+    store.run("ingest.create_edges", model=model, src_layer=src_layer, dst_layer=dst_layer, rows=rows)
+    return count
+
+
+def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 20_000,
+           workers: int = 2, on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
 
     Parameters
@@ -87,8 +121,10 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
     graph : ModelGraph
     replace : bool, default=False
         Replace a ready model of the same name. Leftovers of a failed or interrupted ingest are always replaced.
-    batch_size : int, default=40_000
+    batch_size : int, default=20_000
         Edges per write transaction; keep it under the server's transaction memory limit.
+    workers : int, default=2
+        Concurrent write transactions.
     on_batch : callable
         Called with the number of edges after each committed batch (the CLI's progress bar).
 
@@ -107,13 +143,9 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
         store.run("admin.delete_model", model=model)
     layers = [layer.model_dump() for layer in graph.layers]
     store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
-    written = 0
     try:
         store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
-        for src_layer, dst_layer, rows, count in edge_batches(graph, batch_size):
-            store.run("ingest.create_edges", model=model, src_layer=src_layer, dst_layer=dst_layer, rows=rows)
-            written += count
-            on_batch(count)
+        written = _write_edges(store, model, graph, batch_size, max(1, workers), on_batch)
         store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
         try:

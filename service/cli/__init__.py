@@ -1,0 +1,53 @@
+"""The neuronmap command line: one group per stage; errors raised on purpose are printed once, as one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+import pydantic
+
+from neuronmap.cypher import CypherError
+from neuronmap.loaders.errors import LoadError
+
+from ..config import Settings
+from ..errors import ServiceError
+
+
+def one_line_per_field(error: pydantic.ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+
+
+class _Root(click.Group):
+    """Prints the errors we raise on purpose as one line; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (CypherError, LoadError, ServiceError) as error:
+            raise click.ClickException(str(error)) from error
+        except pydantic.ValidationError as error:
+            raise click.ClickException(one_line_per_field(error)) from error
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="neuronmap")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Find the modules inside neural networks, with Neo4j as the store.
+
+    With NEO4J_URI (and NEO4J_USERNAME / NEO4J_PASSWORD) set, every command uses that server; otherwise the
+    managed local Neo4j (`neuronmap db start`), started on first use.
+    """
+    ctx.obj = Settings.from_env()
+
+
+def main() -> None:
+    cli(prog_name="neuronmap")
+
+
+from . import db as _db, demo as _demo, ingest as _ingest  # noqa: E402  (register the commands)
+
+for _module in (_db, _ingest, _demo):
+    for _command in _module.COMMANDS:
+        cli.add_command(_command)

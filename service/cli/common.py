@@ -1,0 +1,56 @@
+"""What several commands share: opening the store with a notice, tables, progress bars."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from neuronmap.cypher import Store
+
+from .. import local_neo4j
+from ..config import Settings
+from ..store_access import open_store
+
+console = Console(stderr=True)
+
+
+def _starting(server: local_neo4j.LocalServer) -> None:
+    console.print(f"Starting the local Neo4j {local_neo4j.NEO4J_VERSION} in {server.root} "
+                  "(first start fetches the jars; 'neuronmap db stop' stops it)…")
+
+
+@contextlib.contextmanager
+def store_from(ctx: click.Context) -> Iterator[Store]:
+    settings: Settings = ctx.obj
+    store = open_store(settings, on_start=_starting)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str | None = None) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*["" if row.get(c) is None else _fmt(row.get(c)) for c in columns])
+    Console().print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)

@@ -1,0 +1,128 @@
+"""`neuronmap db`: the managed local Neo4j (start, stop, status, logs) and the schema (init)."""
+
+from __future__ import annotations
+
+import click
+
+from .. import local_neo4j
+from ..config import Settings
+from .common import console, store_from
+
+
+@click.group()
+def db() -> None:
+    """The local Neo4j server and the schema.
+
+    \b
+    neuronmap db start      # Neo4j 5.26 Community on 127.0.0.1, data kept between runs
+    neuronmap db status
+    """
+
+
+def _server(ctx: click.Context) -> local_neo4j.LocalServer:
+    settings: Settings = ctx.obj
+    if settings.neo4j_uri:
+        console.print(f"[yellow]NEO4J_URI is set ({settings.neo4j_uri}): commands use that server, "
+                      "not the local one managed here.[/yellow]")
+    return local_neo4j.LocalServer.from_settings(settings)
+
+
+@db.command()
+@click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the server to answer.")
+@click.pass_context
+def start(ctx: click.Context, timeout: float) -> None:
+    """Fetch the Neo4j jars once, then start the local server (a no-op if it runs already).
+
+    \b
+    neuronmap db start
+    """
+    server = _server(ctx)
+    if not (local_neo4j.jar_dir(server.home) / ".complete").exists():
+        console.print(f"Fetching Neo4j {local_neo4j.NEO4J_VERSION} from Maven Central into {server.home}…")
+    status, started = server.start(timeout=timeout)
+    if started:
+        click.echo(f"Neo4j {status.version} is running at {status.uri} (pid {status.pid}); data in {status.home}.")
+    else:
+        click.echo(f"Neo4j is already running at {status.uri} (pid {status.pid}); nothing to do.")
+    click.echo(f"User 'neo4j', password in {server.password_file} (owner-only).")
+
+
+@db.command()
+@click.pass_context
+def fetch(ctx: click.Context) -> None:
+    """Fetch the pinned Neo4j jars from Maven Central into the data home (once; cached afterwards).
+
+    \b
+    neuronmap db fetch
+    """
+    settings: Settings = ctx.obj
+    lib = local_neo4j.fetch_jars(settings.home)
+    click.echo(f"Neo4j {local_neo4j.NEO4J_VERSION} jars in {lib}.")
+
+
+@db.command()
+@click.pass_context
+def stop(ctx: click.Context) -> None:
+    """Stop the local server; its data stays.
+
+    \b
+    neuronmap db stop
+    """
+    if _server(ctx).stop():
+        click.echo("Stopped the local Neo4j.")
+    else:
+        click.echo("The local Neo4j was not running.")
+
+
+@db.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Say whether the local server runs, where, and with which data folder.
+
+    \b
+    neuronmap db status
+    """
+    state = _server(ctx).status()
+    if state.running:
+        click.echo(f"running  {state.uri}  pid {state.pid}  Neo4j {state.version}  data {state.home}")
+    else:
+        click.echo(f"stopped  ({state.detail})  data {state.home}")
+        ctx.exit(3)
+
+
+@db.command()
+@click.option("-n", "--lines", default=40, show_default=True)
+@click.pass_context
+def logs(ctx: click.Context, lines: int) -> None:
+    """Print the end of the local server's log.
+
+    \b
+    neuronmap db logs -n 100
+    """
+    click.echo(_server(ctx).log_tail(lines))
+
+
+@db.command()
+@click.pass_context
+def init(ctx: click.Context) -> None:
+    """Create the constraints and indexes (safe to run twice; every command also does this on first use).
+
+    \b
+    neuronmap db init
+    """
+    with store_from(ctx) as store:
+        click.echo(f"Schema in place on {store.uri}.")
+
+
+@db.command(name="password")
+@click.pass_context
+def password(ctx: click.Context) -> None:
+    """Print the local server's generated password (for Neo4j Browser or cypher-shell).
+
+    \b
+    cypher-shell -a bolt://127.0.0.1:7687 -u neo4j -p "$(neuronmap db password)"
+    """
+    click.echo(_server(ctx).password())
+
+
+COMMANDS = [db]

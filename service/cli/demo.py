@@ -1,0 +1,72 @@
+"""`neuronmap demo`: the main job end to end on data that ships with scikit-learn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import torch
+from safetensors.torch import save_file
+
+from neuronmap.examples import nets
+from neuronmap.examples.train import train
+from neuronmap.loaders import load_graph
+from neuronmap.loaders.datasets import digits
+from neuronmap.loaders.ingest import ingest as ingest_graph
+
+from .common import console, progress, store_from
+
+
+def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:
+    graph = load_graph(path, arch=arch)
+    with progress() as bar:
+        task = bar.add_task(f"ingest {name}", total=graph.n_edges)
+        ingest_graph(store, name, graph, replace=True, batch_size=ctx.obj.batch_size,
+                     on_batch=lambda n: bar.advance(task, n))
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to save the trained models (default: <data home>/demo).")
+@click.option("--epochs", default=20, show_default=True, help="Training epochs per network.")
+@click.option("--seed", default=0, show_default=True)
+@click.pass_context
+def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int) -> None:
+    """Train small nets on scikit-learn's digits, save them, and ingest them into the store.
+
+    \b
+    neuronmap demo
+    neuronmap models
+    """
+    out = out or ctx.obj.home / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    flat, image = digits(), digits(image=True)
+
+    torch.manual_seed(seed)
+    mlp = nets.digits_mlp()
+    console.print(f"Training digits-mlp (64-64-64-10) for {epochs} epochs…")
+    acc = train(mlp, flat, epochs=epochs, seed=seed)
+    console.print(f"  test accuracy {acc:.3f}")
+    mlp_path = out / "digits-mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in mlp.state_dict().items()}, str(mlp_path))
+
+    torch.manual_seed(seed)
+    cnn = nets.digits_cnn()
+    console.print(f"Training digits-cnn (conv-BN ×2, pool, dense) for {epochs} epochs…")
+    acc = train(cnn, image, epochs=epochs, seed=seed)
+    console.print(f"  test accuracy {acc:.3f}")
+    cnn_path = out / "digits-cnn.pt2"
+    torch.export.save(torch.export.export(cnn.eval(), (image.x_test[:1],)), str(cnn_path))
+
+    with store_from(ctx) as store:
+        _ingest_file(ctx, store, "digits-mlp", mlp_path, "neuronmap.examples.nets:digits_mlp")
+        _ingest_file(ctx, store, "digits-cnn", cnn_path, None)
+        rows = store.run("admin.list_models")
+    from .output import emit
+
+    emit([r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
+         ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"], "table", title="demo models")
+    console.print(f"Saved the trained models in {out}.")
+
+
+COMMANDS = [demo]

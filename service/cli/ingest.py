@@ -1,0 +1,91 @@
+"""`neuronmap ingest`, `models`, `drop`: put models into the store, list them, take them out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from neuronmap.loaders import load_graph
+from neuronmap.loaders.ingest import delete_model, ingest as ingest_graph
+
+from .common import console, progress, store_from
+
+KERNEL_NORMS = ["entry_l1", "induced1", "spectral2", "fro"]
+
+
+def parse_shape(text: str | None) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape; write it like 1,28,28 (no batch dimension).") from None
+    if not shape or min(shape) < 1:
+        raise click.BadParameter(f"{text!r} is not a shape; write it like 1,28,28 (no batch dimension).")
+    return shape
+
+
+@click.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--name", help="The model's name in the store (default: the file's stem).")
+@click.option("--arch", help="module:factory that builds the nn.Module for a state dict (.pt/.pth/.safetensors).")
+@click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (conv nets).")
+@click.option("--kernel-norm", type=click.Choice(KERNEL_NORMS), default="entry_l1", show_default=True,
+              help="Conv kernel-slice norm; induced1 is the reference code's (parity).")
+@click.option("--no-fold-batchnorm", is_flag=True, help="Ignore BatchNorm scaling (the reference code's VGG graphs).")
+@click.option("--replace", is_flag=True, help="Replace a model of the same name.")
+@click.pass_context
+def ingest(ctx: click.Context, checkpoint: Path, name: str | None, arch: str | None, input_shape: str | None,
+           kernel_norm: str, no_fold_batchnorm: bool, replace: bool) -> None:
+    """Load a model file and write its neurons and weighted edges into the store.
+
+    \b
+    neuronmap ingest mlp.safetensors --arch neuronmap.examples.nets:mlp_4x256 --name mnist-mlp-a
+    neuronmap ingest cnn.pt2 --name small-cnn       # a torch.export program: no --arch needed
+    """
+    if not checkpoint.exists():
+        raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
+    # Everything is read and checked before the first write: a bad file writes nothing.
+    graph = load_graph(checkpoint, arch=arch, input_shape=parse_shape(input_shape), kernel_norm=kernel_norm,
+                       fold_batchnorm=not no_fold_batchnorm)
+    name = name or checkpoint.stem
+    with store_from(ctx) as store, progress() as bar:
+        task = bar.add_task(f"ingest {name}", total=graph.n_edges)
+        written = ingest_graph(store, name, graph, replace=replace, batch_size=ctx.obj.batch_size,
+                               on_batch=lambda n: bar.advance(task, n))
+    console.print(f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, "
+                  f"{written:,} edges.")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.pass_context
+def models(ctx: click.Context, fmt: str) -> None:
+    """List every model in the store: status, layers, neurons, edges.
+
+    \b
+    neuronmap models
+    """
+    from .output import emit
+
+    with store_from(ctx) as store:
+        rows = store.run("admin.list_models")
+    emit(rows, ["name", "status", "n_layers", "n_neurons", "n_edges", "arch", "created_at"], fmt, title="models")
+
+
+@click.command()
+@click.argument("name")
+@click.pass_context
+def drop(ctx: click.Context, name: str) -> None:
+    """Remove a model with its layers, neurons, edges and partitions.
+
+    \b
+    neuronmap drop mnist-mlp-a
+    """
+    with store_from(ctx) as store:
+        deleted = delete_model(store, name)
+    click.echo(f"Dropped model {name!r} ({deleted:,} neurons).")
+
+
+COMMANDS = [ingest, models, drop]
