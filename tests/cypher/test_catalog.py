@@ -1,0 +1,69 @@
+"""Every named query's header tells the truth, and the runner holds queries to it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from neuronmap.cypher import catalog
+from neuronmap.cypher.errors import QueryHeaderError, QueryParameterError, UnknownQueryError
+
+
+@pytest.mark.parametrize("query", catalog.all_queries(), ids=lambda q: q.name)
+def test_declared_params_are_the_ones_used(query):
+    used = set(re.findall(r"\$(\w+)", query.text))
+    assert {p.name for p in query.params} == used
+
+
+@pytest.mark.parametrize("query", catalog.all_queries(), ids=lambda q: q.name)
+def test_every_query_says_what_it_returns_and_does(query):
+    assert query.summary and query.returns
+    if query.returns != "nothing":
+        columns = [part.split(":")[0].strip() for part in query.returns.split(",") if ":" in part]
+        for column in columns:
+            assert re.search(rf"\bAS {column}\b|\b{column}\b", query.text), column
+
+
+def test_unknown_name_suggests_the_near_ones():
+    with pytest.raises(UnknownQueryError, match="ingest.create_edges"):
+        catalog.get("ingest.create_edge")
+
+
+def test_parameters_are_checked_against_the_header():
+    query = catalog.get("ingest.mark_ready")
+    with pytest.raises(QueryParameterError, match="missing n_edges.*unexpected colour"):
+        query.check({"model": "m", "n_neurons": 3, "colour": "red"})
+    with pytest.raises(QueryParameterError, match="n_neurons must be int"):
+        query.check({"model": "m", "n_neurons": "3", "n_edges": 1})
+    assert query.check({"model": "m", "n_neurons": 3, "n_edges": 1}) == {"model": "m", "n_neurons": 3, "n_edges": 1}
+
+
+def test_defaults_fill_in_and_casts_follow_the_declared_type():
+    query = catalog.parse("t.q", "// Sum.\n//\n// mode: read\n// param a: int = 3   first\n"
+                                 "// param b: float\n// returns: s: float\nRETURN $a + $b AS s\n")
+    assert query.check({"b": 1.5}) == {"a": 3, "b": 1.5}
+    assert query.params[1].cast("2.5") == 2.5
+    with pytest.raises(QueryParameterError, match="a must be int"):
+        query.params[0].cast("three")
+
+
+@pytest.mark.parametrize("source", [
+    "MATCH (n) RETURN n",                                        # no header
+    "// Summary.\n// returns: x: int\nRETURN 1 AS x",             # no mode
+    "// Summary.\n// mode: sometimes\n// returns: x\nRETURN 1",   # bad mode
+    "// Summary.\n// mode: read\n// returns: x: int\n",           # no statement
+])
+def test_malformed_headers_are_refused(source):
+    with pytest.raises(QueryHeaderError):
+        catalog.parse("bad.query", source)
+
+
+def test_no_cypher_lives_outside_the_cypher_package():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"""["'](MATCH|MERGE|CREATE|UNWIND|CALL) """)
+    offenders = [str(p.relative_to(root)) for folder in ("loaders", "service", "examples", "bench")
+                 for p in (root / folder).rglob("*.py") if pattern.search(p.read_text())]
+    assert offenders == []
