@@ -45,11 +45,11 @@ class UnsupportedLayerError(LoadError, TypeError):
     SUPPORTED = ("Linear and Conv2d layers joined by element-wise activations, dropout, BatchNorm, 2-D pooling, "
                  "spatial means, flatten/reshape and residual adds")
 
-    def __init__(self, path: str, type_name: str, reason: str = "") -> None:
-        where = f"Module {path!r} ({type_name})" if path else f"{type_name} in the top-level forward"
+    def __init__(self, path: str, type_name: str, reason: str = "", *, hint: str = "") -> None:
+        where = f"Module {path!r} ({type_name})" if path else f"The top-level forward of {type_name}"
         why = reason or "is not supported"
-        super().__init__(f"{where} {why}. neuronmap builds graphs from {self.SUPPORTED}; "
-                         "remove or replace it to load this model.")
+        way_out = hint or f"neuronmap builds graphs from {self.SUPPORTED}; remove or replace it to load this model"
+        super().__init__(f"{where} {why}. {way_out}.")
         self.path, self.type_name = path, type_name
 
 

@@ -1,5 +1,5 @@
-// Remove one model: its neurons with their edges, its layers, then the model node, in batches of neurons so
-// that no single transaction holds a whole model's edges.
+// Remove one model: its neurons with their edges and memberships, in batches of neurons so that no single
+// transaction holds a whole model's edges; then its partitions, clusters, layers and the model node.
 //
 // mode: autocommit
 // param model: str   the model's name
@@ -7,7 +7,11 @@
 MATCH (n:Neuron {model: $model})
 CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 200 ROWS
 WITH count(*) AS neurons
+OPTIONAL MATCH (p:Partition {model: $model})
+OPTIONAL MATCH (p)-[:HAS_CLUSTER]->(c:Cluster)
+DETACH DELETE c, p
+WITH DISTINCT neurons
 OPTIONAL MATCH (m:Model {name: $model})
 OPTIONAL MATCH (m)-[:HAS_LAYER]->(l:Layer)
 DETACH DELETE l, m
-RETURN neurons AS deleted
+RETURN DISTINCT neurons AS deleted
