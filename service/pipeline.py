@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronmap.cypher import Store
 
+from .clusterability import clusterability
 from .ncut import ncut as compute_ncut
 from .spectral import resolve_device, spectral_clustering
 from .subgraph import Subgraph, pull_subgraph
@@ -84,26 +85,25 @@ def run_clustering(store: Store, model: str, config: ClusterConfig,
     sub = pull_for(store, model, config)
     on_stage("cluster")
     start = time.perf_counter()
-    result = spectral_clustering(sub.graph, config.n_clusters, eigen_solver=config.eigen_solver,
-                                 n_init=config.n_init, random_state=config.random_state, device=device,
-                                 parity=config.parity)
-    labels = result.labels.numpy()
-    ncut_value = compute_ncut(sub.graph, result.labels)
-    cluster_seconds = time.perf_counter() - start
     null: dict[str, object] = {}
     null_seconds = 0.0
     if config.n_shuffles:
-        on_stage("null")
-        from .clusterability import clusterability
-
-        start = time.perf_counter()
+        # clusterability() clusters the real network too, with the same seed and settings as the nulls.
         stats = clusterability(sub.graph, config.n_clusters, config.n_shuffles, method=config.null_method,
                                random_state=config.random_state, device=device, eigen_solver=config.eigen_solver,
-                               n_init=config.n_init, parity=config.parity, observed_ncut=ncut_value)
-        null_seconds = time.perf_counter() - start
-        null = {"null_method": config.null_method, "n_null": config.n_shuffles, "null_mean": stats.null_mean,
-                "null_sd": stats.null_sd, "z": stats.z, "percentile": stats.percentile,
-                "null_ncuts": [float(v) for v in stats.null_ncuts]}
+                               n_init=config.n_init, parity=config.parity)
+        result, ncut_value = stats.spectral, stats.ncut
+        null_seconds = stats.timings["total"] - stats.timings["real"]
+        null = {"null_method": config.null_method, "n_null": config.n_shuffles, "null_mean": stats.mean,
+                "null_sd": stats.sd, "z": stats.z_score, "percentile": stats.percentile,
+                "null_ncuts": stats.null_ncuts.tolist()}
+    else:
+        result = spectral_clustering(sub.graph, config.n_clusters, eigen_solver=config.eigen_solver,
+                                     n_init=config.n_init, random_state=config.random_state, device=device,
+                                     parity=config.parity)
+        ncut_value = compute_ncut(sub.graph, result.labels)
+    labels = result.labels.numpy()
+    cluster_seconds = time.perf_counter() - start - null_seconds
     sizes = np.bincount(labels[labels >= 0], minlength=config.n_clusters).tolist()
     summary = PartitionResult(
         id=new_partition_id(model), model=model, k=config.n_clusters, edges=config.edges,

@@ -14,7 +14,9 @@ from neuronmap.loaders import load_graph
 from neuronmap.loaders.datasets import digits
 from neuronmap.loaders.ingest import ingest as ingest_graph
 
+from ..pipeline import ClusterConfig, run_clustering
 from .common import console, progress, store_from
+from .output import emit
 
 
 def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:
@@ -30,9 +32,10 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
               help="Where to save the trained models (default: <data home>/demo).")
 @click.option("--epochs", default=20, show_default=True, help="Training epochs per network.")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--shuffles", default=100, show_default=True, help="Shuffled networks for the clusterability null.")
 @click.pass_context
-def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int) -> None:
-    """Train small nets on scikit-learn's digits, save them, and ingest them into the store.
+def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int) -> None:
+    """Train small nets on scikit-learn's digits, save and ingest them, then cluster them against shuffled nets.
 
     \b
     neuronmap demo
@@ -62,11 +65,16 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int) -> None:
         _ingest_file(ctx, store, "digits-mlp", mlp_path, "neuronmap.examples.nets:digits_mlp")
         _ingest_file(ctx, store, "digits-cnn", cnn_path, None)
         rows = store.run("admin.list_models")
-    from .output import emit
-
-    emit([r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
-         ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"], "table", title="demo models")
-    console.print(f"Saved the trained models in {out}.")
+        emit([r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
+             ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"], "table", title="demo models")
+        results = []
+        for name, config in (("digits-mlp", ClusterConfig(n_clusters=8, n_shuffles=shuffles, random_state=seed)),
+                             ("digits-cnn", ClusterConfig(n_clusters=4, n_shuffles=shuffles, random_state=seed))):
+            with console.status(f"clustering {name} and {shuffles} shuffled copies…"):
+                results.append(run_clustering(store, name, config))
+    emit([r.model_dump() for r in results], ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
+         "table", title="partitions (lower n-cut than the shuffled nets = more clusterable)")
+    console.print(f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp")
 
 
 COMMANDS = [demo]

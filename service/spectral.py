@@ -1,0 +1,921 @@
+"""Spectral clustering of neuron graphs on CPU or GPU (methods.md §3), one graph or a batch of nulls at once.
+
+The pipeline is sklearn's ``SpectralClustering(affinity="precomputed", assign_labels="kmeans")`` as the reference
+calls it, rebuilt in torch so that it runs on a GPU and batches over many graphs that share one layer layout:
+
+1. drop the isolated neurons (degree 0; they get label −1);
+2. the k smallest eigenpairs of L = I − D^-½AD^-½, i.e. the k largest *algebraic* eigenpairs of
+   M = D^-½AD^-½, by a dense ``eigh`` for small problems or restarted block Lanczos / LOBPCG on the block
+   matvec for large ones, in float32 with a float64 retry when the residual ‖MV − VΛ‖ is poor;
+3. the embedding U_i/√d_i (rows not normalised, the trivial vector kept, as the reference does);
+4. k-means++ (greedy, 2 + ⌊ln k⌋ trials) and Lloyd with ``n_init`` restarts, all restarts batched.
+
+A layered graph whose layers 2-colour (every feed-forward net without skip connections over an even number of
+layers) is bipartite: M = [[0, B], [Bᵀ, 0]] up to a permutation, its spectrum is ±σ(B), and the top eigenvectors
+of M are (Bv/σ, v)/√2 for the top eigenpairs (σ², v) of the Gram matrix BᵀB of the *smaller* side. The solvers
+work on that Gram matrix when they can: a problem of half the size whose wanted end is the only end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from scipy.sparse.csgraph import connected_components
+
+from .blockgraph import BlockGraph
+from .errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
+from .shuffles import seed_sequence, torch_generator
+
+EigenSolver = Literal["auto", "dense", "lobpcg", "lanczos"]
+EIGEN_SOLVERS: tuple[str, ...] = ("auto", "dense", "lobpcg", "lanczos")
+
+DENSE_MAX_SIZE = 2000  # "auto": dense eigh when the eigenproblem (Gram side or whole graph) is at most this big
+FALLBACK_RESIDUAL = 1e-3  # a float32 eigen-residual above this is recomputed in float64
+DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-7}  # iterative solvers stop at this residual
+CONNECTIVITY_GAP = 1e-3  # μ₂ ≥ 1 − gap → count the connected components exactly
+ISOLATED_SHIFT = -2.0  # masked (isolated) nodes of a batch get this eigenvalue: below M's spectrum [-1, 1]
+GRAM_MIN_SIGMA = 1e-3  # the Gram reduction needs σ_k clearly above 0
+
+
+# ----------------------------------------------------------------------------------------------- small helpers
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """"auto" → CUDA when available, else CPU; "cuda" without CUDA raises DeviceError."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise DeviceError(str(device), "not a device name; use 'auto', 'cpu' or 'cuda'.") from error
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(str(device), "this torch build sees no CUDA device. Use device='cpu' or 'auto'.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(str(device), f"only {torch.cuda.device_count()} CUDA device(s) are visible.")
+    elif dev.type != "cpu":
+        raise DeviceError(str(device), "neuronmap runs on 'cpu' or 'cuda'.")
+    return dev
+
+
+def _check_dtype(dtype: torch.dtype | None) -> None:
+    if dtype not in (None, torch.float32, torch.float64):
+        raise ClusteringInputError(f"dtype must be None, torch.float32 or torch.float64, got {dtype}.")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _randn(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device,
+           dtype: torch.dtype) -> torch.Tensor:
+    """One draw per generator (on the CPU, so a seed gives the same numbers on every device), stacked."""
+    out = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in generators])
+    return out.to(device=device, dtype=dtype)
+
+
+def _rand(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    out = torch.stack([torch.rand(shape, generator=g, dtype=torch.float64) for g in generators])
+    return out.to(device=device)
+
+
+def _orthonormalize(x: torch.Tensor, against: torch.Tensor | None = None) -> torch.Tensor:
+    """Columns of x (S, n, b) made orthonormal, and orthogonal to ``against`` (S, n, m) (two passes of CGS)."""
+    if against is not None:
+        for _ in range(2):  # "twice is enough" (Kahan–Parlett)
+            x = x - against @ (against.mT @ x)
+    q = torch.linalg.qr(x).Q
+    if against is not None:  # a column that was ~0 came back from QR as an arbitrary direction: clean it
+        q = q - against @ (against.mT @ q)
+        q = torch.linalg.qr(q).Q
+    return q
+
+
+# ----------------------------------------------------------------------------------------------- problems
+
+class _Layered:
+    """S graphs sharing one layer layout, with M = D^-½AD^-½ held as normalised block stacks.
+
+    Isolated (degree-0) neurons are not removed: D^-½ is 0 there and M gets ``ISOLATED_SHIFT`` on their diagonal,
+    so their eigenvalues sit below everything wanted, and the embedding is 0 on them (masked in k-means).
+    """
+
+    def __init__(self, sizes: Sequence[int], raw: Sequence[tuple[int, int, torch.Tensor]], dtype: torch.dtype,
+                 sides: list[int] | None) -> None:
+        self.sizes = list(sizes)
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int).tolist()
+        self.raw = list(raw)
+        self.dtype = dtype
+        self.sides = sides
+        w0 = self.raw[0][2]
+        self.device = w0.device
+        self.S = w0.shape[0]
+        self.n = self.offsets[-1]
+        deg = torch.zeros(self.S, self.n, dtype=torch.float64, device=self.device)
+        for src, dst, w in self.raw:
+            deg[:, self._sl(src)] += w.sum(2, dtype=torch.float64)
+            deg[:, self._sl(dst)] += w.sum(1, dtype=torch.float64)
+        self.valid = deg > 0
+        self.sqrt_deg = deg.sqrt()
+        self.dinv = torch.where(self.valid, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
+        dinv = self.dinv.to(dtype)
+        self.blocks = [(src, dst, (dinv[:, self._sl(src), None] * w.to(dtype)) * dinv[:, None, self._sl(dst)])
+                       for src, dst, w in self.raw]
+        self.shift = (~self.valid).to(dtype) * ISOLATED_SHIFT  # (S, n)
+        self._setup_gram()
+
+    def _sl(self, layer: int) -> slice:
+        return slice(self.offsets[layer], self.offsets[layer + 1])
+
+    def _setup_gram(self) -> None:
+        self.gram_side: int | None = None
+        if self.sides is None:
+            return
+        count = [sum(s for s, side in zip(self.sizes, self.sides) if side == c) for c in (0, 1)]
+        small = 0 if count[0] <= count[1] else 1
+        if count[small] == 0:
+            return
+        self.gram_side = small
+        self.small_layers = [l for l, side in enumerate(self.sides) if side == small]
+        self.large_layers = [l for l, side in enumerate(self.sides) if side != small]
+        self.side_off: dict[int, int] = {}
+        for group in (self.small_layers, self.large_layers):
+            pos = 0
+            for layer in group:
+                self.side_off[layer] = pos
+                pos += self.sizes[layer]
+        self.n_small, self.n_large = count[small], count[1 - small]
+        self.small_idx = torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.small_layers]
+                                   ).to(self.device)
+        self.large_idx = (torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.large_layers])
+                          .to(self.device) if self.large_layers else torch.zeros(0, dtype=torch.int64,
+                                                                                  device=self.device))
+        self.small_shift = self.shift[:, self.small_idx]
+
+    def _side_sl(self, layer: int) -> slice:
+        return slice(self.side_off[layer], self.side_off[layer] + self.sizes[layer])
+
+    # oriented blocks: (small layer, large layer, N oriented (S, n_large_layer, n_small_layer) as a view)
+    def _oriented(self) -> list[tuple[int, int, torch.Tensor]]:
+        out = []
+        for src, dst, w in self.blocks:
+            if self.sides[src] == self.gram_side:  # type: ignore[index]
+                out.append((src, dst, w.mT))
+            else:
+                out.append((dst, src, w))
+        return out
+
+    # --- the full operator M
+    def m_apply(self, x: torch.Tensor) -> torch.Tensor:
+        y = x * self.shift.unsqueeze(-1)
+        for src, dst, w in self.blocks:
+            s, d = self._sl(src), self._sl(dst)
+            y[:, s] += torch.bmm(w, x[:, d])
+            y[:, d] += torch.bmm(w.mT, x[:, s])
+        return y
+
+    def m_dense(self) -> torch.Tensor:
+        m = torch.diag_embed(self.shift)
+        for src, dst, w in self.blocks:
+            s, d = self._sl(src), self._sl(dst)
+            m[:, s, d] += w
+            m[:, d, s] += w.mT
+        return m
+
+    # --- the Gram operator BᵀB on the small side
+    def gram_ok(self, n_eig: int) -> bool:
+        return self.gram_side is not None and int(self.valid[:, self.small_idx].sum(1).min()) >= n_eig
+
+    def b_apply(self, v: torch.Tensor) -> torch.Tensor:
+        """B v: small-side vectors (S, n_small, b) → large-side vectors (S, n_large, b)."""
+        y = v.new_zeros(v.shape[0], self.n_large, v.shape[2])
+        for small, large, w in self._oriented():
+            y[:, self._side_sl(large)] += torch.bmm(w, v[:, self._side_sl(small)])
+        return y
+
+    def bt_apply(self, u: torch.Tensor) -> torch.Tensor:
+        z = u.new_zeros(u.shape[0], self.n_small, u.shape[2])
+        for small, large, w in self._oriented():
+            z[:, self._side_sl(small)] += torch.bmm(w.mT, u[:, self._side_sl(large)])
+        return z
+
+    def gram_apply(self, v: torch.Tensor) -> torch.Tensor:
+        return self.bt_apply(self.b_apply(v)) + v * self.small_shift.unsqueeze(-1)
+
+    def gram_dense(self) -> torch.Tensor:
+        g = torch.diag_embed(self.small_shift)
+        per_large: dict[int, list[tuple[int, torch.Tensor]]] = {}
+        for small, large, w in self._oriented():
+            per_large.setdefault(large, []).append((small, w))
+        for large, parts in per_large.items():
+            layers = sorted({small for small, _ in parts})
+            pos = {layer: i for i, layer in enumerate(layers)}
+            widths = [self.sizes[layer] for layer in layers]
+            starts = np.concatenate([[0], np.cumsum(widths)]).astype(int).tolist()
+            bl = parts[0][1].new_zeros(self.S, self.sizes[large], starts[-1])  # (S, n_large_layer, Σ n_nbr)
+            for small, w in parts:
+                i = pos[small]
+                bl[:, :, starts[i]:starts[i + 1]] += w
+            gl = bl.mT @ bl
+            for a, la in enumerate(layers):
+                for b, lb in enumerate(layers):
+                    g[:, self._side_sl(la), self._side_sl(lb)] += gl[:, starts[a]:starts[a + 1], starts[b]:starts[b + 1]]
+        return g
+
+    def lift(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Eigenvectors of M, (S, n, k), from Gram eigenvectors v (S, n_small, k) and σ (S, k)."""
+        u = self.b_apply(v) / sigma.unsqueeze(1)
+        full = v.new_zeros(v.shape[0], self.n, v.shape[2])
+        full[:, self.small_idx] = v
+        full[:, self.large_idx] = u
+        return full / full.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+    # --- batch plumbing
+    def subset(self, idx: torch.Tensor) -> _Layered:
+        return _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides)
+
+    def astype(self, dtype: torch.dtype) -> _Layered:
+        return self if dtype == self.dtype else _Layered(self.sizes, self.raw, dtype, self.sides)
+
+    def n_components(self, s: int) -> int:
+        """Connected components of sample s among its non-isolated neurons (scipy, on the CPU)."""
+        rows, cols = [], []
+        for src, dst, w in self.raw:
+            i, j = torch.nonzero(w[s], as_tuple=True)
+            rows.append((i + self.offsets[src]).cpu().numpy())
+            cols.append((j + self.offsets[dst]).cpu().numpy())
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        pattern = sp.coo_matrix((np.ones(r.size, np.int8), (r, c)), shape=(self.n, self.n)).tocsr()
+        n_comp = connected_components(pattern, directed=False)[0]
+        return int(n_comp) - int((~self.valid[s]).sum())
+
+
+class _Matrix:
+    """One graph given as a symmetric torch adjacency (dense or sparse), already without isolated neurons."""
+
+    gram_side = None
+
+    def __init__(self, adjacency: torch.Tensor, dtype: torch.dtype) -> None:
+        self.adjacency = adjacency
+        self.dtype = dtype
+        self.device = adjacency.device
+        self.S, self.n = 1, adjacency.shape[0]
+        if adjacency.is_sparse:
+            deg = torch.sparse.sum(adjacency, 1).to_dense().to(torch.float64)
+        else:
+            deg = adjacency.sum(1, dtype=torch.float64)
+        self.valid = (deg > 0).unsqueeze(0)
+        self.sqrt_deg = deg.sqrt().unsqueeze(0)
+        self.dinv = torch.where(deg > 0, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg)).unsqueeze(0)
+        dinv = self.dinv[0].to(dtype)
+        if adjacency.is_sparse:
+            a = adjacency.coalesce()
+            i, j = a.indices()
+            vals = a.values().to(dtype) * dinv[i] * dinv[j]
+            self.m = torch.sparse_coo_tensor(a.indices(), vals, a.shape).coalesce().to_sparse_csr()
+        else:
+            self.m = dinv[:, None] * adjacency.to(dtype) * dinv[None, :]
+
+    def gram_ok(self, n_eig: int) -> bool:
+        return False
+
+    def m_apply(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.m @ x[0]).unsqueeze(0)
+
+    def m_dense(self) -> torch.Tensor:
+        return (self.m.to_dense() if self.m.layout != torch.strided else self.m).unsqueeze(0)
+
+    def subset(self, idx: torch.Tensor) -> _Matrix:
+        return self
+
+    def astype(self, dtype: torch.dtype) -> _Matrix:
+        return self if dtype == self.dtype else _Matrix(self.adjacency, dtype)
+
+    def n_components(self, s: int) -> int:
+        a = self.adjacency
+        if a.is_sparse:
+            i, j = a.coalesce().indices().cpu().numpy()
+        else:
+            i, j = torch.nonzero(a, as_tuple=True)
+            i, j = i.cpu().numpy(), j.cpu().numpy()
+        pattern = sp.coo_matrix((np.ones(i.size, np.int8), (i, j)), shape=(self.n, self.n)).tocsr()
+        return int(connected_components(pattern, directed=False)[0])
+
+
+# ----------------------------------------------------------------------------------------------- eigensolvers
+
+def _rayleigh_ritz(basis: torch.Tensor, abasis: torch.Tensor, b: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-b Ritz pairs on an orthonormal basis (S, n, m) with its products; returns x, ax, theta, coefficients."""
+    t = basis.mT @ abasis
+    t = ((t + t.mT) / 2).to(torch.float64)  # the small problem in float64: it is cheap, and ties are common
+    evals, evecs = torch.linalg.eigh(t)
+    top = evecs[:, :, -b:].flip(-1).to(basis.dtype)  # (S, m, b), descending
+    theta = evals[:, -b:].flip(-1).to(basis.dtype)
+    return basis @ top, abasis @ top, theta, top
+
+
+def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Tensor], torch.Tensor]],
+                  x0: torch.Tensor, n_want: int, *, method: str, tol: float, max_applies: int,
+                  depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """The top-``b`` algebraic eigenpairs of a batch of symmetric operators, ``b = x0.shape[2]``.
+
+    ``method="lanczos"``: restarted block Lanczos with full reorthogonalisation (a block Krylov basis of depth
+    ``depth`` grown from the current Ritz block, then Rayleigh–Ritz on all of it). ``method="lobpcg"``:
+    Rayleigh–Ritz on [X, R, P] each step (Knyazev's LOBPCG, orthonormalised basis). Every operator product is
+    computed explicitly, so Rayleigh–Ritz is exact on the basis. A sample stops once its first ``n_want``
+    residual norms are ≤ tol (or the product budget is spent); finished samples are compacted out of the batch.
+
+    Returns
+    -------
+    theta : (S, b) Ritz values, descending; vectors : (S, n, b); residual : (S, b); applies : block products.
+    """
+    n_samples, _, b = x0.shape
+    theta_out = x0.new_zeros(n_samples, b)
+    v_out = x0.clone()
+    res_out = x0.new_full((n_samples, b), math.inf)
+    active = torch.arange(n_samples, device=x0.device)
+    apply = make_apply(None)
+    x = _orthonormalize(x0)
+    x, ax, theta, _ = _rayleigh_ritz(x, apply(x), b)
+    applies = 1
+    p: torch.Tensor | None = None
+    finished = torch.zeros(n_samples, dtype=torch.bool, device=x0.device)  # by position in the active batch
+    n_since_compaction = 0
+    while True:
+        res = (ax - x * theta.unsqueeze(1)).norm(dim=1)  # (S_active, b)
+        newly = ((res[:, :n_want] <= tol).all(1) | (applies >= max_applies)) & ~finished
+        if bool(newly.any()):
+            sel = active[newly]
+            theta_out[sel], v_out[sel], res_out[sel] = theta[newly], x[newly], res[newly]
+            finished |= newly
+            n_since_compaction += int(newly.sum())
+        if bool(finished.all()):
+            break
+        if n_since_compaction >= max(1, finished.numel() // 4):  # drop finished samples from the batch
+            keep = ~finished
+            active, x, ax, theta, finished = active[keep], x[keep], ax[keep], theta[keep], finished[keep]
+            p = p[keep] if p is not None else None
+            apply = make_apply(active)
+            n_since_compaction = 0
+        if method == "lanczos":
+            qs, aqs = [x], [ax]
+            for _ in range(depth):
+                q = _orthonormalize(aqs[-1], torch.cat(qs, 2))
+                qs.append(q)
+                aqs.append(apply(q))
+                applies += 1
+            basis, abasis = torch.cat(qs, 2), torch.cat(aqs, 2)
+        else:
+            rq = _orthonormalize(ax - x * theta.unsqueeze(1), x)
+            parts, aparts = [x, rq], [ax, apply(rq)]
+            applies += 1
+            if p is not None:
+                pq = _orthonormalize(p, torch.cat(parts, 2))
+                parts.append(pq)
+                aparts.append(apply(pq))
+                applies += 1
+            basis, abasis = torch.cat(parts, 2), torch.cat(aparts, 2)
+        x, ax, theta, top = _rayleigh_ritz(basis, abasis, b)
+        if method == "lobpcg":
+            p = basis[:, :, b:] @ top[:, b:, :]  # the step taken outside span(X): LOBPCG's search direction
+    return theta_out, v_out, res_out, applies
+
+
+@dataclass
+class _Eigen:
+    mu: torch.Tensor  # (S, n_eig) eigenvalues of M, descending
+    vectors: torch.Tensor  # (S, n, n_eig) unit eigenvectors of M
+    residual: torch.Tensor  # (S,) max_j ‖M v_j − μ_j v_j‖
+    solver: str
+    operator: str  # "gram" or "adjacency"
+    applies: int = 0
+
+
+def _resolve_solver(solver: str, size: int, block: int) -> str:
+    if solver == "auto":
+        solver = "dense" if size <= DENSE_MAX_SIZE else "lanczos"
+    if solver != "dense" and size < 4 * block:  # too small for a Krylov basis to make sense
+        solver = "dense"
+    return solver
+
+
+def _block_size(n_eig: int) -> int:
+    return n_eig + max(8, n_eig // 2)
+
+
+def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torch.Generator], tol: float,
+                *, allow_gram: bool = True, warm: torch.Tensor | None = None) -> _Eigen:
+    """The top ``n_eig`` algebraic eigenpairs of M for every sample of ``problem``."""
+    use_gram = allow_gram and problem.gram_ok(n_eig)
+    size = problem.n_small if use_gram else problem.n
+    b = min(_block_size(n_eig), size)
+    how = _resolve_solver(solver, size, b)
+    applies = 0
+    if how == "dense":
+        mat = problem.gram_dense() if use_gram else problem.m_dense()
+        evals, evecs = torch.linalg.eigh(mat)
+        del mat
+        lam, vec = evals[:, -n_eig:].flip(-1), evecs[:, :, -n_eig:].flip(-1)
+    else:
+        depth = max(2, min(10, 240 // b))
+        if warm is not None:
+            x0 = warm[:, problem.small_idx] if use_gram else warm
+            x0 = x0.to(problem.dtype)
+            if x0.shape[2] < b:
+                extra = _randn(generators, (size, b - x0.shape[2]), problem.device, problem.dtype)
+                x0 = torch.cat([x0, extra], 2)
+        else:
+            x0 = _randn(generators, (size, b), problem.device, problem.dtype)
+            # Start from the known top eigenvector √d (eigenvalue 1 of M and of BᵀB).
+            sd = problem.sqrt_deg[:, problem.small_idx] if use_gram else problem.sqrt_deg
+            x0[:, :, 0] = sd.to(problem.dtype)
+
+        def make_apply(idx: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
+            sub = problem if idx is None else problem.subset(idx)
+            return sub.gram_apply if use_gram else sub.m_apply
+
+        max_applies = 60 * (depth + 1) if how == "lanczos" else 600
+        theta, vec, _, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol,
+                                               max_applies=max_applies, depth=depth)
+        lam, vec = theta[:, :n_eig], vec[:, :, :n_eig]
+    if use_gram:
+        sigma = lam.clamp_min(0).sqrt()
+        if float(sigma[:, -1].min()) < GRAM_MIN_SIGMA:  # σ_k ≈ 0: the Gram side cannot give k vectors
+            return _eigenpairs(problem, n_eig, solver, generators, tol, allow_gram=False)
+        vectors, mu = problem.lift(vec, sigma), sigma
+    else:
+        vectors, mu = vec, lam
+    residual = (problem.m_apply(vectors) - vectors * mu.unsqueeze(1)).norm(dim=1).amax(1)
+    return _Eigen(mu, vectors, residual, how, "gram" if use_gram else "adjacency", applies)
+
+
+# ----------------------------------------------------------------------------------------------- k-means
+
+KMEANS_GROUP_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}  # distance entries per k-means group
+
+
+def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
+                   generators: Sequence[torch.Generator], *, max_iter: int = 300,
+                   tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k-means++ and Lloyd on G point sets at once, ``n_init`` restarts each, all restarts batched.
+
+    Parameters
+    ----------
+    x : torch.Tensor of shape (G, n, d)
+        Points; rows where ``valid`` is False are ignored.
+    valid : torch.Tensor of shape (G, n), bool, or None
+    n_clusters : int
+    n_init : int
+        Restarts per point set; the one with the lowest inertia wins (sklearn's rule).
+    generators : sequence of G torch.Generator
+        Random draws per point set (on the CPU), so a set's result does not depend on its batch.
+    max_iter, tol : as sklearn's KMeans (tol is relative to the mean per-feature variance).
+
+    Returns
+    -------
+    labels : (G, n) int64, −1 on invalid rows; inertia : (G,) float64; n_iter : (G,) iterations of the winner.
+
+    Notes
+    -----
+    Same algorithm as ``sklearn.cluster.KMeans(init="k-means++", algorithm="lloyd")``: greedy k-means++ with
+    2 + ⌊ln k⌋ local trials, centred data, stop on unchanged labels or a centre shift ≤ tol, a last E-step, and
+    empty clusters moved to the points farthest from their centres.
+    """
+    g_count, n, d = x.shape
+    if len(generators) != g_count:
+        raise ClusteringInputError(f"Need one generator per point set: {len(generators)} for {g_count}.")
+    # Groups small enough to stay in cache on a CPU: big fresh tensors each Lloyd step cost page faults there.
+    cap = KMEANS_GROUP_ELEMENTS["cuda" if x.device.type == "cuda" else "cpu"]
+    group = max(1, cap // max(1, n_init * n * max(n_clusters, d)))
+    parts = [_kmeans_group(x[lo:lo + group], None if valid is None else valid[lo:lo + group], n_clusters, n_init,
+                           generators[lo:lo + group], max_iter=max_iter, tol=tol) for lo in range(0, g_count, group)]
+    return tuple(torch.cat([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
+
+
+def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
+                  generators: Sequence[torch.Generator], *, max_iter: int,
+                  tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g_count, n, d = x.shape
+    k, r_count = n_clusters, n_init
+    device, dtype = x.device, x.dtype
+    valid = torch.ones(g_count, n, dtype=torch.bool, device=device) if valid is None else valid
+    w = valid.to(dtype)
+    count = w.sum(1).clamp_min(1)
+    mean = (x * w.unsqueeze(-1)).sum(1) / count.unsqueeze(-1)
+    x = (x - mean.unsqueeze(1)) * w.unsqueeze(-1)  # sklearn centres the data first; invalid rows become 0
+    xsq = (x * x).sum(-1)  # (G, n)
+    tol_g = ((x * x).sum(1) / count.unsqueeze(-1)).mean(1) * tol  # (G,)
+    if k == 1:
+        labels = torch.where(valid, 0, -1)
+        return labels, xsq.sum(1, dtype=torch.float64), torch.ones(g_count, dtype=torch.int64, device=device)
+    ones = torch.ones(g_count, 1, n, dtype=dtype, device=device)
+    # Squared distances as one GEMM each: [-2c, ‖c‖², 1]·[x; 1; ‖x‖²] (k-means++ needs the true distance).
+    xt_full = torch.cat([x.mT, ones, xsq.unsqueeze(1)], 1)  # (G, d + 2, n)
+
+    def lift_centres(c: torch.Tensor, with_norm: bool) -> torch.Tensor:  # (G, m, d) → (G, m, d + 1|2)
+        parts = [-2 * c, (c * c).sum(-1, keepdim=True)]
+        if with_norm:
+            parts.append(torch.ones_like(parts[1]))
+        return torch.cat(parts, -1)
+
+    # --- greedy k-means++, batched over (G, R)
+    trials = 2 + int(np.log(k))
+    u = 1.0 - _rand(generators, (r_count, 1 + (k - 1) * trials), device)  # (G, R, ·) in (0, 1]
+    first_valid = valid.to(torch.int64).argmax(1)  # a fallback index when every point is already a centre
+
+    def pick(cum: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
+        total = cum[..., -1:]
+        idx = torch.searchsorted(cum, (fraction * total).contiguous()).clamp_max(n - 1)
+        empty = (total <= 0).expand_as(idx)
+        return torch.where(empty, first_valid.view(-1, *([1] * (idx.dim() - 1))).expand_as(idx), idx)
+
+    def gather_points(idx: torch.Tensor) -> torch.Tensor:  # (G, m) → (G, m, d)
+        return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, d))
+
+    cum_valid = torch.cumsum(w.to(torch.float64), 1).unsqueeze(1).expand(g_count, r_count, n).contiguous()
+    idx0 = pick(cum_valid, u[:, :, :1])[:, :, 0]  # (G, R)
+    centers_idx = torch.empty(g_count, r_count, k, dtype=torch.int64, device=device)
+    centers_idx[:, :, 0] = idx0
+    closest = torch.bmm(lift_centres(gather_points(idx0), True), xt_full).clamp_min_(0).mul_(w.unsqueeze(1))
+    for c in range(1, k):
+        cum = torch.cumsum(closest, 2, dtype=torch.float64)
+        cand = pick(cum, u[:, :, 1 + (c - 1) * trials: 1 + c * trials])  # (G, R, T)
+        dist = torch.bmm(lift_centres(gather_points(cand.reshape(g_count, -1)), True), xt_full)
+        new = torch.minimum(dist.clamp_min_(0).view(g_count, r_count, trials, n), closest.unsqueeze(2))
+        best = new.sum(-1).argmin(-1)  # (G, R): the trial that lowers the potential most
+        closest = torch.gather(new, 2, best[:, :, None, None].expand(-1, -1, 1, n)).squeeze(2)
+        centers_idx[:, :, c] = torch.gather(cand, 2, best.unsqueeze(-1)).squeeze(-1)
+    centers = gather_points(centers_idx.view(g_count, -1)).view(g_count * r_count, k, d)
+
+    # --- Lloyd, one row per run, converged runs compacted away. Distances are laid out (run, k, n) so that the
+    # reduction over k vectorises along n; the one-hot is that tensor compared in place with its minimum; the
+    # sums and the sizes come out of one GEMM against [x, 1], whose rows are 0 for invalid points.
+    runs = g_count * r_count
+    owner = torch.arange(g_count, device=device).repeat_interleave(r_count)
+    final = centers.clone()
+    n_iter = torch.zeros(runs, dtype=torch.int64, device=device)
+    active = torch.arange(runs, device=device)
+    xs = torch.cat([x, w.unsqueeze(-1)], -1)  # (G, n, d + 1)
+    xa, xta, tola, cnta = xs[owner], xt_full[:, :d + 1][owner], tol_g[owner], count[owner]
+    ca = centers
+    done = torch.zeros(runs, dtype=torch.bool, device=device)  # by position in the active batch
+    n_since = 0
+    for it in range(1, max_iter + 1):
+        dist = torch.bmm(lift_centres(ca, False), xta)  # (A, k, n): ‖c‖² − 2c·x, ‖x‖² left out
+        mind = dist.amin(1, keepdim=True)  # (A, 1, n)
+        onehot = dist.eq_(mind)  # in place: 1.0 where a centre is nearest
+        agg = onehot @ xa  # (A, k, d + 1)
+        sizes = agg[:, :, d]
+        tied = sizes.sum(1) > cnta + 0.5  # a point equidistant from two (coincident) centres counts twice
+        if bool(tied.any()):
+            rows = torch.nonzero(tied).flatten()
+            exact = torch.bmm(lift_centres(ca[rows], False), xta[rows])
+            onehot[rows] = torch.zeros_like(exact).scatter_(1, exact.argmin(1, keepdim=True), 1.0)
+            agg[rows] = onehot[rows] @ xa[rows]
+            sizes = agg[:, :, d]
+        new = agg[:, :, :d] / sizes.clamp_min(1e-30).unsqueeze(-1)
+        empty = sizes <= 0
+        if bool(empty.any()):  # sklearn: move each empty centre to the points farthest from theirs
+            far = mind.squeeze(1) + xsq[owner[active]]
+            far = torch.where(xa[:, :, d] > 0, far, torch.full_like(far, -math.inf))
+            for row in torch.nonzero(empty.any(1)).flatten().tolist():
+                holes = torch.nonzero(empty[row]).flatten()
+                new[row, holes] = xa[row, torch.topk(far[row], holes.numel()).indices, :d]
+        # Unchanged labels give bit-identical centres (shift 0), so the shift test covers sklearn's strict test.
+        stop = (((new - ca) ** 2).sum((1, 2)) <= tola) & ~done
+        if it == max_iter:
+            stop = ~done
+        ca = new
+        if bool(stop.any()):
+            sel = active[stop]
+            final[sel], n_iter[sel] = ca[stop], it
+            done |= stop
+            n_since += int(stop.sum())
+            if bool(done.all()):
+                break
+            if n_since >= max(1, done.numel() // 4):
+                keep = ~done
+                active, xa, xta, tola, cnta = active[keep], xa[keep], xta[keep], tola[keep], cnta[keep]
+                ca, done = ca[keep], done[keep]
+                n_since = 0
+
+    # --- a last E-step for every run, then the run with the lowest inertia of every point set
+    cf = lift_centres(final.view(g_count, r_count * k, d), False)
+    dist = torch.bmm(cf, xt_full[:, :d + 1]).view(g_count, r_count, k, n)
+    inertia = ((dist.amin(2) + xsq.unsqueeze(1)).clamp_min(0) * w.unsqueeze(1)).sum(2, dtype=torch.float64)  # (G, R)
+    best = inertia.argmin(1)
+    winner = torch.gather(dist, 1, best.view(g_count, 1, 1, 1).expand(-1, 1, k, n)).squeeze(1)  # (G, k, n)
+    labels = torch.where(valid, winner.argmin(1), -1)
+    return labels, inertia.gather(1, best.unsqueeze(1)).squeeze(1), n_iter.view(g_count, r_count).gather(
+        1, best.unsqueeze(1)).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------- the pipeline
+
+@dataclass(frozen=True)
+class SpectralResult:
+    """One spectral clustering, with what it took to get it.
+
+    Attributes
+    ----------
+    labels : torch.Tensor of shape (n_nodes,), int64, CPU
+        Cluster per neuron in the input's ordinal order; −1 for isolated neurons.
+    eigenvalues : torch.Tensor of shape (n_clusters,), float64, CPU
+        The smallest eigenvalues of L = I − D^-½AD^-½, ascending (1 − μ for the top eigenvalues μ of M).
+    eigen_residual : float
+        max_j ‖M v_j − μ_j v_j‖ of the eigenvectors used (unit vectors).
+    eigen_solver : str
+        "dense", "lanczos" or "lobpcg", as resolved from "auto".
+    operator : str
+        "gram" (the bipartite reduction BᵀB) or "adjacency" (M itself).
+    dtype : str
+        "float32" or "float64": the precision the eigenvectors were finally computed in.
+    n_components : int
+        Connected components among the kept neurons (1 unless the spectrum shows a second eigenvalue at 1).
+    """
+
+    labels: torch.Tensor
+    n_clusters: int
+    eigenvalues: torch.Tensor
+    eigen_residual: float
+    eigen_solver: str
+    operator: str
+    dtype: str
+    device: str
+    n_components: int
+    n_isolated: int
+    n_init: int
+    inertia: float
+    n_matvecs: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BatchOutcome:
+    """What :func:`cluster_batch` returns for S graphs: labels and per-sample diagnostics."""
+
+    labels: torch.Tensor  # (S, n) int64 on the device, −1 for isolated neurons
+    eigenvalues: torch.Tensor  # (S, k) Laplacian eigenvalues, ascending
+    residual: torch.Tensor  # (S,)
+    n_components: list[int]
+    inertia: torch.Tensor  # (S,)
+    eigen_solver: str
+    operator: str
+    dtype: torch.dtype
+    n_matvecs: int
+    timings: dict[str, float]
+
+
+def reference_n_init(n_nodes: int) -> int:
+    """The reference's restarts: 100 above 2000 neurons, else 25 (methods.md §3)."""
+    return 100 if n_nodes > 2000 else 25
+
+
+def _solve(problem: Any, n_clusters: int, *, eigen_solver: str, n_init: int, generators: Sequence[torch.Generator],
+           dtype: torch.dtype | None, tol: float | None, check_connectivity: bool) -> BatchOutcome:
+    device = problem.device
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    n_valid = problem.valid.sum(1)
+    if int(n_valid.min()) < n_clusters:
+        raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {int(n_valid.min())} neurons left "
+                                   "after dropping isolated ones. Ask for fewer clusters.")
+    n_eig = min(max(n_clusters, 2), int(n_valid.min()))  # μ₂ tells whether the graph is connected
+    first_dtype = dtype or torch.float32
+    eig = _eigenpairs(problem, n_eig, eigen_solver, generators, tol or DEFAULT_TOL[first_dtype])
+    used_dtype = first_dtype
+    applies = eig.applies
+    if dtype is None and bool((eig.residual > FALLBACK_RESIDUAL).any()):
+        redo = torch.nonzero(eig.residual > FALLBACK_RESIDUAL).flatten()
+        sub = problem.subset(redo).astype(torch.float64) if problem.S > 1 else problem.astype(torch.float64)
+        gens = [generators[i] for i in redo.tolist()]
+        eig64 = _eigenpairs(sub, n_eig, eigen_solver, gens, tol or DEFAULT_TOL[torch.float64],
+                            warm=eig.vectors[redo].to(torch.float64))
+        vectors = eig.vectors.to(torch.float64)
+        vectors[redo] = eig64.vectors
+        mu = eig.mu.to(torch.float64)
+        mu[redo] = eig64.mu
+        residual = eig.residual.to(torch.float64)
+        residual[redo] = eig64.residual
+        eig = _Eigen(mu, vectors, residual, eig64.solver, eig64.operator, applies + eig64.applies)
+        applies = eig.applies
+        used_dtype = torch.float64
+    _sync(device)
+    timings["eigen"] = time.perf_counter() - t0
+
+    n_components = [1] * problem.S
+    if check_connectivity:
+        mu2 = eig.mu[:, 1] if eig.mu.shape[1] > 1 else torch.zeros(problem.S, device=device)
+        suspect = (mu2 >= 1 - CONNECTIVITY_GAP) | (eig.residual > FALLBACK_RESIDUAL)
+        for s in torch.nonzero(suspect).flatten().tolist():
+            n_components[s] = problem.n_components(s)
+
+    t1 = time.perf_counter()
+    kdtype = torch.float64 if dtype == torch.float64 else torch.float32
+    embedding = (eig.vectors[:, :, :n_clusters] * problem.dinv.to(eig.vectors.dtype).unsqueeze(-1)).to(kdtype)
+    labels, inertia, _ = kmeans_batched(embedding, problem.valid, n_clusters, n_init, generators)
+    _sync(device)
+    timings["kmeans"] = time.perf_counter() - t1
+    eigenvalues = (1 - eig.mu[:, :n_clusters].to(torch.float64)).clamp_min(0)
+    return BatchOutcome(labels, eigenvalues, eig.residual.to(torch.float64), n_components, inertia, eig.solver,
+                        eig.operator, used_dtype, applies, timings)
+
+
+def _check_common(n_clusters: int, eigen_solver: str, n_init: int | None) -> None:
+    if isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer)) or n_clusters < 1:
+        raise ClusteringInputError(f"n_clusters must be a positive int, got {n_clusters!r}.")
+    if eigen_solver not in EIGEN_SOLVERS:
+        raise ClusteringInputError(f"Unknown eigen_solver {eigen_solver!r}; choose one of {', '.join(EIGEN_SOLVERS)}.")
+    if n_init is not None and (not isinstance(n_init, (int, np.integer)) or n_init < 1):
+        raise ClusteringInputError(f"n_init must be a positive int, got {n_init!r}.")
+
+
+def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.Tensor]], n_clusters: int, *,
+                  generators: Sequence[torch.Generator], eigen_solver: str = "auto", n_init: int = 10,
+                  dtype: torch.dtype | None = None, tol: float | None = None,
+                  check_connectivity: bool = True) -> BatchOutcome:
+    """Spectral clustering of S graphs that share a layer layout, in one batched pass.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Neurons per layer.
+    blocks : sequence of (int, int, torch.Tensor of shape (S, n_src, n_dst))
+        Non-negative weight stacks on the compute device; sample ``s`` of every stack is graph ``s``.
+    n_clusters : int
+    generators : sequence of S torch.Generator
+        The randomness of each sample (eigensolver start, k-means++), drawn on the CPU.
+
+    Returns
+    -------
+    BatchOutcome
+        Labels (S, n) with −1 for each sample's own isolated neurons.
+
+    Notes
+    -----
+    Isolated neurons are masked rather than removed, so the samples keep one shape; the result equals clustering
+    each sample after its own isolated-neuron removal.
+    """
+    _check_common(n_clusters, eigen_solver, n_init)
+    _check_dtype(dtype)
+    blocks = list(blocks)
+    if not blocks:
+        raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
+    if len(generators) != blocks[0][2].shape[0]:
+        raise ClusteringInputError(f"Need one generator per sample: {len(generators)} for {blocks[0][2].shape[0]}.")
+    sides = BlockGraph(sizes, [(s, d, w[0]) for s, d, w in blocks], validate=False).layer_sides()
+    problem = _Layered(sizes, blocks, dtype or torch.float32, sides)
+    return _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=generators, dtype=dtype,
+                  tol=tol, check_connectivity=check_connectivity)
+
+
+def _prepare_matrix(adjacency: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a torch adjacency, move it, and drop its isolated neurons: (reduced, keep)."""
+    if adjacency.dim() != 2 or adjacency.shape[0] != adjacency.shape[1]:
+        raise ClusteringInputError(f"An adjacency must be square, got shape {tuple(adjacency.shape)}.")
+    if adjacency.layout not in (torch.strided, torch.sparse_coo):
+        adjacency = adjacency.to_sparse_coo()
+    a = adjacency.to(device=device, dtype=torch.float64)
+    if a.is_sparse:
+        a = a.coalesce()
+        values = a.values()
+    else:
+        values = a
+    if not bool(torch.isfinite(values).all()):
+        raise ClusteringInputError("The adjacency has non-finite entries (NaN or inf).")
+    if bool((values < 0).any()):
+        raise ClusteringInputError("The adjacency has negative entries; pass |W| (n-cut needs non-negative weights).")
+    asym = (a - a.t()).coalesce().values() if a.is_sparse else a - a.T
+    scale = float(values.abs().max()) if values.numel() else 0.0
+    if asym.numel() and float(asym.abs().max()) > 1e-10 * max(scale, 1e-300):
+        raise ClusteringInputError("The adjacency is not symmetric; pass A + Aᵀ (or a BlockGraph).")
+    deg = torch.sparse.sum(a, 1).to_dense() if a.is_sparse else a.sum(1)
+    keep = deg > 0
+    if not bool(keep.all()):
+        idx = torch.nonzero(keep).flatten()
+        a = a.index_select(0, idx).index_select(1, idx).coalesce() if a.is_sparse else a[idx][:, idx]
+    return a, keep
+
+
+def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int, *,
+                        eigen_solver: EigenSolver = "auto", n_init: int | None = None,
+                        random_state: int | np.random.SeedSequence | None = None, device: str | torch.device = "auto",
+                        parity: bool = False, dtype: torch.dtype | None = None,
+                        tol: float | None = None) -> SpectralResult:
+    """Partition the neurons of a weighted graph by the relaxed normalised cut.
+
+    Parameters
+    ----------
+    graph : BlockGraph, ModelGraph or torch.Tensor of shape (n_nodes, n_nodes)
+        A layered graph of |W| blocks, or a symmetric non-negative adjacency (dense or sparse). Isolated
+        neurons (degree 0) are dropped first and labelled −1 (methods.md §1.1).
+    n_clusters : int
+        K, the number of clusters; at most the number of neurons left.
+    eigen_solver : {"auto", "dense", "lanczos", "lobpcg"}, default "auto"
+        "dense": ``torch.linalg.eigh``; "lanczos": restarted block Lanczos; "lobpcg": block LOBPCG; the two
+        iterative solvers apply the blocks as dense matmuls. "auto" takes dense up to a problem size of
+        ``DENSE_MAX_SIZE`` (the smaller side of a bipartite graph, else all neurons), else lanczos.
+    n_init : int, optional
+        k-means restarts; default 10 (sklearn's), or the reference's 25/100 with ``parity=True``.
+    random_state : int, numpy SeedSequence or None
+        Seeds every random draw (made on the CPU): the same seed gives the same labels run to run on one device.
+    device : {"auto", "cpu", "cuda"} or torch.device, default "auto"
+    parity : bool, default False
+        The reference's settings (methods.md §3): ``n_init = 100 if n_nodes > 2000 else 25`` and an embedding
+        without row normalisation (neuronmap never normalises rows, so only n_init changes).
+    dtype : torch.dtype, optional
+        Force float32 or float64; by default float32 with a float64 retry when the eigen-residual exceeds 1e-3.
+    tol : float, optional
+        Residual at which the iterative solvers stop (default 1e-4 in float32, 1e-7 in float64).
+
+    Returns
+    -------
+    SpectralResult
+
+    Raises
+    ------
+    ClusteringInputError
+        n_clusters larger than the neurons left, a negative, non-finite or asymmetric adjacency, an unknown solver.
+    DeviceError
+        device="cuda" without CUDA.
+
+    Warns
+    -----
+    DisconnectedGraphWarning
+        The graph (after isolated-neuron removal) has several connected components; clustering proceeds.
+
+    Notes
+    -----
+    Same objective and pipeline as sklearn's ``SpectralClustering(affinity="precomputed", assign_labels="kmeans")``
+    (the reference: methods.md §3); bench/cluster.py compares the two at equal n-cut. A feed-forward graph is
+    bipartite (even against odd layers), so the spectrum of D^-½AD^-½ is symmetric about 0: the solvers ask for the
+    largest *algebraic* eigenvalues, never by magnitude, which would also return vectors from the −1 end.
+
+    References
+    ----------
+    Filan et al., "Clusterability in Neural Networks", 2021. Ng, Jordan & Weiss, 2001. Knyazev, 2001 (LOBPCG).
+    """
+    start = time.perf_counter()
+    _check_common(n_clusters, eigen_solver, n_init)
+    _check_dtype(dtype)
+    dev = resolve_device(device)
+    generator = torch_generator(seed_sequence(random_state))
+    if hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a loaders ModelGraph
+        graph = BlockGraph.from_model_graph(graph)
+    if isinstance(graph, BlockGraph):
+        n_total = graph.n_nodes
+        reduced, keep = graph.to(dev).drop_isolated()
+        if reduced.n_nodes == 0:
+            raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
+        n_left = reduced.n_nodes
+        if n_clusters > n_left:
+            raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
+                                       f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
+        n_init = reference_n_init(n_left) if parity else (n_init or 10)
+        blocks = [(s, d, w.unsqueeze(0)) for s, d, w in reduced.blocks if w.numel()]
+        problem: Any = _Layered(reduced.sizes, blocks, dtype or torch.float32, reduced.layer_sides())
+    elif isinstance(graph, torch.Tensor):
+        n_total = graph.shape[0]
+        reduced_a, keep = _prepare_matrix(graph, dev)
+        n_left = reduced_a.shape[0]
+        if n_left == 0:
+            raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
+        if n_clusters > n_left:
+            raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
+                                       f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
+        n_init = reference_n_init(n_left) if parity else (n_init or 10)
+        problem = _Matrix(reduced_a, dtype or torch.float32)
+    else:
+        raise ClusteringInputError(f"spectral_clustering takes a BlockGraph, a ModelGraph or a torch adjacency, "
+                                   f"got {type(graph).__name__}. Wrap numpy/scipy input with torch.as_tensor.")
+    _sync(dev)
+    prepare = time.perf_counter() - start
+    out = _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=[generator], dtype=dtype,
+                 tol=tol, check_connectivity=True)
+    labels = torch.full((n_total,), -1, dtype=torch.int64)
+    labels[keep.cpu()] = out.labels[0].cpu()
+    n_components = out.n_components[0]
+    n_isolated = int(n_total - n_left)
+    if n_components > 1:
+        warnings.warn(DisconnectedGraphWarning(
+            f"The graph has {n_components} connected components after dropping {n_isolated} isolated neurons; "
+            "spectral clustering proceeds, but each component's clusters are found separately.", n_components),
+            stacklevel=2)
+    timings = {"prepare": prepare, **out.timings, "total": time.perf_counter() - start}
+    return SpectralResult(labels=labels, n_clusters=n_clusters, eigenvalues=out.eigenvalues[0].cpu(),
+                          eigen_residual=float(out.residual[0]), eigen_solver=out.eigen_solver, operator=out.operator,
+                          dtype=str(out.dtype).removeprefix("torch."), device=str(dev), n_components=n_components,
+                          n_isolated=n_isolated, n_init=n_init, inertia=float(out.inertia[0]),
+                          n_matvecs=out.n_matvecs, timings=timings)
