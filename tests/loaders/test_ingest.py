@@ -107,3 +107,24 @@ def test_many_models_live_side_by_side_and_drop_removes_only_one(store, model_id
     assert store.run("admin.model_counts", model=model_id) == [{"n_layers": 2, "n_neurons": 7, "n_edges": 12}]
     with pytest.raises(UnknownModelError):
         delete_model(store, other)
+
+
+@pytest.mark.parametrize("factory", ["digits_cnn", "residual_cnn", "residual_mlp", "digits_mlp"])
+def test_real_modules_round_trip_through_the_store(store, model_id, factory):
+    import torch
+
+    from neuronmap.examples import nets
+    from neuronmap.loaders import graph_from_module
+
+    torch.manual_seed(0)
+    module = getattr(nets, factory)()
+    for m in module.modules():  # non-trivial BatchNorm statistics, so folding shows in the weights
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(-2.0, 2.0)
+    graph = graph_from_module(module)
+    ingest(store, model_id, graph)
+    layers = store.run("admin.model_layers", model=model_id)
+    assert [(l["name"], l["size"], l["role"]) for l in layers] == [(l.name, l.size, l.role) for l in graph.layers]
+    diff = stored_adjacency(store, model_id, graph.n_neurons) - graph.adjacency()
+    assert abs(diff).max() < 1e-12
