@@ -46,8 +46,8 @@ def main() -> None:
     cli(prog_name="neuronmap")
 
 
-from . import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest  # noqa: E402  (register the commands)
+from . import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest, serve as _serve  # noqa: E402
 
-for _module in (_db, _ingest, _cluster, _demo):
+for _module in (_db, _ingest, _cluster, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:
         cli.add_command(_command)

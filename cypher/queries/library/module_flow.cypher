@@ -1,0 +1,31 @@
+// How much weight passes between the clusters of a partition, per pair of layers (source layer → target layer):
+// do modules run as vertical channels, or pass information sideways? One row per (layer pair, source cluster,
+// target cluster) with at least one edge; weight is the summed |w| of the WEIGHT edges between them.
+// share_out = weight / (all the weight that src_cluster's neurons in src_layer send to clustered neurons of
+// dst_layer); share_in = weight / (all the weight that dst_cluster's neurons in dst_layer receive from clustered
+// neurons of src_layer). Only edges with both ends in the partition count (a layer-range partition ignores the
+// rest).
+//
+// mode: read
+// param partition: str   the partition's id
+// returns: src_layer: str, dst_layer: str, src_cluster: int, dst_cluster: int, weight: float, n_edges: int, share_out: float, share_in: float
+MATCH (p:Partition {id: $partition})-[:HAS_CLUSTER]->(ca:Cluster)<-[:IN_CLUSTER]-(a)-[e:WEIGHT]->(b)
+// Both ends are reached from the partition and joined on the target neuron: the clusters' members are hashed
+// once, and each edge then costs one probe instead of a walk to its target's clusters.
+MATCH (:Partition {id: $partition})-[:HAS_CLUSTER]->(cb:Cluster)<-[:IN_CLUSTER]-(b)
+USING JOIN ON b
+WITH p.model AS model, a.layer AS src, b.layer AS dst, ca.index AS src_cluster, cb.index AS dst_cluster,
+     sum(abs(e.w)) AS weight, count(*) AS n_edges
+WITH model, src, dst, collect({src_cluster: src_cluster, dst_cluster: dst_cluster, weight: weight,
+                                n_edges: n_edges}) AS cells
+MATCH (sl:Layer {model: model, index: src})
+MATCH (dl:Layer {model: model, index: dst})
+UNWIND cells AS cell
+WITH sl, dl, src, dst, cell,
+     reduce(s = 0.0, x IN cells | s + CASE WHEN x.src_cluster = cell.src_cluster THEN x.weight ELSE 0.0 END) AS out_total,
+     reduce(s = 0.0, x IN cells | s + CASE WHEN x.dst_cluster = cell.dst_cluster THEN x.weight ELSE 0.0 END) AS in_total
+RETURN sl.name AS src_layer, dl.name AS dst_layer, cell.src_cluster AS src_cluster, cell.dst_cluster AS dst_cluster,
+       cell.weight AS weight, cell.n_edges AS n_edges,
+       CASE WHEN out_total > 0 THEN cell.weight / out_total ELSE 0.0 END AS share_out,
+       CASE WHEN in_total > 0 THEN cell.weight / in_total ELSE 0.0 END AS share_in
+ORDER BY src, dst, src_cluster, dst_cluster
