@@ -3,6 +3,6 @@
 // mode: read
 // param partition: str   the partition's id
 // returns: ordinal: int, cluster: int
-MATCH (c:Cluster {partition: $partition})<-[:IN_CLUSTER]-(n:Neuron)
+MATCH (:Partition {id: $partition})-[:HAS_CLUSTER]->(c:Cluster)<-[:IN_CLUSTER]-(n:Neuron)
 RETURN n.ordinal AS ordinal, c.index AS cluster
 ORDER BY ordinal
