@@ -59,3 +59,44 @@ class PartitionWriteError(ServiceError, RuntimeError):
     def __init__(self, model: str, expected: int, written: int) -> None:
         super().__init__(f"Only {written:,} of {expected:,} cluster memberships of model {model!r} found their neuron; "
                          "the partition was not stored. Was the model replaced while it was being clustered?")
+
+
+class ActivationGraphNotFoundError(ServiceError, LookupError):
+    def __init__(self, model: str, name: str) -> None:
+        super().__init__(f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` "
+                         "lists its graphs; `neuronmap activations` computes one.")
+        self.model, self.name = model, name
+
+
+class ActivationGraphNotReadyError(ServiceError, RuntimeError):
+    def __init__(self, model: str, name: str, status: str) -> None:
+        super().__init__(f"Activation graph {name!r} of model {model!r} is {status!r}, not ready: its ingest has not "
+                         "finished or failed. Re-run its `neuronmap activations` command (leftovers are replaced).")
+        self.model, self.name, self.status = model, name, status
+
+
+class NoPartitionError(PartitionNotFoundError):
+    """'latest' was asked for, but the model has no partition yet."""
+
+    def __init__(self, model: str) -> None:
+        ServiceError.__init__(self, f"Model {model!r} has no partition yet, so there is no 'latest' one. "
+                                    f"Run `neuronmap cluster {model}` first, or pass a partition id.")
+        self.partition, self.model = "latest", model
+
+
+class NeuronNotFoundError(ServiceError, LookupError):
+    def __init__(self, model: str, where: str, layers: str) -> None:
+        super().__init__(f"Model {model!r} has no neuron {where}. Its layers (name or index, with their sizes) are: "
+                         f"{layers}; units and ordinals count from 0.")
+        self.model = model
+
+
+class LibraryQueryInputError(ServiceError, ValueError):
+    """Parameters that a library query cannot use as given; the message names the rule and the way out."""
+
+
+class SourceUnavailableError(ServiceError, FileNotFoundError):
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"Cannot re-load the network of model {model!r}: it {reason}. Re-ingest it from its file "
+                         f"(neuronmap ingest FILE --name {model} --replace), then try again.")
+        self.model = model
