@@ -234,7 +234,8 @@ class BlockGraph:
     def to_sparse(self) -> torch.Tensor:
         """(n_nodes, n_nodes) symmetric adjacency as a coalesced torch sparse COO tensor."""
         i, j, v = self._coo()
-        return torch.sparse_coo_tensor(torch.stack([i, j]), v, (self.n_nodes, self.n_nodes)).coalesce()
+        shape = (self.n_nodes, self.n_nodes)
+        return torch.sparse_coo_tensor(torch.stack([i, j]), v, shape, check_invariants=False).coalesce()
 
     def to_scipy(self) -> sp.csr_matrix:
         """(n_nodes, n_nodes) symmetric adjacency as a scipy CSR matrix (for sklearn baselines)."""

@@ -24,8 +24,7 @@ from .ncut import ncut as ncut_of
 from .ncut import ncut_batched_blocks
 from .shuffles import SHUFFLE_METHODS, ShuffleMethod, numpy_generator, sample_seeds, seed_sequence, \
     shuffled_block_stacks, torch_generator
-from .spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, reference_n_init, resolve_device, \
-    spectral_clustering
+from .spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, resolve_device, spectral_clustering
 from .stats import percentile_pvalue, z_score
 
 CPU_BATCH_BYTES = 2 << 30  # working memory one chunk of nulls may use on the CPU

@@ -34,7 +34,8 @@ def _as_operator(graph: GraphLike) -> BlockGraph | torch.Tensor:
     if sp.issparse(graph):
         coo = sp.coo_matrix(graph)
         idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-        adj = torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape).coalesce()
+        adj = torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape,
+                                      check_invariants=False).coalesce()
     elif isinstance(graph, torch.Tensor):
         adj = graph.to(torch.float64)
         if adj.layout not in (torch.strided, torch.sparse_coo):

@@ -19,7 +19,9 @@ removal when it is clustered (:mod:`neuronmap.service.clusterability` does both)
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -80,18 +82,33 @@ def _shuffle_stack(weight: torch.Tensor, method: str, rngs: Sequence[np.random.G
     flat = weight.reshape(-1)
     n_samples = len(rngs)
     if method == "layer":
-        perms = np.stack([rng.permutation(flat.numel()) for rng in rngs]) if flat.numel() else \
-            np.zeros((n_samples, 0), np.int64)
-        perm = torch.from_numpy(perms).to(weight.device)
+        perm = torch.from_numpy(_permutations(rngs, flat.numel())).to(weight.device)
         out = flat[perm]
     else:
         nz = torch.nonzero(flat, as_tuple=True)[0]
         values = flat[nz]
-        perms = np.stack([rng.permutation(nz.numel()) for rng in rngs]) if nz.numel() else \
-            np.zeros((n_samples, 0), np.int64)
         out = torch.zeros(n_samples, flat.numel(), dtype=weight.dtype, device=weight.device)
-        out[:, nz] = values[torch.from_numpy(perms).to(weight.device)]
+        out[:, nz] = values[torch.from_numpy(_permutations(rngs, nz.numel())).to(weight.device)]
     return out.reshape(n_samples, *weight.shape)
+
+
+def _permutations(rngs: Sequence[np.random.Generator], size: int) -> np.ndarray:
+    """(S, size) int64: one uniform permutation per generator, drawn in parallel threads (numpy's Fisher–Yates
+    shuffle releases the GIL), each generator used by one thread only."""
+    out = np.empty((len(rngs), size), dtype=np.int64)
+
+    def draw(i: int) -> None:
+        out[i] = np.arange(size)
+        rngs[i].shuffle(out[i])
+
+    workers = min(len(rngs), os.cpu_count() or 1, 8)
+    if workers > 1 and size >= 4096:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(draw, range(len(rngs))))
+    else:
+        for i in range(len(rngs)):
+            draw(i)
+    return out
 
 
 def shuffled_block_stacks(graph: BlockGraph, method: ShuffleMethod,

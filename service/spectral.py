@@ -14,21 +14,29 @@ A layered graph whose layers 2-colour (every feed-forward net without skip conne
 layers) is bipartite: M = [[0, B], [Bᵀ, 0]] up to a permutation, its spectrum is ±σ(B), and the top eigenvectors
 of M are (Bv/σ, v)/√2 for the top eigenpairs (σ², v) of the Gram matrix BᵀB of the *smaller* side. The solvers
 work on that Gram matrix when they can: a problem of half the size whose wanted end is the only end.
+
+On a CPU the many small ops run with one intra-op thread; the caller's torch thread count goes to the big block
+products and to independent work (k-means restart groups, per-null eigenproblems), see ``_cpu_thread_budget``.
+Randomness is drawn on the CPU from per-graph generators, so one seed gives the same draws on every device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import scipy.linalg
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
+from threadpoolctl import threadpool_limits
 
 from .blockgraph import BlockGraph
 from .errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
@@ -37,7 +45,9 @@ from .shuffles import seed_sequence, torch_generator
 EigenSolver = Literal["auto", "dense", "lobpcg", "lanczos"]
 EIGEN_SOLVERS: tuple[str, ...] = ("auto", "dense", "lobpcg", "lanczos")
 
-DENSE_MAX_SIZE = 2000  # "auto": dense eigh when the eigenproblem (Gram side or whole graph) is at most this big
+# "auto" solves densely when the eigenproblem (the Gram side, or the whole graph) is at most this big; the
+# measured crossover with Lanczos on 2 CPU cores lies between 800 and 1200.
+DENSE_MAX_SIZE = 1000
 FALLBACK_RESIDUAL = 1e-3  # a float32 eigen-residual above this is recomputed in float64
 DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-7}  # iterative solvers stop at this residual
 CONNECTIVITY_GAP = 1e-3  # μ₂ ≥ 1 − gap → count the connected components exactly
@@ -102,6 +112,60 @@ def _orthonormalize(x: torch.Tensor, against: torch.Tensor | None = None) -> tor
     return q
 
 
+# Per-thread intra-op settings are an OpenMP property; other ATen backends share one pool (and warn when resized).
+_OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (None: leave them as they are), then restore them."""
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _map_independent(fn: Callable[[Any], Any], items: Sequence[Any], device: torch.device,
+                     workers: int | None = None) -> list[Any]:
+    """``[fn(item) for item in items]``; on a CPU, spread over ``workers`` threads that each run single-threaded.
+
+    Many small independent problems (k-means groups, one small eigenproblem per null) parallelise better across
+    problems than inside each op: an op-level thread team waits at a barrier after every one of thousands of tiny
+    ops, and when another process (Neo4j, say) holds a core, each wait costs a scheduler slice; that made k-means
+    10–20× slower on a busy 2-core machine. Torch and BLAS run one thread per worker during the map.
+    """
+    workers = min(workers or torch.get_num_threads(), len(items))
+    if device.type != "cpu" or workers <= 1 or not _OPENMP:
+        return [fn(item) for item in items]
+    previous = torch.get_num_threads()
+
+    def run(item: Any) -> Any:
+        torch.set_num_threads(1)  # this thread's OpenMP team, and MKL
+        return fn(item)
+
+    try:
+        with threadpool_limits(limits=1), ThreadPoolExecutor(workers) as pool:  # scipy's BLAS/LAPACK too
+            return list(pool.map(run, items))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cpu_thread_budget(device: torch.device) -> int | None:
+    """On a CPU, the caller's torch thread count, which the pipeline spends where it pays; None on a GPU.
+
+    The pipeline runs its many small ops (orthogonalisation, Rayleigh–Ritz, k-means steps) with one intra-op
+    thread, and spends the budget on the big block products (intra-op) and on independent work (k-means restart
+    groups and per-null eigenproblems, one thread each). On a quiet machine this costs little; on a busy one (a
+    Neo4j on the same cores) it avoids the 10–100× stalls of thread teams waiting at every small op's barrier.
+    """
+    return torch.get_num_threads() if device.type == "cpu" else None
+
+
 # ----------------------------------------------------------------------------------------------- problems
 
 class _Layered:
@@ -112,7 +176,8 @@ class _Layered:
     """
 
     def __init__(self, sizes: Sequence[int], raw: Sequence[tuple[int, int, torch.Tensor]], dtype: torch.dtype,
-                 sides: list[int] | None) -> None:
+                 sides: list[int] | None, threads: int | None = None) -> None:
+        self.threads = threads  # intra-op threads for the block products (see _cpu_thread_budget)
         self.sizes = list(sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int).tolist()
         self.raw = list(raw)
@@ -178,20 +243,22 @@ class _Layered:
 
     # --- the full operator M
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
-        y = x * self.shift.unsqueeze(-1)
-        for src, dst, w in self.blocks:
-            s, d = self._sl(src), self._sl(dst)
-            y[:, s] += torch.bmm(w, x[:, d])
-            y[:, d] += torch.bmm(w.mT, x[:, s])
-        return y
+        with _intra_op_threads(self.threads):
+            y = x * self.shift.unsqueeze(-1)
+            for src, dst, w in self.blocks:
+                s, d = self._sl(src), self._sl(dst)
+                y[:, s] += torch.bmm(w, x[:, d])
+                y[:, d] += torch.bmm(w.mT, x[:, s])
+            return y
 
     def m_dense(self) -> torch.Tensor:
-        m = torch.diag_embed(self.shift)
-        for src, dst, w in self.blocks:
-            s, d = self._sl(src), self._sl(dst)
-            m[:, s, d] += w
-            m[:, d, s] += w.mT
-        return m
+        with _intra_op_threads(self.threads):
+            m = torch.diag_embed(self.shift)
+            for src, dst, w in self.blocks:
+                s, d = self._sl(src), self._sl(dst)
+                m[:, s, d] += w
+                m[:, d, s] += w.mT
+            return m
 
     # --- the Gram operator BᵀB on the small side
     def gram_ok(self, n_eig: int) -> bool:
@@ -211,9 +278,14 @@ class _Layered:
         return z
 
     def gram_apply(self, v: torch.Tensor) -> torch.Tensor:
-        return self.bt_apply(self.b_apply(v)) + v * self.small_shift.unsqueeze(-1)
+        with _intra_op_threads(self.threads):
+            return self.bt_apply(self.b_apply(v)) + v * self.small_shift.unsqueeze(-1)
 
     def gram_dense(self) -> torch.Tensor:
+        with _intra_op_threads(self.threads):
+            return self._gram_dense()
+
+    def _gram_dense(self) -> torch.Tensor:
         g = torch.diag_embed(self.small_shift)
         per_large: dict[int, list[tuple[int, torch.Tensor]]] = {}
         for small, large, w in self._oriented():
@@ -230,12 +302,14 @@ class _Layered:
             gl = bl.mT @ bl
             for a, la in enumerate(layers):
                 for b, lb in enumerate(layers):
-                    g[:, self._side_sl(la), self._side_sl(lb)] += gl[:, starts[a]:starts[a + 1], starts[b]:starts[b + 1]]
+                    piece = gl[:, starts[a]:starts[a + 1], starts[b]:starts[b + 1]]
+                    g[:, self._side_sl(la), self._side_sl(lb)] += piece
         return g
 
     def lift(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Eigenvectors of M, (S, n, k), from Gram eigenvectors v (S, n_small, k) and σ (S, k)."""
-        u = self.b_apply(v) / sigma.unsqueeze(1)
+        with _intra_op_threads(self.threads):
+            u = self.b_apply(v) / sigma.unsqueeze(1)
         full = v.new_zeros(v.shape[0], self.n, v.shape[2])
         full[:, self.small_idx] = v
         full[:, self.large_idx] = u
@@ -243,10 +317,11 @@ class _Layered:
 
     # --- batch plumbing
     def subset(self, idx: torch.Tensor) -> _Layered:
-        return _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides)
+        return _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides,
+                        self.threads)
 
     def astype(self, dtype: torch.dtype) -> _Layered:
-        return self if dtype == self.dtype else _Layered(self.sizes, self.raw, dtype, self.sides)
+        return self if dtype == self.dtype else _Layered(self.sizes, self.raw, dtype, self.sides, self.threads)
 
     def n_components(self, s: int) -> int:
         """Connected components of sample s among its non-isolated neurons (scipy, on the CPU)."""
@@ -266,7 +341,8 @@ class _Matrix:
 
     gram_side = None
 
-    def __init__(self, adjacency: torch.Tensor, dtype: torch.dtype) -> None:
+    def __init__(self, adjacency: torch.Tensor, dtype: torch.dtype, threads: int | None = None) -> None:
+        self.threads = threads
         self.adjacency = adjacency
         self.dtype = dtype
         self.device = adjacency.device
@@ -283,7 +359,7 @@ class _Matrix:
             a = adjacency.coalesce()
             i, j = a.indices()
             vals = a.values().to(dtype) * dinv[i] * dinv[j]
-            self.m = torch.sparse_coo_tensor(a.indices(), vals, a.shape).coalesce().to_sparse_csr()
+            self.m = torch.sparse_coo_tensor(a.indices(), vals, a.shape, check_invariants=False).coalesce()
         else:
             self.m = dinv[:, None] * adjacency.to(dtype) * dinv[None, :]
 
@@ -291,16 +367,18 @@ class _Matrix:
         return False
 
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.m @ x[0]).unsqueeze(0)
+        with _intra_op_threads(self.threads):
+            return (self.m @ x[0]).unsqueeze(0)
 
     def m_dense(self) -> torch.Tensor:
-        return (self.m.to_dense() if self.m.layout != torch.strided else self.m).unsqueeze(0)
+        with _intra_op_threads(self.threads):
+            return (self.m.to_dense() if self.m.layout != torch.strided else self.m).unsqueeze(0)
 
     def subset(self, idx: torch.Tensor) -> _Matrix:
         return self
 
     def astype(self, dtype: torch.dtype) -> _Matrix:
-        return self if dtype == self.dtype else _Matrix(self.adjacency, dtype)
+        return self if dtype == self.dtype else _Matrix(self.adjacency, dtype, self.threads)
 
     def n_components(self, s: int) -> int:
         a = self.adjacency
@@ -328,7 +406,7 @@ def _rayleigh_ritz(basis: torch.Tensor, abasis: torch.Tensor, b: int
 
 def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Tensor], torch.Tensor]],
                   x0: torch.Tensor, n_want: int, *, method: str, tol: float, max_applies: int,
-                  depth: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                  depth: int, gram: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The top-``b`` algebraic eigenpairs of a batch of symmetric operators, ``b = x0.shape[2]``.
 
     ``method="lanczos"``: restarted block Lanczos with full reorthogonalisation (a block Krylov basis of depth
@@ -336,6 +414,8 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
     Rayleigh–Ritz on [X, R, P] each step (Knyazev's LOBPCG, orthonormalised basis). Every operator product is
     computed explicitly, so Rayleigh–Ritz is exact on the basis. A sample stops once its first ``n_want``
     residual norms are ≤ tol (or the product budget is spent); finished samples are compacted out of the batch.
+    With ``gram=True`` the operator is BᵀB and the test is on the residual of M that its pairs lift to,
+    ‖BᵀBv − σ²v‖ / (σ√2).
 
     Returns
     -------
@@ -355,6 +435,8 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
     n_since_compaction = 0
     while True:
         res = (ax - x * theta.unsqueeze(1)).norm(dim=1)  # (S_active, b)
+        if gram:
+            res = res / (2 * theta.clamp_min(1e-12)).sqrt()
         newly = ((res[:, :n_want] <= tol).all(1) | (applies >= max_applies)) & ~finished
         if bool(newly.any()):
             sel = active[newly]
@@ -403,16 +485,45 @@ class _Eigen:
     applies: int = 0
 
 
+def _krylov_depth(size: int, block: int) -> int:
+    """Blocks added per Lanczos cycle: about 96 columns in all, and the basis at most a third of the space."""
+    return min(8, 96 // block, size // (3 * block) - 1)
+
+
 def _resolve_solver(solver: str, size: int, block: int) -> str:
     if solver == "auto":
         solver = "dense" if size <= DENSE_MAX_SIZE else "lanczos"
-    if solver != "dense" and size < 4 * block:  # too small for a Krylov basis to make sense
+    if solver != "dense" and _krylov_depth(size, block) < 2:  # too small for a Krylov basis to make sense
         solver = "dense"
     return solver
 
 
 def _block_size(n_eig: int) -> int:
-    return n_eig + max(8, n_eig // 2)
+    """Ritz block: the wanted vectors and a few guards, which speed up the last wanted ones."""
+    return n_eig + max(4, n_eig // 3)
+
+
+def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``n_eig`` eigenpairs (descending) of a batch of dense symmetric matrices (S, m, m).
+
+    On the CPU, LAPACK's MRRR (``?syevr``) computes only the wanted eigenvectors, about twice as fast as the
+    full ``eigh`` for the sizes used here; on a GPU, the batched full ``eigh`` is the fast path.
+    """
+    size = mat.shape[-1]
+    if mat.device.type == "cpu" and n_eig < size // 4:
+        def top(one: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            w, v = scipy.linalg.eigh(one, subset_by_index=[size - n_eig, size - 1], driver="evr",
+                                     overwrite_a=True, check_finite=False)
+            return w[::-1].copy(), v[:, ::-1].copy()
+
+        if mat.shape[0] > 1:
+            pairs = _map_independent(top, list(mat.numpy()), mat.device, workers)
+        else:
+            with threadpool_limits(limits=1):  # LAPACK's many small BLAS-2 steps: one thread is as fast, and robust
+                pairs = [top(mat[0].numpy())]
+        return torch.from_numpy(np.stack([w for w, _ in pairs])), torch.from_numpy(np.stack([v for _, v in pairs]))
+    evals, evecs = torch.linalg.eigh(mat)
+    return evals[:, -n_eig:].flip(-1), evecs[:, :, -n_eig:].flip(-1)
 
 
 def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torch.Generator], tol: float,
@@ -424,12 +535,9 @@ def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torc
     how = _resolve_solver(solver, size, b)
     applies = 0
     if how == "dense":
-        mat = problem.gram_dense() if use_gram else problem.m_dense()
-        evals, evecs = torch.linalg.eigh(mat)
-        del mat
-        lam, vec = evals[:, -n_eig:].flip(-1), evecs[:, :, -n_eig:].flip(-1)
+        lam, vec = _dense_top(problem.gram_dense() if use_gram else problem.m_dense(), n_eig, problem.threads)
     else:
-        depth = max(2, min(10, 240 // b))
+        depth = _krylov_depth(size, b)
         if warm is not None:
             x0 = warm[:, problem.small_idx] if use_gram else warm
             x0 = x0.to(problem.dtype)
@@ -448,12 +556,12 @@ def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torc
 
         max_applies = 60 * (depth + 1) if how == "lanczos" else 600
         theta, vec, _, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol,
-                                               max_applies=max_applies, depth=depth)
+                                               max_applies=max_applies, depth=depth, gram=use_gram)
         lam, vec = theta[:, :n_eig], vec[:, :, :n_eig]
     if use_gram:
         sigma = lam.clamp_min(0).sqrt()
         if float(sigma[:, -1].min()) < GRAM_MIN_SIGMA:  # σ_k ≈ 0: the Gram side cannot give k vectors
-            return _eigenpairs(problem, n_eig, solver, generators, tol, allow_gram=False)
+            return _eigenpairs(problem, n_eig, solver, generators, tol, allow_gram=False, warm=warm)
         vectors, mu = problem.lift(vec, sigma), sigma
     else:
         vectors, mu = vec, lam
@@ -467,8 +575,8 @@ KMEANS_GROUP_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}  # distance entries pe
 
 
 def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
-                   generators: Sequence[torch.Generator], *, max_iter: int = 300,
-                   tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   generators: Sequence[torch.Generator], *, max_iter: int = 300, tol: float = 1e-4,
+                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-means++ and Lloyd on G point sets at once, ``n_init`` restarts each, all restarts batched.
 
     Parameters
@@ -482,6 +590,8 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
     generators : sequence of G torch.Generator
         Random draws per point set (on the CPU), so a set's result does not depend on its batch.
     max_iter, tol : as sklearn's KMeans (tol is relative to the mean per-feature variance).
+    workers : int, optional
+        CPU threads for independent groups of restarts (default: torch's intra-op thread count).
 
     Returns
     -------
@@ -496,19 +606,44 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
     g_count, n, d = x.shape
     if len(generators) != g_count:
         raise ClusteringInputError(f"Need one generator per point set: {len(generators)} for {g_count}.")
-    # Groups small enough to stay in cache on a CPU: big fresh tensors each Lloyd step cost page faults there.
+    k = n_clusters
+    trials = 2 + int(np.log(k))
+    # Every random number up front, per point set: the result does not depend on how the work is split below.
+    u = 1.0 - _rand(generators, (n_init, 1 + (k - 1) * trials), x.device)  # (G, R, ·) in (0, 1]
+    # Units of work small enough to stay in cache on a CPU (big fresh tensors every Lloyd step cost page faults
+    # there), and at least one per worker thread: whole point sets when several fit, else slices of the restarts.
     cap = KMEANS_GROUP_ELEMENTS["cuda" if x.device.type == "cuda" else "cpu"]
-    group = max(1, cap // max(1, n_init * n * max(n_clusters, d)))
-    parts = [_kmeans_group(x[lo:lo + group], None if valid is None else valid[lo:lo + group], n_clusters, n_init,
-                           generators[lo:lo + group], max_iter=max_iter, tol=tol) for lo in range(0, g_count, group)]
-    return tuple(torch.cat([part[i] for part in parts]) for i in range(3))  # type: ignore[return-value]
+    runs_per_unit = max(1, cap // max(1, n * max(k, d)))
+    workers = workers or torch.get_num_threads()
+    if x.device.type == "cpu" and g_count * n_init < 2 * runs_per_unit * workers:
+        runs_per_unit = max(1, min(runs_per_unit, -(-g_count * n_init // workers)))
+    units = []
+    if n_init <= runs_per_unit:
+        per = max(1, runs_per_unit // n_init)
+        units = [(lo, min(g_count, lo + per), 0, n_init) for lo in range(0, g_count, per)]
+    else:
+        units = [(g, g + 1, lo, min(n_init, lo + runs_per_unit)) for g in range(g_count)
+                 for lo in range(0, n_init, runs_per_unit)]
+    parts = _map_independent(
+        lambda unit: _kmeans_group(x[unit[0]:unit[1]], None if valid is None else valid[unit[0]:unit[1]], k,
+                                   u[unit[0]:unit[1], unit[2]:unit[3]], max_iter=max_iter, tol=tol),
+        units, x.device, workers)
+    labels = torch.empty(g_count, n, dtype=torch.int64, device=x.device)
+    inertia = torch.full((g_count,), math.inf, dtype=torch.float64, device=x.device)
+    n_iter = torch.zeros(g_count, dtype=torch.int64, device=x.device)
+    for (lo, hi, _, _), (lab, ine, nit) in zip(units, parts):  # the lowest inertia wins; the first on ties
+        better = ine < inertia[lo:hi]
+        labels[lo:hi] = torch.where(better.unsqueeze(1), lab, labels[lo:hi])
+        inertia[lo:hi] = torch.where(better, ine, inertia[lo:hi])
+        n_iter[lo:hi] = torch.where(better, nit, n_iter[lo:hi])
+    return labels, inertia, n_iter
 
 
-def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
-                  generators: Sequence[torch.Generator], *, max_iter: int,
+def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, u: torch.Tensor, *, max_iter: int,
                   tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k-means for G point sets with R restarts each, ``u`` (G, R, ·) holding the k-means++ draws."""
     g_count, n, d = x.shape
-    k, r_count = n_clusters, n_init
+    k, r_count = n_clusters, u.shape[1]
     device, dtype = x.device, x.dtype
     valid = torch.ones(g_count, n, dtype=torch.bool, device=device) if valid is None else valid
     w = valid.to(dtype)
@@ -532,7 +667,6 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
 
     # --- greedy k-means++, batched over (G, R)
     trials = 2 + int(np.log(k))
-    u = 1.0 - _rand(generators, (r_count, 1 + (k - 1) * trials), device)  # (G, R, ·) in (0, 1]
     first_valid = valid.to(torch.int64).argmax(1)  # a fallback index when every point is already a centre
 
     def pick(cum: torch.Tensor, fraction: torch.Tensor) -> torch.Tensor:
@@ -553,7 +687,8 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
         cum = torch.cumsum(closest, 2, dtype=torch.float64)
         cand = pick(cum, u[:, :, 1 + (c - 1) * trials: 1 + c * trials])  # (G, R, T)
         dist = torch.bmm(lift_centres(gather_points(cand.reshape(g_count, -1)), True), xt_full)
-        new = torch.minimum(dist.clamp_min_(0).view(g_count, r_count, trials, n), closest.unsqueeze(2))
+        new = dist.view(g_count, r_count, trials, n).clamp_min_(0)
+        torch.minimum(new, closest.unsqueeze(2), out=new)
         best = new.sum(-1).argmin(-1)  # (G, R): the trial that lowers the potential most
         closest = torch.gather(new, 2, best[:, :, None, None].expand(-1, -1, 1, n)).squeeze(2)
         centers_idx[:, :, c] = torch.gather(cand, 2, best.unsqueeze(-1)).squeeze(-1)
@@ -561,38 +696,53 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
 
     # --- Lloyd, one row per run, converged runs compacted away. Distances are laid out (run, k, n) so that the
     # reduction over k vectorises along n; the one-hot is that tensor compared in place with its minimum; the
-    # sums and the sizes come out of one GEMM against [x, 1], whose rows are 0 for invalid points.
+    # sums and the sizes come out of one GEMM against [x, 1], whose rows are 0 for invalid points. The runs of
+    # one point set stay contiguous, so each set needs one (runs·k, d+1) × (d+1, n) GEMM, not one per run.
     runs = g_count * r_count
     owner = torch.arange(g_count, device=device).repeat_interleave(r_count)
     final = centers.clone()
     n_iter = torch.zeros(runs, dtype=torch.int64, device=device)
     active = torch.arange(runs, device=device)
     xs = torch.cat([x, w.unsqueeze(-1)], -1)  # (G, n, d + 1)
-    xa, xta, tola, cnta = xs[owner], xt_full[:, :d + 1][owner], tol_g[owner], count[owner]
+    xts = xt_full[:, :d + 1].contiguous()  # (G, d + 1, n)
+    tola, cnta, owner_a = tol_g[owner], count[owner], owner
     ca = centers
     done = torch.zeros(runs, dtype=torch.bool, device=device)  # by position in the active batch
     n_since = 0
+
+    def spans(owners: torch.Tensor) -> list[tuple[int, int, int]]:  # (point set, first row, end row)
+        sets, counts = torch.unique_consecutive(owners, return_counts=True)
+        ends = np.cumsum(counts.tolist())
+        return [(g, int(e - c), int(e)) for g, c, e in zip(sets.tolist(), counts.tolist(), ends)]
+
+    groups = spans(owner_a)
     for it in range(1, max_iter + 1):
-        dist = torch.bmm(lift_centres(ca, False), xta)  # (A, k, n): ‖c‖² − 2c·x, ‖x‖² left out
+        cz = lift_centres(ca, False)  # (A, k, d + 1)
+        dist = cz.new_empty(ca.shape[0], k, n)
+        for g, lo, hi in groups:  # ‖c‖² − 2c·x, ‖x‖² left out
+            torch.mm(cz[lo:hi].reshape(-1, d + 1), xts[g], out=dist[lo:hi].view(-1, n))
         mind = dist.amin(1, keepdim=True)  # (A, 1, n)
         onehot = dist.eq_(mind)  # in place: 1.0 where a centre is nearest
-        agg = onehot @ xa  # (A, k, d + 1)
+        agg = cz.new_empty(ca.shape[0], k, d + 1)
+        for g, lo, hi in groups:
+            torch.mm(onehot[lo:hi].view(-1, n), xs[g], out=agg[lo:hi].view(-1, d + 1))
         sizes = agg[:, :, d]
         tied = sizes.sum(1) > cnta + 0.5  # a point equidistant from two (coincident) centres counts twice
         if bool(tied.any()):
-            rows = torch.nonzero(tied).flatten()
-            exact = torch.bmm(lift_centres(ca[rows], False), xta[rows])
-            onehot[rows] = torch.zeros_like(exact).scatter_(1, exact.argmin(1, keepdim=True), 1.0)
-            agg[rows] = onehot[rows] @ xa[rows]
+            for row in torch.nonzero(tied).flatten().tolist():
+                g = int(owner_a[row])
+                exact = cz[row] @ xts[g]
+                onehot[row] = torch.zeros_like(exact).scatter_(0, exact.argmin(0, keepdim=True), 1.0)
+                agg[row] = onehot[row] @ xs[g]
             sizes = agg[:, :, d]
         new = agg[:, :, :d] / sizes.clamp_min(1e-30).unsqueeze(-1)
         empty = sizes <= 0
         if bool(empty.any()):  # sklearn: move each empty centre to the points farthest from theirs
-            far = mind.squeeze(1) + xsq[owner[active]]
-            far = torch.where(xa[:, :, d] > 0, far, torch.full_like(far, -math.inf))
             for row in torch.nonzero(empty.any(1)).flatten().tolist():
+                g = int(owner_a[row])
+                far = torch.where(valid[g], mind[row, 0] + xsq[g], torch.full_like(xsq[g], -math.inf))
                 holes = torch.nonzero(empty[row]).flatten()
-                new[row, holes] = xa[row, torch.topk(far[row], holes.numel()).indices, :d]
+                new[row, holes] = x[g, torch.topk(far, holes.numel()).indices]
         # Unchanged labels give bit-identical centres (shift 0), so the shift test covers sklearn's strict test.
         stop = (((new - ca) ** 2).sum((1, 2)) <= tola) & ~done
         if it == max_iter:
@@ -607,8 +757,9 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
                 break
             if n_since >= max(1, done.numel() // 4):
                 keep = ~done
-                active, xa, xta, tola, cnta = active[keep], xa[keep], xta[keep], tola[keep], cnta[keep]
+                active, tola, cnta, owner_a = active[keep], tola[keep], cnta[keep], owner_a[keep]
                 ca, done = ca[keep], done[keep]
+                groups = spans(owner_a)
                 n_since = 0
 
     # --- a last E-step for every run, then the run with the lowest inertia of every point set
@@ -725,7 +876,8 @@ def _solve(problem: Any, n_clusters: int, *, eigen_solver: str, n_init: int, gen
     t1 = time.perf_counter()
     kdtype = torch.float64 if dtype == torch.float64 else torch.float32
     embedding = (eig.vectors[:, :, :n_clusters] * problem.dinv.to(eig.vectors.dtype).unsqueeze(-1)).to(kdtype)
-    labels, inertia, _ = kmeans_batched(embedding, problem.valid, n_clusters, n_init, generators)
+    labels, inertia, _ = kmeans_batched(embedding, problem.valid, n_clusters, n_init, generators,
+                                        workers=problem.threads)
     _sync(device)
     timings["kmeans"] = time.perf_counter() - t1
     eigenvalues = (1 - eig.mu[:, :n_clusters].to(torch.float64)).clamp_min(0)
@@ -776,9 +928,21 @@ def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.T
     if len(generators) != blocks[0][2].shape[0]:
         raise ClusteringInputError(f"Need one generator per sample: {len(generators)} for {blocks[0][2].shape[0]}.")
     sides = BlockGraph(sizes, [(s, d, w[0]) for s, d, w in blocks], validate=False).layer_sides()
-    problem = _Layered(sizes, blocks, dtype or torch.float32, sides)
-    return _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=generators, dtype=dtype,
-                  tol=tol, check_connectivity=check_connectivity)
+    budget = _cpu_thread_budget(blocks[0][2].device)
+    with _intra_op_threads(1 if budget else None):
+        problem = _Layered(sizes, blocks, dtype or torch.float32, sides, budget)
+        return _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=generators,
+                      dtype=dtype, tol=tol, check_connectivity=check_connectivity)
+
+
+def _as_tensor_adjacency(matrix: Any) -> torch.Tensor:
+    """A numpy array or scipy sparse matrix as a float64 torch tensor (sparse COO for sparse input)."""
+    if sp.issparse(matrix):
+        coo = sp.coo_matrix(matrix)
+        idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
+        return torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape,
+                                       check_invariants=False).coalesce()
+    return torch.as_tensor(np.asarray(matrix), dtype=torch.float64)
 
 
 def _prepare_matrix(adjacency: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -809,6 +973,35 @@ def _prepare_matrix(adjacency: torch.Tensor, device: torch.device) -> tuple[torc
     return a, keep
 
 
+def _prepare(graph: Any, n_clusters: int, device: torch.device, dtype: torch.dtype,
+             budget: int | None) -> tuple[Any, torch.Tensor, int, int]:
+    """The eigenproblem of a single graph without its isolated neurons: (problem, keep, n_total, n_left)."""
+    if hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a loaders ModelGraph
+        graph = BlockGraph.from_model_graph(graph)
+    if isinstance(graph, BlockGraph):
+        n_total = graph.n_nodes
+        reduced, keep = graph.to(device).drop_isolated()
+        n_left = reduced.n_nodes
+    elif isinstance(graph, (torch.Tensor, np.ndarray)) or sp.issparse(graph):
+        if not isinstance(graph, torch.Tensor):
+            graph = _as_tensor_adjacency(graph)
+        n_total = graph.shape[0]
+        reduced_a, keep = _prepare_matrix(graph, device)
+        n_left = reduced_a.shape[0]
+    else:
+        raise ClusteringInputError(f"spectral_clustering takes a BlockGraph, a ModelGraph or an adjacency matrix "
+                                   f"(torch, numpy or scipy.sparse), got {type(graph).__name__}.")
+    if n_left == 0:
+        raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
+    if n_clusters > n_left:
+        raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
+                                   f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
+    if isinstance(graph, BlockGraph):
+        blocks = [(s, d, w.unsqueeze(0)) for s, d, w in reduced.blocks if w.numel()]
+        return _Layered(reduced.sizes, blocks, dtype, reduced.layer_sides(), budget), keep, n_total, n_left
+    return _Matrix(reduced_a, dtype, budget), keep, n_total, n_left
+
+
 def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int, *,
                         eigen_solver: EigenSolver = "auto", n_init: int | None = None,
                         random_state: int | np.random.SeedSequence | None = None, device: str | torch.device = "auto",
@@ -818,14 +1011,16 @@ def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int,
 
     Parameters
     ----------
-    graph : BlockGraph, ModelGraph or torch.Tensor of shape (n_nodes, n_nodes)
-        A layered graph of |W| blocks, or a symmetric non-negative adjacency (dense or sparse). Isolated
-        neurons (degree 0) are dropped first and labelled −1 (methods.md §1.1).
+    graph : BlockGraph, ModelGraph, or an adjacency of shape (n_nodes, n_nodes)
+        A layered graph of |W| blocks, or a symmetric non-negative adjacency (torch dense or sparse, numpy,
+        scipy.sparse). Isolated neurons (degree 0) are dropped first and labelled −1 (methods.md §1.1).
     n_clusters : int
         K, the number of clusters; at most the number of neurons left.
     eigen_solver : {"auto", "dense", "lanczos", "lobpcg"}, default "auto"
-        "dense": ``torch.linalg.eigh``; "lanczos": restarted block Lanczos; "lobpcg": block LOBPCG; the two
-        iterative solvers apply the blocks as dense matmuls. "auto" takes dense up to a problem size of
+        "dense": a dense symmetric eigensolver (LAPACK ``?syevr`` for the wanted pairs on a CPU, batched
+        ``torch.linalg.eigh`` on a GPU); "lanczos": restarted block Lanczos; "lobpcg": block LOBPCG; the two
+        iterative solvers apply the blocks as dense matmuls, and fall back to dense on problems too small
+        for a Krylov basis. "auto" takes dense up to a problem size of
         ``DENSE_MAX_SIZE`` (the smaller side of a bipartite graph, else all neurons), else lanczos.
     n_init : int, optional
         k-means restarts; default 10 (sklearn's), or the reference's 25/100 with ``parity=True``.
@@ -872,38 +1067,14 @@ def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int,
     _check_dtype(dtype)
     dev = resolve_device(device)
     generator = torch_generator(seed_sequence(random_state))
-    if hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a loaders ModelGraph
-        graph = BlockGraph.from_model_graph(graph)
-    if isinstance(graph, BlockGraph):
-        n_total = graph.n_nodes
-        reduced, keep = graph.to(dev).drop_isolated()
-        if reduced.n_nodes == 0:
-            raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
-        n_left = reduced.n_nodes
-        if n_clusters > n_left:
-            raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
-                                       f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
+    budget = _cpu_thread_budget(dev)
+    with _intra_op_threads(1 if budget else None):
+        problem, keep, n_total, n_left = _prepare(graph, n_clusters, dev, dtype or torch.float32, budget)
         n_init = reference_n_init(n_left) if parity else (n_init or 10)
-        blocks = [(s, d, w.unsqueeze(0)) for s, d, w in reduced.blocks if w.numel()]
-        problem: Any = _Layered(reduced.sizes, blocks, dtype or torch.float32, reduced.layer_sides())
-    elif isinstance(graph, torch.Tensor):
-        n_total = graph.shape[0]
-        reduced_a, keep = _prepare_matrix(graph, dev)
-        n_left = reduced_a.shape[0]
-        if n_left == 0:
-            raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
-        if n_clusters > n_left:
-            raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
-                                       f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
-        n_init = reference_n_init(n_left) if parity else (n_init or 10)
-        problem = _Matrix(reduced_a, dtype or torch.float32)
-    else:
-        raise ClusteringInputError(f"spectral_clustering takes a BlockGraph, a ModelGraph or a torch adjacency, "
-                                   f"got {type(graph).__name__}. Wrap numpy/scipy input with torch.as_tensor.")
-    _sync(dev)
-    prepare = time.perf_counter() - start
-    out = _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=[generator], dtype=dtype,
-                 tol=tol, check_connectivity=True)
+        _sync(dev)
+        prepare = time.perf_counter() - start
+        out = _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=[generator],
+                     dtype=dtype, tol=tol, check_connectivity=True)
     labels = torch.full((n_total,), -1, dtype=torch.int64)
     labels[keep.cpu()] = out.labels[0].cpu()
     n_components = out.n_components[0]

@@ -106,3 +106,172 @@ def adjust_pvalues(pvalues: object, method: Literal["bonferroni", "bh"] = "bh") 
         out[order] = np.minimum(scaled, 1.0)
         return out
     raise ClusteringInputError(f"method must be 'bh' or 'bonferroni', got {method!r}.")
+
+
+# -- assessing a partition: lesions and coherence against random same-size sets (methods.md §5, §6) ---------------
+
+Ties = Literal["conservative", "strict"]
+
+
+def empirical_pvalues(values: object, nulls: object, direction: Direction = "less",
+                      ties: Ties = "conservative") -> np.ndarray:
+    """Percentile p-values of many observed statistics, each against its own null sample.
+
+    Parameters
+    ----------
+    values : array-like of shape (m,)
+        The observed statistic per tested set (e.g. the accuracy with a sub-cluster lesioned).
+    nulls : array-like of shape (m, n_null)
+        The statistic on the random sets drawn for each tested set. NaN entries never count as extreme.
+    direction : {"less", "greater"}, default "less"
+        ``"less"``: small values are extreme (a lesion that hurts more), ``"greater"``: large values are.
+    ties : {"conservative", "strict"}, default "conservative"
+        ``"conservative"`` counts ties against the observed value, p = (#{null ≤ value} + 1)/(N + 1) for "less":
+        a tied random set is as extreme as the real one, so the test keeps its level on discrete statistics such as
+        accuracy. ``"strict"`` is the reference's (#{null < value} + 1)/(N + 1) (methods.md §5, ``p_mean``).
+
+    Returns
+    -------
+    p : numpy.ndarray of shape (m,)
+        In [1/(N+1), 1]; NaN where the observed value is NaN.
+
+    Examples
+    --------
+    >>> empirical_pvalues([0.5], [[0.4, 0.5, 0.6]]).tolist()   # 0.4 and the tie 0.5 count: (2 + 1)/4
+    [0.75]
+    >>> empirical_pvalues([0.5], [[0.4, 0.5, 0.6]], ties="strict").tolist()
+    [0.5]
+    """
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    null = np.asarray(nulls, dtype=np.float64)
+    if null.ndim != 2 or null.shape[0] != v.size or null.shape[1] == 0:
+        raise ClusteringInputError(f"nulls must have shape (m, n_null) with m = {v.size} and n_null ≥ 1; "
+                                   f"got {null.shape}.")
+    if direction not in ("less", "greater"):
+        raise ClusteringInputError(f"direction must be 'less' or 'greater', got {direction!r}.")
+    if ties not in ("conservative", "strict"):
+        raise ClusteringInputError(f"ties must be 'conservative' or 'strict', got {ties!r}.")
+    with np.errstate(invalid="ignore"):
+        if direction == "less":
+            extreme = null <= v[:, None] if ties == "conservative" else null < v[:, None]
+        else:
+            extreme = null >= v[:, None] if ties == "conservative" else null > v[:, None]
+    p = (extreme.sum(axis=1) + 1.0) / (null.shape[1] + 1.0)
+    p[np.isnan(v)] = np.nan
+    return p
+
+
+def fisher_combined_pvalue(pvalues: object, n_null: int, *, shift: bool = True) -> float:
+    """Fisher's combination of percentile p-values into one network-level p-value (methods.md §5).
+
+    Parameters
+    ----------
+    pvalues : array-like of shape (m,)
+        Percentile p-values from nulls of ``n_null`` sets each; NaN entries (untested sets) are left out.
+    n_null : int
+        N, the random sets behind each p-value.
+    shift : bool, default True
+        Subtract 1/(2(N+1)) first, as the reference does: a percentile p-value is discrete uniform on
+        {1/(N+1), …, 1}, whose mean is 1/2 + 1/(2(N+1)); the shift centres it on 1/2, so Fisher's χ² with 2m
+        degrees of freedom is not biased towards 1.
+
+    Returns
+    -------
+    p : float
+        ``scipy.stats.combine_pvalues(p − shift, "fisher")``; NaN when no p-value is finite.
+
+    Examples
+    --------
+    >>> round(fisher_combined_pvalue([1 / 21, 1 / 21], 20), 6)   # χ²₄ = −4·ln(1/21 − 1/42) = 4·ln 42 = 14.951
+    0.004805
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    p = p[np.isfinite(p)]
+    if p.size == 0:
+        return math.nan
+    if n_null < 1:
+        raise ClusteringInputError(f"n_null must be at least 1, got {n_null}.")
+    if np.any(p <= 0) or np.any(p > 1):
+        raise ClusteringInputError("p-values must lie in (0, 1].")
+    from scipy.stats import combine_pvalues
+
+    shifted = p - 1.0 / (2.0 * (n_null + 1)) if shift else p
+    return float(combine_pvalues(shifted, method="fisher").pvalue)
+
+
+def chi2_uniformity_pvalue(pvalues: object, n_null: int) -> float:
+    """The reference's χ² "categorical" test: are the percentile ranks uniform over their N + 1 values?
+
+    Each p-value is turned back into its rank r = round(p(N+1) − 1) ∈ {0, …, N}; the ranks are counted in N + 1
+    bins and ``scipy.stats.chisquare`` tests the counts against a flat expectation. ⚠ The test is two-sided: it
+    reacts to any departure from uniformity, including p-values piled up near 1 (sets that matter *less* than random
+    ones), unlike Fisher's one-sided combination. It is reported under this name for parity with the reference,
+    next to Fisher (methods.md §5, §9.4). With few p-values and many bins the expected counts are far below 5 and the
+    χ² approximation is rough.
+
+    Returns
+    -------
+    p : float
+        NaN when no p-value is finite.
+
+    Examples
+    --------
+    >>> round(chi2_uniformity_pvalue([1 / 3, 2 / 3, 1.0], 2), 6)   # one rank in each bin: perfectly flat
+    1.0
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    p = p[np.isfinite(p)]
+    if p.size == 0:
+        return math.nan
+    if n_null < 1:
+        raise ClusteringInputError(f"n_null must be at least 1, got {n_null}.")
+    ranks = np.clip(np.round(p * (n_null + 1) - 1).astype(np.int64), 0, n_null)
+    observed = np.bincount(ranks, minlength=n_null + 1).astype(np.float64)
+    expected = np.full(n_null + 1, p.size / (n_null + 1))
+    from scipy.stats import chisquare
+
+    return float(chisquare(observed, expected).pvalue)
+
+
+def range_statistic(class_delta: object) -> np.ndarray:
+    """The reference's class-specificity of a lesion (methods.md §5): R = max_c(Δ_c/mean Δ) − min_c(Δ_c/mean Δ).
+
+    Parameters
+    ----------
+    class_delta : array-like of shape (..., n_classes)
+        Δ_c = a_c(lesioned) − a_c(intact), the change of each class's recall.
+
+    Returns
+    -------
+    R : numpy.ndarray of shape (...)
+        Large when the lesion hits some classes far more than others. NaN where the mean change is 0 (the lesion
+        changed nothing on average, so the ratio is undefined; the reference divides anyway and gets ``inf``).
+
+    Examples
+    --------
+    >>> round(range_statistic([-0.4, 0.0, -0.2]).item(), 9)   # mean −0.2: ratios 2, 0, 1
+    2.0
+    """
+    d = np.asarray(class_delta, dtype=np.float64)
+    mean = d.mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(np.abs(mean) > 1e-12, d / np.where(mean == 0, 1.0, mean), np.nan)
+    return ratio.max(axis=-1) - ratio.min(axis=-1)  # NaN rows stay NaN
+
+
+def effect_factor(null_mean: object, observed: object, tiny: float = 1e-12) -> np.ndarray:
+    """The reference's effect factor mean(random)/observed, NaN (not ``inf``) where |observed| ≤ ``tiny``."""
+    num = np.asarray(null_mean, dtype=np.float64)
+    den = np.asarray(observed, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(np.abs(den) > tiny, num / np.where(den == 0, 1.0, den), np.nan)
+
+
+def entropy_nats(counts_or_probs: object, axis: int = -1) -> np.ndarray:
+    """Shannon entropy in nats of counts or probabilities along ``axis`` (each slice normalised to sum 1)."""
+    q = np.asarray(counts_or_probs, dtype=np.float64)
+    total = q.sum(axis=axis, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(total > 0, q / np.where(total == 0, 1.0, total), 0.0)
+        terms = np.where(q > 0, -q * np.log(np.where(q > 0, q, 1.0)), 0.0)
+    return terms.sum(axis=axis)
