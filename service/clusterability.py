@@ -27,6 +27,10 @@ from .shuffles import SHUFFLE_METHODS, ShuffleMethod, numpy_generator, sample_se
 from .spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, resolve_device, spectral_clustering
 from .stats import percentile_pvalue, z_score
 
+# Activation graphs (methods.md §2) are complete over all units, so their null permutes the whole upper triangle.
+UPPER_TRIANGLE_METHODS = {"upper_triangle": "all", "upper_triangle_nonzero": "nonzero"}
+NULL_METHODS: tuple[str, ...] = SHUFFLE_METHODS + tuple(UPPER_TRIANGLE_METHODS)
+
 CPU_BATCH_BYTES = 2 << 30  # working memory one chunk of nulls may use on the CPU
 GPU_BATCH_FRACTION = 0.5  # … and on a GPU, as a fraction of its free memory
 
@@ -95,6 +99,14 @@ def _chunk_size(graph: BlockGraph, n_init: int, n_clusters: int, device: torch.d
     return int(max(1, min(n_shuffles, 64, budget // max(per_sample, 1))))
 
 
+def _null_stacks(graph: BlockGraph, method: str, rngs: list[np.random.Generator]) -> list[tuple[int, int, torch.Tensor]]:
+    if method in UPPER_TRIANGLE_METHODS:
+        from .activation_nulls import upper_triangle_null_stacks
+
+        return upper_triangle_null_stacks(graph, rngs, method=UPPER_TRIANGLE_METHODS[method])  # type: ignore[arg-type]
+    return shuffled_block_stacks(graph, method, rngs)  # type: ignore[arg-type]
+
+
 def clusterability(graph: BlockGraph | Any, n_clusters: int, n_shuffles: int = 200, *,
                    method: ShuffleMethod = "layer", random_state: int | np.random.SeedSequence | None = None,
                    device: str | torch.device = "auto", eigen_solver: str = "auto", n_init: int | None = None,
@@ -110,8 +122,9 @@ def clusterability(graph: BlockGraph | Any, n_clusters: int, n_shuffles: int = 2
         K, the same for the network and every null.
     n_shuffles : int, default 200
         Null samples; the smallest possible p-value is 1/(n_shuffles + 1).
-    method : {"layer", "layer_nonzero"}, default "layer"
-        See :mod:`neuronmap.service.shuffles`.
+    method : {"layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"}, default "layer"
+        Weight graphs: see :mod:`neuronmap.service.shuffles`. Activation graphs: a permutation of every
+        upper-triangle entry (or of the non-zero ones), see :mod:`neuronmap.service.activation_nulls`.
     random_state : int, numpy SeedSequence or None
         Root seed. The real clustering uses it as :func:`spectral_clustering` would; null ``i`` uses child ``i``
         of ``SeedSequence(random_state)`` for both its permutations and its clustering.
@@ -134,8 +147,8 @@ def clusterability(graph: BlockGraph | Any, n_clusters: int, n_shuffles: int = 2
     start = time.perf_counter()
     if isinstance(n_shuffles, bool) or not isinstance(n_shuffles, (int, np.integer)) or n_shuffles < 1:
         raise ClusteringInputError(f"n_shuffles must be a positive int, got {n_shuffles!r}.")
-    if method not in SHUFFLE_METHODS:
-        raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}.")
+    if method not in NULL_METHODS:
+        raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(NULL_METHODS)}.")
     if eigen_solver not in EIGEN_SOLVERS:
         raise ClusteringInputError(f"Unknown eigen_solver {eigen_solver!r}; choose one of {', '.join(EIGEN_SOLVERS)}.")
     if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
@@ -167,7 +180,7 @@ def clusterability(graph: BlockGraph | Any, n_clusters: int, n_shuffles: int = 2
     for lo in range(0, n_shuffles, chunk):
         hi = min(n_shuffles, lo + chunk)
         t0 = time.perf_counter()
-        stacks = shuffled_block_stacks(reduced, method, [numpy_generator(seed) for seed in seeds[lo:hi]])
+        stacks = _null_stacks(reduced, method, [numpy_generator(seed) for seed in seeds[lo:hi]])
         timings["shuffle"] += time.perf_counter() - t0
         outcome = cluster_batch(reduced.sizes, stacks, n_clusters, generators=[torch_generator(seed) for seed in
                                                                                 seeds[lo:hi]],

@@ -27,7 +27,8 @@ class ClusterConfig(BaseModel):
     layers: str | None = None  # "first:last" by layer name or index; None = every layer
     min_weight: float = Field(default=0.0, ge=0.0)
     n_shuffles: int = Field(default=0, ge=0)
-    null_method: Literal["layer", "layer_nonzero"] = "layer"
+    # None: "layer" for weight graphs, "upper_triangle" for activation graphs (methods.md §2, §4)
+    null_method: Literal["layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"] | None = None
     random_state: int | None = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eigen_solver: Literal["auto", "dense", "lanczos", "lobpcg"] = "auto"
@@ -87,14 +88,15 @@ def run_clustering(store: Store, model: str, config: ClusterConfig,
     start = time.perf_counter()
     null: dict[str, object] = {}
     null_seconds = 0.0
+    null_method = config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
     if config.n_shuffles:
         # clusterability() clusters the real network too, with the same seed and settings as the nulls.
-        stats = clusterability(sub.graph, config.n_clusters, config.n_shuffles, method=config.null_method,
+        stats = clusterability(sub.graph, config.n_clusters, config.n_shuffles, method=null_method,
                                random_state=config.random_state, device=device, eigen_solver=config.eigen_solver,
                                n_init=config.n_init, parity=config.parity)
         result, ncut_value = stats.spectral, stats.ncut
         null_seconds = stats.timings["total"] - stats.timings["real"]
-        null = {"null_method": config.null_method, "n_null": config.n_shuffles, "null_mean": stats.mean,
+        null = {"null_method": null_method, "n_null": config.n_shuffles, "null_mean": stats.mean,
                 "null_sd": stats.sd, "z": stats.z_score, "percentile": stats.percentile,
                 "null_ncuts": stats.null_ncuts.tolist()}
     else:

@@ -31,7 +31,8 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
 @click.option("-k", "--k", "n_clusters", default=12, show_default=True, help="Number of clusters.")
 @click.option("--shuffles", "n_shuffles", default=0, show_default=True,
               help="Shuffled networks for the clusterability null (0: none).")
-@click.option("--null-method", type=click.Choice(["layer", "layer_nonzero"]), default="layer", show_default=True)
+@click.option("--null-method", type=click.Choice(["layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"]),
+              help="Default: layer for weight graphs, upper_triangle for activation graphs.")
 @click.option("--layers", help="first:last layer (names or indexes) to cluster, e.g. conv1:conv3.")
 @click.option("--edges", default="weight", show_default=True,
               help="'weight', or the name of an activation graph of the model.")
@@ -45,9 +46,9 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
 @click.option("--parity", is_flag=True, help="The reference code's settings (methods.md §3).")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.pass_context
-def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, null_method: str, layers: str | None,
-            edges: str, min_weight: float, device: str | None, seed: int, eigen_solver: str, n_init: int | None,
-            parity: bool, fmt: str) -> None:
+def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, null_method: str | None,
+            layers: str | None, edges: str, min_weight: float, device: str | None, seed: int, eigen_solver: str,
+            n_init: int | None, parity: bool, fmt: str) -> None:
     """Partition a model's neurons by spectral clustering and write the partition back.
 
     \b
