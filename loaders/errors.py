@@ -61,3 +61,34 @@ class NonFiniteWeightsError(LoadError, ValueError):
         super().__init__(f"Layer {layer!r} has {n_bad:,} non-finite {what} (NaN or inf) out of {n_total:,}{extra}. "
                          "neuronmap does not ingest them.")
         self.layer, self.n_bad, self.n_total = layer, n_bad, n_total
+
+
+class ActivationError(LoadError, ValueError):
+    """Activations neuronmap cannot correlate: non-finite values, too few inputs, or a value of unexpected shape."""
+
+
+class ActivationGraphExistsError(LoadError, FileExistsError):
+    """An activation graph of that name is already stored for the model."""
+
+    def __init__(self, model: str, name: str, *, concurrent: bool = False) -> None:
+        if concurrent:
+            message = (f"Another process is writing activation graph {name!r} of model {model!r} right now. Wait "
+                       "for it to finish, or choose another --name.")
+        else:
+            message = (f"Model {model!r} already has an activation graph {name!r}. Pass --replace to recompute it, "
+                       "or choose another --name.")
+        super().__init__(message)
+        self.model, self.name = model, name
+
+
+class UnknownActivationGraphError(LoadError, LookupError):
+    """No activation graph of that name is stored for the model."""
+
+    def __init__(self, model: str, name: str) -> None:
+        super().__init__(f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` "
+                         "lists its graphs.")
+        self.model, self.name = model, name
+
+
+class ActivationLayoutError(LoadError, ValueError):
+    """Correlations recorded from a network whose layers differ from those of the stored model."""

@@ -100,3 +100,24 @@ class SourceUnavailableError(ServiceError, FileNotFoundError):
         super().__init__(f"Cannot re-load the network of model {model!r}: it {reason}. Re-ingest it from its file "
                          f"(neuronmap ingest FILE --name {model} --replace), then try again.")
         self.model = model
+
+
+class AssessmentInputError(ServiceError, ValueError):
+    """A data set, partition or option that an importance or coherence run cannot use; the message says why."""
+
+
+class LayerMismatchError(ServiceError, LookupError):
+    """The re-loaded network does not have the layers the store holds for its model."""
+
+    def __init__(self, model: str, detail: str) -> None:
+        super().__init__(f"The re-loaded network of model {model!r} does not match its stored layers: {detail}. "
+                         f"Was it ingested with other loader options? Re-ingest it (neuronmap ingest FILE --name "
+                         f"{model} --replace) and cluster it again.")
+        self.model = model
+
+
+class AssessmentNotFoundError(ServiceError, LookupError):
+    def __init__(self, what: str) -> None:
+        super().__init__(f"There is no assessment {what}. `neuronmap importance` and `neuronmap coherence` "
+                         "create them; the partition's assessments are listed by list_assessments().")
+        self.what = what

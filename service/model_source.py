@@ -12,8 +12,11 @@ from neuronmap.loaders import build_module, file_sha256, load_exported, load_sta
 from .errors import ModelNotFoundError, ModelNotReadyError, SourceUnavailableError
 
 
-def reload_module(store: Store, model: str) -> tuple[nn.Module, tuple[int, ...]]:
+def reload_module(store: Store, model: str, *, exported_ok: bool = True) -> tuple[nn.Module, tuple[int, ...]]:
     """The model's nn.Module (in eval mode) and its input shape without the batch dimension.
+
+    ``exported_ok=False`` refuses models ingested from a ``torch.export`` program, whose module is a flat graph of
+    ATen calls: work that hooks into the network's own modules (recording activations) needs the original one.
 
     Raises
     ------
@@ -36,7 +39,11 @@ def reload_module(store: Store, model: str) -> tuple[nn.Module, tuple[int, ...]]
         raise SourceUnavailableError(model, f"came from {source!r}, which has changed since it was ingested "
                                             "(its SHA-256 differs)")
     if arch == "torch.export":
-        module = load_exported(source).module()
+        if not exported_ok:
+            raise SourceUnavailableError(model, f"came from the torch.export program {source!r}, whose graph of ATen "
+                                                "calls has no modules to record from; ingest its state dict with "
+                                                "--arch module:factory instead")
+        module = load_exported(source).module()  # exported in eval mode; its eval() is not supported
     else:
         module = load_state_dict_into(build_module(arch), load_state_dict(source), spec=arch)
         module.eval()

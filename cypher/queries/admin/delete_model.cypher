@@ -1,5 +1,6 @@
 // Remove one model: its neurons with their edges and memberships, in batches of neurons so that no single
-// transaction holds a whole model's edges; then its partitions, clusters, layers and the model node.
+// transaction holds a whole model's edges; then its partitions, clusters, sub-clusters, assessments, activation
+// graphs, layers and the model node.
 //
 // mode: autocommit
 // param model: str   the model's name
@@ -9,7 +10,12 @@ CALL (n) { DETACH DELETE n } IN TRANSACTIONS OF 200 ROWS
 WITH count(*) AS neurons
 OPTIONAL MATCH (p:Partition {model: $model})
 OPTIONAL MATCH (p)-[:HAS_CLUSTER]->(c:Cluster)
-DETACH DELETE c, p
+OPTIONAL MATCH (c)-[:HAS_SUBCLUSTER]->(s:SubCluster)
+OPTIONAL MATCH (p)-[:HAS_ASSESSMENT]->(a:Assessment)
+DETACH DELETE s, a, c, p
+WITH DISTINCT neurons
+OPTIONAL MATCH (g:ActivationGraph {model: $model})
+DETACH DELETE g
 WITH DISTINCT neurons
 OPTIONAL MATCH (m:Model {name: $model})
 OPTIONAL MATCH (m)-[:HAS_LAYER]->(l:Layer)
