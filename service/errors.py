@@ -96,9 +96,9 @@ class LibraryQueryInputError(ServiceError, ValueError):
 
 
 class SourceUnavailableError(ServiceError, FileNotFoundError):
-    def __init__(self, model: str, reason: str) -> None:
-        super().__init__(f"Cannot re-load the network of model {model!r}: it {reason}. Re-ingest it from its file "
-                         f"(neuronmap ingest FILE --name {model} --replace), then try again.")
+    def __init__(self, model: str, reason: str, way_out: str = "") -> None:
+        way_out = way_out or f"Re-ingest it from its file (neuronmap ingest FILE --name {model} --replace), then try again"
+        super().__init__(f"Cannot re-load the network of model {model!r}: it {reason}. {way_out}.")
         self.model = model
 
 

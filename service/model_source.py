@@ -41,8 +41,8 @@ def reload_module(store: Store, model: str, *, exported_ok: bool = True) -> tupl
     if arch == "torch.export":
         if not exported_ok:
             raise SourceUnavailableError(model, f"came from the torch.export program {source!r}, whose graph of ATen "
-                                                "calls has no modules to record from; ingest its state dict with "
-                                                "--arch module:factory instead")
+                                                "calls has no modules to record from",
+                                         "Ingest its state dict with --arch module:factory instead")
         module = load_exported(source).module()  # exported in eval mode; its eval() is not supported
     else:
         module = load_state_dict_into(build_module(arch), load_state_dict(source), spec=arch)
