@@ -11,6 +11,10 @@ and can be mailed as one file; the same PNGs are written next to it for slides a
   lines between them with width ∝ the summed |w| that flows along them (``library.module_flow``).
 
 Every figure has a fixed pixel size (``FIGURES``): ``figsize × DPI``, saved without tight bounding boxes.
+
+When the partition has been assessed (``neuronmap importance`` / ``neuronmap coherence``), the page adds a table per
+method from its newest run (the sub-clusters' statistics and the network-level tests), and embeds the images that
+run saved (feature visualisations, top data-set examples) when their files are still there.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,6 +35,7 @@ from matplotlib.patches import Rectangle
 
 from neuronmap.cypher import Store
 
+from .assessment_store import latest_assessment
 from .library import resolve_partition, run_library_query
 from .subgraph import pull_subgraph
 from .writeback import read_labels
@@ -61,6 +66,8 @@ class ReportData:
     cohesion: list[dict[str, Any]]  # library.module_cohesion
     adjacency: sp.csr_matrix  # (n_neurons, n_neurons) |w| over every neuron of the model, by ordinal
     labels: np.ndarray  # (n_neurons,) cluster by ordinal, −1 outside the partition
+    # method → (the newest assessment's properties, its per-sub-cluster rows); empty when never assessed
+    assessments: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
 
 
 def _figure(name: str) -> Figure:
@@ -98,7 +105,9 @@ def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
         span=run_library_query(store, "module_span", partition=partition_id),
         flow=run_library_query(store, "module_flow", partition=partition_id),
         cohesion=run_library_query(store, "module_cohesion", partition=partition_id),
-        adjacency=subgraph.graph.to_scipy().tocsr(), labels=read_labels(store, partition_id, n_neurons))
+        adjacency=subgraph.graph.to_scipy().tocsr(), labels=read_labels(store, partition_id, n_neurons),
+        assessments={method: found for method in _ASSESSMENTS
+                     if (found := latest_assessment(store, partition_id, method)) is not None})
 
 
 def sorted_by_cluster(labels: np.ndarray, layer_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -290,6 +299,50 @@ text-align:right}th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{color:#5
 img{max-width:100%;height:auto}"""
 
 
+_ASSESSMENTS = {  # method → (title, network statistics, per-sub-cluster columns)
+    "importance": ("Importance (lesions)", ["dataset", "n_null", "seed", "accuracy", "n_tested", "n_important",
+                                            "fisher_p", "chi2_p", "fisher_p_range", "chi2_p_range"],
+                   ["delta_accuracy", "null_delta_mean", "p_value", "p_adjusted", "range_statistic", "p_range",
+                    "category"]),
+    "coherence_features": ("Coherence: feature visualisation", ["n_null", "seed", "n_coherent", "fisher_p",
+                                                                "fisher_p_entropy", "chi2_p_entropy",
+                                                                "fisher_p_activation", "chi2_p_activation"],
+                           ["activation", "null_activation_mean", "p_activation", "entropy", "null_entropy_mean",
+                            "p_entropy", "p_adjusted"]),
+    "coherence_examples": ("Coherence: data-set examples", ["dataset", "n_null", "seed", "n_coherent", "fisher_p",
+                                                            "fisher_p_entropy", "fisher_p_activation",
+                                                            "fisher_p_similarity"],
+                           ["entropy", "null_entropy_mean", "p_entropy", "activation", "p_activation", "similarity",
+                            "p_similarity", "p_adjusted"]),
+}
+MAX_ASSESSMENT_IMAGES = 24  # per method: larger partitions show the first ones only
+
+
+def render_assessments(data: ReportData) -> str:
+    """One section per assessed method: network tests, a sub-cluster table and the run's saved images."""
+    parts = []
+    for method, (title, network, columns) in _ASSESSMENTS.items():
+        if method not in data.assessments:
+            continue
+        summary, rows = data.assessments[method]
+        table = _table(["layer", "cluster", "size", *columns],
+                       [[row["layer_name"], row["cluster"], row["size"], *[row["stats"].get(c) for c in columns]]
+                        for row in rows])
+        images = []
+        for row in rows:
+            path = row["stats"].get("image")
+            if path and Path(path).is_file() and len(images) < MAX_ASSESSMENT_IMAGES:
+                encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+                images.append(f'<figure><img alt="{html.escape(Path(path).name)}" '
+                              f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(row["layer_name"])}'
+                              f", cluster {row['cluster']}</figcaption></figure>")
+        parts.append(f"<h2>{html.escape(title)}</h2><p>Assessment {html.escape(str(summary.get('id')))}, "
+                     f"{html.escape(str(summary.get('created_at', '')))}.</p>"
+                     f"{_table(['statistic', 'value'], [[k, summary.get(k)] for k in network])}{table}"
+                     + "".join(images))
+    return "\n".join(parts)
+
+
 def render_html(data: ReportData, images: dict[str, bytes]) -> str:
     """The page: title, statistics, module table and the figures as ``data:image/png;base64`` URIs."""
     stats = data.partition
@@ -318,7 +371,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
             f"<h2>Modules</h2><p>Sum of the clusters' n-cut terms: {total:.6g} "
             f"(stored n-cut: {_fmt(stats.get('ncut'))}).</p>"
             f"{_table(_MODULE_COLUMNS, module_rows)}\n"
-            f"<h2>Figures</h2>{figures}\n</body></html>\n")
+            f"<h2>Figures</h2>{figures}\n{render_assessments(data)}</body></html>\n")
 
 
 def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path) -> Path:

@@ -434,7 +434,8 @@ def example_params(library_models: LibraryModels) -> dict[str, dict[str, Any]]:
             "module_paths": {"partition": first}, "partition_stats": {"partition": first},
             "neuron": {"model": a.name, "layer": "fc1", "unit": 3, "ordinal": None, "partition": first, "limit": 5},
             "compare_models": {"models": [a.name], "all_partitions": False},
-            "compare_partitions": {"partition_a": first, "partition_b": second}}
+            "compare_partitions": {"partition_a": first, "partition_b": second},
+            "important_modules": {"partition": first}, "coherent_modules": {"partition": first}}
 
 
 @pytest.mark.parametrize("name", [q.name for q in library_queries()])

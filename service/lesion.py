@@ -1,0 +1,677 @@
+"""Batched lesions: many sets of silenced neurons evaluated in one forward pass per data batch.
+
+A *lesion* of a set S of neurons in layer ℓ sets their value to 0: the Linear/Conv output (after a BatchNorm
+that reads it directly, by default), which is what zeroing their incoming weights and bias does in the folded
+graph neuronmap stores (methods.md §5). For a ReLU layer it equals zeroing the units' outputs.
+
+How the batching works (methods.md §9.1). The network is traced with torch.fx, with the loaders' own tracer, so
+the layers here are the stored layers (same names, same indices). For one batch of B inputs the intact network
+runs once and keeps every value. A chunk of M lesions of layer ℓ then re-runs only the part of the graph that
+depends on ℓ, with the batch expanded to M·B rows:
+
+- ``"mask"``: ℓ's value (B, C[, H, W]) is multiplied by M keep-masks into (M·B, C[, H, W]); any other value that
+  a later step reads (a residual branch from before ℓ) is repeated M times on the fly;
+- ``"delta"``: when ℓ reaches the next Linear only through zero-preserving elementwise steps (ReLU, tanh, GELU,
+  dropout in eval mode, …: f(0) = 0, so silencing a unit before or after them is the same), the lesion is applied
+  at that Linear's output instead: z' = z − h[:, S] W[:, S]ᵀ, a batched product over |S| columns rather than a
+  matrix product over all C. Equal to ``"mask"`` up to float rounding (the sum is ordered differently); ``"auto"``
+  uses it only for sets of at most half their layer, where the subtraction cannot cancel most of the sum.
+
+``lesion_correct_counts`` returns per-class counts of correct predictions for each lesion; the one-lesion-at-a-time
+baseline (``one_at_a_time_correct_counts``) is kept for the tests and ``bench/importance.py``.
+
+BatchNorm (methods.md §5 ⚠). In a Conv → BatchNorm → ReLU stack the neuron neuronmap stores is the folded
+BatchNorm output. ``batchnorm="after"`` (the default) silences that value, so the channel's output is 0 like
+every other lesioned unit. ``batchnorm="before"`` silences the Conv output only, as zeroing the Conv's kernel and
+bias in the reference did: the BatchNorm then turns the channel into the constant β − γμ/√(σ²+ε), not 0.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from neuronmap.loaders.graph_builder import Step, TracedNetwork
+from neuronmap.loaders.trace_module import trace_module
+
+from .errors import AssessmentInputError
+
+LesionMethod = Literal["auto", "mask", "delta"]
+BatchNormLesion = Literal["after", "before"]
+
+# f(0) = 0 and elementwise: silencing a unit before or after these is the same (the "delta" path's condition).
+_ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
+                            nn.Mish, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Softsign, nn.Tanhshrink, nn.Identity,
+                            nn.Dropout, nn.Dropout1d, nn.AlphaDropout)
+_ZERO_PRESERVING_NAMES = frozenset({
+    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "_prelu_kernel", "elu", "elu_", "celu", "selu",
+    "gelu", "silu", "mish", "tanh", "tanh_", "hardtanh", "hardtanh_", "hardswish", "softsign", "tanhshrink",
+    "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "clone", "contiguous",
+    "detach", "alias",
+})
+_RELU_NAMES = frozenset({"relu", "relu_"})
+_FRESH_NAMES = frozenset({"linear", "conv2d", "convolution", "addmm", "batch_norm", "add", "baddbmm"})
+
+
+def _op_name(target: Any) -> str:
+    """``torch.relu`` → "relu", ``aten.relu.default`` → "relu", a method name stays itself."""
+    if isinstance(target, str):
+        return target
+    return str(getattr(target, "__name__", target)).split(".")[0]
+
+
+@dataclass(frozen=True)
+class DeltaPlan:
+    """Where the ``"delta"`` path applies a lesion of a layer: at the output of the next Linear."""
+
+    node: str  # the Linear's output value
+    input: str  # the value the Linear reads: the layer after its zero-preserving steps, (B, C)
+    weight: torch.Tensor  # the Linear's (C_next, C) weight
+
+
+@dataclass(frozen=True)
+class LayerPoint:
+    """One layer of neurons of the traced network, named and numbered as the store numbers them."""
+
+    index: int  # 0 is the input
+    name: str  # module path, as stored
+    kind: str  # "linear" or "conv"
+    size: int  # neurons: units or channels
+    shape: tuple[int, ...]  # the value's shape without the batch dim
+    output: str  # the Linear/Conv output value
+    value: str  # the neurons' value: after a BatchNorm that reads the output directly, else the output
+    activation: str  # the value after the layer's elementwise steps (its activation function), for coherence
+    batchnorm: str | None  # the BatchNorm value, when one follows directly
+    delta: DeltaPlan | None  # the "delta" lesion path, when the layer reaches a Linear through f(0) = 0 steps only
+
+
+class _RedirectedReLU(torch.autograd.Function):
+    """ReLU whose gradient still flows through negative inputs of a sample when nothing else flows for it.
+
+    lucid's ``relu_gradient_override`` (methods.md §6): without it, a unit that starts negative for a random image
+    never receives a gradient and feature visualisation stalls. Where the plain ReLU gradient of a sample is all
+    zero, the gradient passes unless it would push an already negative input further down.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        return x.clamp_min(0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        (x,) = ctx.saved_tensors
+        relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
+        redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)  # grad of the loss (minimised)
+        magnitude = relu_grad.reshape(relu_grad.shape[0], -1).norm(dim=1)
+        through = (magnitude > 0).reshape(-1, *([1] * (x.dim() - 1)))
+        return torch.where(through, relu_grad, redirected)
+
+
+def redirected_relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU with lucid's redirected gradient; see ``_RedirectedReLU``."""
+    return _RedirectedReLU.apply(x)
+
+
+class LesionNetwork:
+    """A network traced once, runnable with batches of lesions on any of its layers.
+
+    Parameters
+    ----------
+    module : nn.Module
+        In eval mode (``model_source.reload_module`` gives one). Moved to ``device``.
+    input_shape : sequence of int, optional
+        One input's shape without the batch dim; defaults as ``loaders.trace_module`` defaults it.
+    device : str or torch.device, default "cpu"
+    batchnorm : {"after", "before"}, default "after"
+        Where a layer followed directly by a BatchNorm is silenced; see the module docstring.
+    traced : TracedNetwork, optional
+        The loaders' trace of ``module`` when it is not an nn.Module that torch.fx can trace (a ``torch.export``
+        program's ``.module()``: pass ``trace_export(ep)``). Its value names must be node names of ``module``.
+
+    Attributes
+    ----------
+    layers : list of LayerPoint
+        Every layer of neurons after the input, in the stored order (``layers[i].index == i + 1``).
+    input_shape : tuple of int
+    """
+
+    def __init__(self, module: nn.Module, input_shape: Sequence[int] | None = None, *,
+                 device: str | torch.device = "cpu", batchnorm: BatchNormLesion = "after",
+                 traced: TracedNetwork | None = None) -> None:
+        if batchnorm not in ("after", "before"):
+            raise AssessmentInputError(f"batchnorm must be 'after' or 'before', got {batchnorm!r}.")
+        self.device = torch.device(device)
+        module = module.to(self.device)
+        try:
+            module.eval()
+        except NotImplementedError:  # a torch.export program's module: already an inference graph
+            pass
+        self.module = module
+        self.traced = traced if traced is not None else trace_module(module, input_shape)
+        self.input_shape = tuple(int(d) for d in self.traced.input_shape)
+        self.gm = module if isinstance(module, fx.GraphModule) else fx.symbolic_trace(module)
+        self._nodes = list(self.gm.graph.nodes)
+        self._by_name = {node.name: node for node in self._nodes}
+        missing = [s.out for s in self.traced.steps if s.out not in self._by_name]
+        if missing:
+            raise AssessmentInputError(f"The traced network names values {missing[:3]} that the module's graph lacks; "
+                                       "pass the trace of this very module.")
+        self._modules = dict(self.gm.named_modules())
+        placeholders = [n for n in self._nodes if n.op == "placeholder"]
+        self._input = next((n for n in placeholders if n.name == self.traced.input), placeholders[0])
+        self._depends: set[str] = set()
+        for node in self._nodes:
+            if node is self._input or any(a.name in self._depends for a in node.all_input_nodes):
+                self._depends.add(node.name)
+        self.batchnorm = batchnorm
+        self.layers = self._plan_layers()
+        self._descendants_cache: dict[frozenset[str], list[fx.Node]] = {}
+
+    # -- structure -------------------------------------------------------------------------------------------------
+
+    def _plan_layers(self) -> list[LayerPoint]:
+        steps = self.traced.steps
+        consumers: dict[str, list[Step]] = defaultdict(list)
+        for step in steps:
+            for name in step.inputs:
+                consumers[name].append(step)
+        outputs = Counter(self.traced.outputs)
+        shapes = {step.out: step.shape for step in steps}
+
+        def only_user(value: str) -> Step | None:
+            users = consumers[value]
+            return users[0] if len(users) == 1 and not outputs[value] else None
+
+        taken, layers = {"input"}, []
+        for step in steps:
+            if step.kind not in ("linear", "conv"):
+                continue
+            name, k = step.name, 0
+            while name in taken:  # the loaders name a module called twice fc, fc@1, … (graph_builder._unique)
+                k += 1
+                name = f"{step.name}@{k}"
+            taken.add(name)
+            follower = only_user(step.out)
+            batchnorm = follower.out if follower is not None and follower.kind == "batch_norm" else None
+            value = batchnorm if (batchnorm and self.batchnorm == "after") else step.out
+            activation = batchnorm or step.out
+            while (user := only_user(activation)) is not None and user.kind == "elementwise":
+                activation = user.out
+            layers.append(LayerPoint(index=len(layers) + 1, name=name, kind=step.kind,
+                                     size=int(step.weight.shape[0]), shape=tuple(step.shape), output=step.out,
+                                     value=value, activation=activation, batchnorm=batchnorm,
+                                     delta=self._delta_plan(value, only_user, shapes)))
+        return layers
+
+    def _delta_plan(self, value: str, only_user: Callable[[str], Step | None],
+                    shapes: dict[str, tuple[int, ...]]) -> DeltaPlan | None:
+        if len(shapes.get(value, ())) != 1:
+            return None  # conv maps: the mask path
+        current = value
+        while (user := only_user(current)) is not None:
+            node = self._by_name[user.out]
+            if user.kind == "linear":
+                if user.weight is None or user.weight.dim() != 2:
+                    return None
+                return DeltaPlan(node=user.out, input=current, weight=user.weight.detach())
+            if user.kind == "reshape" and user.shape == shapes[current]:
+                current = user.out
+                continue
+            if user.kind == "elementwise" and self._zero_preserving(node):
+                current = user.out
+                continue
+            return None
+        return None
+
+    def _zero_preserving(self, node: fx.Node) -> bool:
+        if node.op == "call_module":
+            return isinstance(self._modules[node.target], _ZERO_PRESERVING_MODULES)
+        return _op_name(node.target) in _ZERO_PRESERVING_NAMES
+
+    def layer(self, layer: int | str) -> LayerPoint:
+        """A layer by stored index (1 …) or name; raises AssessmentInputError naming the known ones."""
+        for point in self.layers:
+            if point.index == layer or point.name == layer:
+                return point
+        known = ", ".join(f"{p.index}:{p.name}" for p in self.layers)
+        raise AssessmentInputError(f"The network has no layer {layer!r}; its layers are {known}.")
+
+    # -- running ---------------------------------------------------------------------------------------------------
+
+    def _call(self, node: fx.Node, args: tuple[Any, ...], kwargs: dict[str, Any], relu_override: bool) -> Any:
+        # An in-place op would overwrite a value that the intact run keeps for the lesioned runs: work on a copy.
+        if node.op == "call_module":
+            module = self._modules[node.target]
+            if relu_override and isinstance(module, nn.ReLU):
+                return redirected_relu(args[0])
+            if getattr(module, "inplace", False) and args and isinstance(args[0], torch.Tensor):
+                args = (args[0].clone(), *args[1:])
+            return module(*args, **kwargs)
+        name = _op_name(node.target)
+        if relu_override and name in _RELU_NAMES:
+            return redirected_relu(args[0])
+        in_place = (name.endswith("_") and not name.endswith("__")) or kwargs.get("inplace") is True
+        if in_place and args and isinstance(args[0], torch.Tensor):
+            args = (args[0].clone(), *args[1:])
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        raise AssertionError(node.op)  # pragma: no cover
+
+    def _skip(self, node: fx.Node) -> bool:
+        # torch.export's .module() checks its input shapes in a call that returns nothing; nothing reads it
+        return node.op == "call_module" and str(node.target).startswith("_guards") and not node.users
+
+    def run(self, x: torch.Tensor, *, stop_at: str | None = None, relu_override: bool = False,
+            keep: bool = False) -> Any:
+        """Run the intact network on ``x``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (B, *input_shape)
+        stop_at : str, optional
+            Return this value (a node name, e.g. a layer's ``activation``) instead of the output.
+        relu_override : bool, default False
+            ReLUs pass lucid's redirected gradient (feature visualisation).
+        keep : bool, default False
+            Return every value by node name (the environment that ``run_lesioned`` reuses).
+
+        Returns
+        -------
+        torch.Tensor, or dict of str to value when ``keep``
+        """
+        env: dict[str, Any] = {}
+        for node in self._nodes:
+            if node.op == "placeholder":
+                env[node.name] = x if node is self._input else None
+            elif node.op == "get_attr":
+                env[node.name] = _fetch_attr(self.gm, node.target)
+            elif node.op == "output":
+                return env if keep else _first_tensor(fx.node.map_arg(node.args, lambda n: env[n.name]))
+            elif self._skip(node):
+                env[node.name] = None
+            else:
+                args = fx.node.map_arg(node.args, lambda n: env[n.name])
+                kwargs = fx.node.map_arg(node.kwargs, lambda n: env[n.name])
+                env[node.name] = self._call(node, args, kwargs, relu_override)
+            if node.name == stop_at:
+                return env if keep else env[node.name]
+        raise AssertionError("the graph has no output")  # pragma: no cover
+
+    def _descendants(self, starts: frozenset[str]) -> list[fx.Node]:
+        if starts not in self._descendants_cache:
+            reached = set(starts)
+            for node in self._nodes:
+                if node.name not in reached and any(a.name in reached for a in node.all_input_nodes):
+                    reached.add(node.name)
+            self._descendants_cache[starts] = [n for n in self._nodes if n.name in reached]
+        return self._descendants_cache[starts]
+
+    def run_lesioned(self, env: dict[str, Any], *, masks: dict[str, torch.Tensor] | None = None,
+                     delta: tuple[DeltaPlan, torch.Tensor] | None = None) -> torch.Tensor:
+        """The output of M lesioned copies of the network at once, reusing the intact run ``env``.
+
+        Parameters
+        ----------
+        env : dict
+            ``run(x, keep=True)`` for a batch of B inputs.
+        masks : dict of str to torch.Tensor of shape (M, C)
+            Keep-masks (1 keep, 0 silence) per layer value (``LayerPoint.value``); several layers are lesioned
+            jointly, row m of every mask belonging to copy m.
+        delta : (DeltaPlan, torch.Tensor of shape (M, s)), optional
+            Instead of masks: silence the units ``idx[m]`` (padded with C, "no unit") of a layer through its
+            ``DeltaPlan``.
+
+        Returns
+        -------
+        torch.Tensor of shape (M·B, n_outputs)
+            Row m·B + b is copy m on input b.
+        """
+        masks = masks or {}
+        if bool(masks) == (delta is not None):
+            raise AssessmentInputError("Pass either masks or a delta lesion.")
+        starts = frozenset(masks) if masks else frozenset({delta[0].node})
+        todo = self._descendants(starts)
+        m = next(iter(masks.values())).shape[0] if masks else delta[1].shape[0]
+        batch = _first_tensor(env[self._input.name]).shape[0]
+        position = {node.name: i for i, node in enumerate(todo)}
+        last_use: dict[str, int] = {}
+        for i, node in enumerate(todo):
+            for a in node.all_input_nodes:
+                last_use[a.name] = i
+        local: dict[str, Any] = {}  # expanded (M·B) values and expanded copies of intact ones
+
+        def fetch(n: fx.Node) -> Any:
+            if n.name in local:
+                return local[n.name]
+            value = env[n.name]
+            if (n.name in self._depends and isinstance(value, torch.Tensor) and value.dim() > 0
+                    and value.shape[0] == batch):
+                value = value.unsqueeze(0).expand(m, *value.shape).reshape(m * batch, *value.shape[1:])
+                local[n.name] = value  # a residual branch from before the lesion, repeated once
+            return value
+
+        output: Any = None
+        for i, node in enumerate(todo):
+            if node.op == "output":
+                output = _first_tensor(fx.node.map_arg(node.args, fetch))
+                break
+            if node.name in starts and not any(a.name in position for a in node.all_input_nodes):
+                value = env[node.name]  # the intact value: the lesion is the first change
+                expanded = False
+            elif self._skip(node):
+                continue
+            else:
+                args = fx.node.map_arg(node.args, fetch)
+                kwargs = fx.node.map_arg(node.kwargs, fetch)
+                if self._relu_in_place(node, starts):
+                    value = torch.relu_(args[0])  # its input is a fresh (M·B) tensor that nothing else reads
+                else:
+                    value = self._call(node, args, kwargs, False)
+                expanded = True
+            if node.name in masks:
+                keep = masks[node.name].to(value.dtype)
+                view = (m, 1, keep.shape[1]) + (1,) * (value.dim() - 2)
+                if expanded:
+                    value = (value.reshape(m, batch, *value.shape[1:]) * keep.reshape(view)).reshape(value.shape)
+                else:
+                    value = (value.unsqueeze(0) * keep.reshape(view)).reshape(m * batch, *value.shape[1:])
+            elif delta is not None and node.name == delta[0].node:
+                plan, idx = delta
+                rows, weight = self._delta_operands(env, plan)  # (C+1, B), (C+1, C_next); row C is "no unit"
+                hs = rows[idx].transpose(1, 2)  # (M, B, s): the silenced units' values
+                # z' = z − h[:, S] W[:, S]ᵀ for every lesion at once, in one fused batched product
+                value = torch.baddbmm(value.unsqueeze(0).expand(m, *value.shape), hs, weight[idx],
+                                      alpha=-1.0).reshape(m * batch, -1)
+            local[node.name] = value
+            for a in node.all_input_nodes:
+                if last_use.get(a.name) == i and a.name in local:
+                    del local[a.name]  # free the expanded values as soon as nothing reads them
+        if output is None:
+            raise AssertionError("the lesioned graph has no output")  # pragma: no cover
+        return output
+
+    def _relu_in_place(self, node: fx.Node, starts: frozenset[str]) -> bool:
+        """A ReLU whose single input is a freshly computed value read by nothing else: safe to apply in place."""
+        if node.op == "call_module":
+            if not isinstance(self._modules[node.target], nn.ReLU):
+                return False
+        elif node.op not in ("call_function", "call_method") or _op_name(node.target) != "relu" or node.kwargs:
+            return False
+        inputs = node.all_input_nodes
+        if len(inputs) != 1 or len(inputs[0].users) != 1:
+            return False
+        source = inputs[0]
+        if source.name in starts:
+            return True
+        if source.op == "call_module":
+            return isinstance(self._modules[source.target], (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d))
+        return source.op == "call_function" and _op_name(source.target) in _FRESH_NAMES
+
+    def _delta_operands(self, env: dict[str, Any], plan: DeltaPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        key = "__delta__" + plan.node  # cached in the intact run's environment: one per data batch
+        if key not in env:
+            h = env[plan.input]  # (B, C), intact: the steps between the layer and the Linear preserve 0
+            rows = torch.cat([h.t(), h.new_zeros(1, h.shape[0])]).contiguous()
+            weight = torch.cat([plan.weight.t(), plan.weight.new_zeros(1, plan.weight.shape[0])]).contiguous()
+            env[key] = (rows, weight)
+        return env[key]
+
+    def widest(self, starts: Sequence[str]) -> int:
+        """The most elements one input has in any value recomputed after lesioning ``starts``."""
+        shapes = {step.out: step.shape for step in self.traced.steps}
+        return max([int(np.prod(shapes[n.name])) for n in self._descendants(frozenset(starts)) if n.name in shapes]
+                   + [1])
+
+    def activations(self, x: torch.Tensor, layer: LayerPoint) -> torch.Tensor:
+        """The layer's post-activation values (B, C): spatial means for conv channels (methods.md §6)."""
+        value = self.run(x, stop_at=layer.activation)
+        return value.mean(dim=tuple(range(2, value.dim()))) if value.dim() > 2 else value
+
+
+def _fetch_attr(gm: fx.GraphModule, target: str) -> Any:
+    value: Any = gm
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _first_tensor(value: Any) -> Any:
+    while isinstance(value, (tuple, list)):
+        value = value[0]
+    return value
+
+
+# -- lesion sets -----------------------------------------------------------------------------------------------------
+
+def keep_masks(sets: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(M, size) float keep-masks: 0 at each set's units, 1 elsewhere."""
+    masks = torch.ones(len(sets), size, device=device)
+    for row, units in enumerate(sets):
+        masks[row, torch.as_tensor(np.asarray(units, dtype=np.int64), device=device)] = 0.0
+    return masks
+
+
+def padded_indices(sets: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(M, max set size) int64 unit indices, padded with ``size`` (the "no unit" column of the delta path)."""
+    width = max((len(units) for units in sets), default=0)
+    idx = np.full((len(sets), max(width, 1)), size, dtype=np.int64)
+    for row, units in enumerate(sets):
+        idx[row, :len(units)] = np.asarray(units, dtype=np.int64)
+    return torch.from_numpy(idx).to(device)
+
+
+def draw_random_sets(pool: np.ndarray, size: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, size) units drawn uniformly without replacement from ``pool``, one independent draw per row."""
+    pool = np.asarray(pool, dtype=np.int64)
+    if not 0 <= size <= pool.size:
+        raise AssessmentInputError(f"Cannot draw {size} units from a layer pool of {pool.size}.")
+    keys = rng.random((n, pool.size))
+    return pool[np.argsort(keys, axis=1, kind="stable")[:, :size]]
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------------
+
+def _prepare_inputs(net: LesionNetwork, x: torch.Tensor) -> torch.Tensor:
+    shape = net.input_shape
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
+        return x.reshape(x.shape[0], *shape)  # e.g. flat 784 pixels for a (1, 28, 28) network
+    raise AssessmentInputError(f"The data set's inputs have shape {tuple(x.shape[1:])}, but the network reads "
+                               f"{shape}; choose a data set made for this network.")
+
+
+def _class_counts(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, m: int) -> torch.Tensor:
+    pred = logits.argmax(dim=1).reshape(m, -1)  # (M, B)
+    correct = (pred == y.unsqueeze(0)).to(onehot.dtype)
+    return (correct @ onehot).round().to(torch.int64)  # (M, n_classes)
+
+
+def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                          lesions: Sequence[dict[int, np.ndarray]], *, method: LesionMethod = "auto",
+                          batch_size: int = 1000, max_elements: int = 2 ** 21, delta_max_fraction: float = 0.5,
+                          on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
+    """Correct predictions per class with each lesion applied, batched.
+
+    Parameters
+    ----------
+    net : LesionNetwork
+    x : torch.Tensor of shape (N, ...)
+        Inputs (reshaped to the network's input shape when only the layout differs).
+    y : torch.Tensor of shape (N,)
+        Class labels in 0 … n_classes − 1.
+    n_classes : int
+    lesions : sequence of dict of int to numpy.ndarray
+        One lesion per entry: layer index → the units silenced there. Lesions of one layer go through the fast
+        paths; a lesion touching several layers is masked on each of them (double lesions).
+    method : {"auto", "mask", "delta"}, default "auto"
+        ``"auto"``: ``"delta"`` where the layer allows it (module docstring) and the set is small, else ``"mask"``.
+    batch_size : int, default 1000
+        Inputs per intact run.
+    max_elements : int, default 2**21
+        Bounds the expanded batch: lesions per pass × inputs × the widest value stays under it. Moderate passes
+        are faster on CPU than huge ones: tensors of a few MB are reused by the allocator, while every fresh
+        allocation of tens of MB is paid again in page faults.
+    delta_max_fraction : float, default 0.5
+        ``"auto"`` takes the delta path for sets of at most this share of their layer.
+    on_chunk : callable, optional
+        Called with the number of lesions finished after each chunk of one data batch (summed over batches, the
+        total is ``len(lesions) × n_batches``).
+
+    Returns
+    -------
+    counts : numpy.ndarray of shape (len(lesions), n_classes), int64
+    """
+    x = _prepare_inputs(net, x)
+    groups: dict[tuple[tuple[int, ...], bool], list[int]] = defaultdict(list)  # (layers lesioned, delta?) → rows
+    for row, lesion in enumerate(lesions):
+        layers = tuple(sorted(lesion))
+        point = net.layer(layers[0]) if len(layers) == 1 else None
+        if method == "delta" and (point is None or point.delta is None):
+            names = [net.layer(i).name for i in layers]
+            raise AssessmentInputError(f"Layer(s) {names} do not reach a Linear through zero-preserving steps only, "
+                                       "so method='delta' cannot lesion them; use method='auto' or 'mask'.")
+        # The delta path subtracts the silenced units' share from the intact sum: cheap and accurate for small sets;
+        # for large ones (a whole layer) the difference cancels and its rounding could decide an argmax tie, so
+        # "auto" masks them instead.
+        delta = point is not None and point.delta is not None and (
+            method == "delta" or (method == "auto" and len(lesion[layers[0]]) <= delta_max_fraction * point.size))
+        groups[(layers, delta)].append(row)
+    for (layers, delta), rows in groups.items():
+        if delta:  # similar sizes together: less padding in the batched product
+            rows.sort(key=lambda r: len(lesions[r][layers[0]]))
+    counts = torch.zeros(len(lesions), n_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start:start + batch_size].to(net.device)
+            yb = y[start:start + batch_size].to(net.device)
+            onehot = F.one_hot(yb, n_classes).to(torch.float32)
+            env = net.run(xb, keep=True)
+            for (layers, delta), rows in groups.items():
+                points = [net.layer(i) for i in layers]
+                starts = [points[0].delta.node] if delta else [p.value for p in points]
+                per_pass = max(1, max_elements // (xb.shape[0] * net.widest(starts)))
+                for lo in range(0, len(rows), per_pass):
+                    chunk = rows[lo:lo + per_pass]
+                    if delta:
+                        point = points[0]
+                        idx = padded_indices([lesions[r][point.index] for r in chunk], point.size, net.device)
+                        logits = net.run_lesioned(env, delta=(point.delta, idx))
+                    else:
+                        masks = {p.value: keep_masks([lesions[r][p.index] for r in chunk], p.size, net.device)
+                                 for p in points}
+                        logits = net.run_lesioned(env, masks=masks)
+                    counts[chunk] += _class_counts(logits, yb, onehot, len(chunk)).cpu()
+                    if on_chunk is not None:
+                        on_chunk(len(chunk))
+            del env
+    return counts.numpy()
+
+
+def intact_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, *,
+                          batch_size: int = 1000) -> np.ndarray:
+    """(n_classes,) correct predictions per class of the intact network."""
+    x = _prepare_inputs(net, x)
+    counts = torch.zeros(n_classes, dtype=torch.int64)
+    with torch.no_grad():
+        for start in range(0, x.shape[0], batch_size):
+            xb, yb = x[start:start + batch_size].to(net.device), y[start:start + batch_size].to(net.device)
+            onehot = F.one_hot(yb, n_classes).to(torch.float32)
+            counts += _class_counts(net.run(xb), yb, onehot, 1)[0].cpu()
+    return counts.numpy()
+
+
+def one_at_a_time_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                                 lesions: Sequence[dict[int, np.ndarray]], *,
+                                 how: Literal["weights", "mask"] = "weights",
+                                 batch_size: int = 1000) -> np.ndarray:
+    """The baseline: one forward pass over the data per lesion.
+
+    ``how="weights"`` does what the reference did: zero the silenced units' incoming weights and bias in the module
+    itself, run it as is, and restore the weights (layers followed by a BatchNorm are refused: zeroing their weights
+    leaves the BatchNorm's offset, see the module docstring). ``how="mask"`` multiplies the layer's value by one
+    keep-mask in an otherwise intact run.
+    """
+    x = _prepare_inputs(net, x)
+    out = np.zeros((len(lesions), n_classes), dtype=np.int64)
+    with torch.no_grad():
+        for row, lesion in enumerate(lesions):
+            saved: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+            if how == "weights":
+                for layer, units in lesion.items():
+                    point = net.layer(layer)
+                    if point.batchnorm is not None:
+                        raise AssessmentInputError(f"Layer {point.name!r} is followed by a BatchNorm; zeroing its "
+                                                   "weights does not silence it. Use how='mask'.")
+                    target = net.module.get_submodule(point.name)
+                    index = torch.as_tensor(np.asarray(units, dtype=np.int64), device=net.device)
+                    for param in (target.weight, target.bias):
+                        if param is not None:
+                            saved.append((param, index, param[index].clone()))
+                            param[index] = 0.0
+            try:
+                for start in range(0, x.shape[0], batch_size):
+                    xb, yb = x[start:start + batch_size].to(net.device), y[start:start + batch_size].to(net.device)
+                    onehot = F.one_hot(yb, n_classes).to(torch.float32)
+                    if how == "weights":
+                        logits = net.module(xb)
+                    else:
+                        env = net.run(xb, keep=True)
+                        masks = {net.layer(i).value: keep_masks([u], net.layer(i).size, net.device)
+                                 for i, u in lesion.items()}
+                        logits = net.run_lesioned(env, masks=masks)
+                    out[row] += _class_counts(logits, yb, onehot, 1)[0].cpu().numpy()
+            finally:
+                for param, index, values in saved:
+                    param[index] = values
+    return out
+
+
+# -- a stored model ------------------------------------------------------------------------------------------------
+
+def load_network(store: Any, model: str, *, device: str | torch.device = "cpu",
+                 batchnorm: BatchNormLesion = "after") -> LesionNetwork:
+    """The stored model's network, re-loaded from its ingest source and checked against its stored layers.
+
+    Parameters
+    ----------
+    store : neuronmap.cypher.Store
+    model : str
+    device : str or torch.device, default "cpu"
+    batchnorm : {"after", "before"}, default "after"
+
+    Raises
+    ------
+    ModelNotFoundError, ModelNotReadyError, SourceUnavailableError
+        As ``model_source.reload_module`` raises them (a missing or changed source file is refused).
+    LayerMismatchError
+        The network's layers (names, sizes) are not the stored ones.
+    """
+    from neuronmap.loaders import load_exported
+    from neuronmap.loaders.trace_export import trace_export
+
+    from .errors import LayerMismatchError
+    from .model_source import reload_module
+
+    module, input_shape = reload_module(store, model)
+    source = store.run("admin.model_source", model=model)[0]
+    traced = trace_export(load_exported(source["source"])) if source.get("arch") == "torch.export" else None
+    net = LesionNetwork(module, input_shape or None, device=device, batchnorm=batchnorm, traced=traced)
+    stored = [(row["index"], row["name"], row["size"]) for row in store.run("admin.model_layers", model=model)
+              if row["index"] > 0]
+    found = [(p.index, p.name, p.size) for p in net.layers]
+    if stored != found:
+        differ = next(((a, b) for a, b in zip(stored, found) if a != b), None)
+        detail = (f"stored layer {differ[0]} vs re-loaded {differ[1]} (index, name, size)" if differ
+                  else f"{len(stored)} stored layers vs {len(found)} re-loaded")
+        raise LayerMismatchError(model, detail)
+    return net
