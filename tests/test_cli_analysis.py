@@ -103,3 +103,22 @@ def test_activation_graph_from_the_cli_and_its_clustering(run, store, model_id, 
     path.write_bytes(path.read_bytes() + b"\0")  # the file changed since it was ingested
     changed = run("activations", model_id, "--data", "digits", "--name", "other")
     assert changed.exit_code != 0 and "changed" in changed.output
+
+
+def test_importance_and_coherence_from_the_cli(run, store, model_id, tmp_path: Path):
+    torch.manual_seed(0)
+    path = tmp_path / "mlp.safetensors"
+    save_file(nets.digits_mlp().state_dict(), str(path))
+    assert run("ingest", str(path), "--arch", "neuronmap.examples.nets:digits_mlp", "--name", model_id).exit_code == 0
+    assert run("cluster", model_id, "--k", "4").exit_code == 0
+    imp = run("importance", model_id, "--random-sets", "10", "--format", "json")
+    assert imp.exit_code == 0, imp.output
+    rows = json.loads(imp.output[imp.output.index("["):])
+    assert rows and {"p_value", "p_adjusted", "category"} <= set(rows[0])
+    assert all(1 / 11 - 1e-12 <= r["p_value"] <= 1 for r in rows if r["p_value"] is not None)
+    coh = run("coherence", model_id, "--method", "examples", "--random-sets", "10", "--out", str(tmp_path / "c"))
+    assert coh.exit_code == 0, coh.output
+    assert "Stored as" in coh.output and any((tmp_path / "c" / "examples").glob("*.png"))
+    bad = run("coherence", model_id, "--method", "vibes")
+    assert bad.exit_code != 0 and "--method" in bad.output
+    assert run("query", "important-modules", "--model", model_id).exit_code == 0

@@ -47,8 +47,8 @@ def main() -> None:
 
 
 from . import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest, query as _query  # noqa: E402
-from . import activations as _activations, serve as _serve  # noqa: E402
+from . import activations as _activations, assess as _assess, serve as _serve  # noqa: E402
 
-for _module in (_db, _ingest, _activations, _cluster, _query, _serve, _demo):  # register the commands
+for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:
         cli.add_command(_command)

@@ -91,6 +91,8 @@ def query(ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: 
                                             str(params.get("partition_b", "latest")),
                                             model=params.get("model"))  # type: ignore[arg-type]
     emit(rows, described.columns, fmt, title=described.name.replace("_", "-"))
+    if not rows and fmt == "table":
+        console.print("(no rows)")
     if comparison is not None:
         console.print(f"ARI {comparison.ari:.4f}   NMI {comparison.nmi:.4f}   "
                       f"({comparison.partition_a} vs {comparison.partition_b})")
