@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import neo4j
 import neo4j.exceptions
@@ -89,6 +90,40 @@ class Store:
             self.run(name, rows=batch, **params)
             sent += len(batch)
         return sent
+
+    def run_concurrently(self, name: str, batches: Iterable[tuple[dict[str, Any], int]], /, *, workers: int = 2,
+                         on_batch: Callable[[int], None] = lambda count: None) -> int:
+        """Run a write query once per ``(params, count)`` batch on ``workers`` concurrent transactions.
+
+        One transaction runs on one server thread, so a second writer uses the second core. At most 2×workers
+        batches are in flight (memory stays bounded); a lock conflict between batches is a transient error that
+        the driver retries. ``on_batch(count)`` is called in this thread after each committed batch; the sum of
+        the counts is returned. On any error the batches not yet started are cancelled and the error re-raised.
+        """
+        written = 0
+        workers = max(1, workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
+            pending: set[Future[int]] = set()
+
+            def settle(done: Iterable[Future[int]]) -> None:
+                nonlocal written
+                for future in done:
+                    count = future.result()
+                    written += count
+                    on_batch(count)
+
+            try:
+                for params, count in batches:
+                    if len(pending) >= 2 * workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        settle(done)
+                    pending.add(pool.submit(lambda p=params, c=count: (self.run(name, **p), c)[1]))
+                settle(pending)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return written
 
     @contextlib.contextmanager
     def transaction(self, name: str) -> Iterator[Transaction]:

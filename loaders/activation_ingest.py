@@ -12,7 +12,6 @@ removed by the next ingest of that name; a ready graph is replaced only when ask
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import neo4j.exceptions
@@ -95,37 +94,6 @@ def edge_batches(edges: ActivationEdges, batch_size: int) -> Iterator[tuple[int,
         yield current[0], current[1], rows, count
 
 
-def _send(store: Store, model: str, name: str, src_layer: int, dst_layer: int, rows: list[dict[str, Any]],
-          count: int) -> int:
-    store.run("activations.create_edges", model=model, graph=name, src_layer=src_layer, dst_layer=dst_layer,
-              rows=rows)
-    return count
-
-
-def _write_edges(store: Store, model: str, name: str, edges: ActivationEdges, batch_size: int, workers: int,
-                 on_batch: Callable[[int], None]) -> int:
-    """Send the batches on ``workers`` concurrent transactions, at most 2×workers in flight (as ``ingest``)."""
-    written = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="activations") as pool:
-        pending: set[Future[int]] = set()
-        try:
-            for src_layer, dst_layer, rows, count in edge_batches(edges, batch_size):
-                if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        written += future.result()
-                        on_batch(future.result())
-                pending.add(pool.submit(_send, store, model, name, src_layer, dst_layer, rows, count))
-            for future in pending:
-                written += future.result()
-                on_batch(future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return written
-
-
 def ingest_activation_graph(store: Store, model: str, name: str, edges: ActivationEdges, *, replace: bool = False,
                             batch_size: int = 20_000, workers: int = 2,
                             on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
@@ -183,7 +151,9 @@ def ingest_activation_graph(store: Store, model: str, name: str, edges: Activati
     except neo4j.exceptions.ConstraintError:
         raise ActivationGraphExistsError(model, name, concurrent=True) from None
     try:
-        written = _write_edges(store, model, name, edges, batch_size, max(1, workers), on_batch)
+        batches = ((dict(model=model, graph=name, src_layer=src, dst_layer=dst, rows=rows), count)
+                   for src, dst, rows, count in edge_batches(edges, batch_size))
+        written = store.run_concurrently("activations.create_edges", batches, workers=workers, on_batch=on_batch)
         store.run("activations.mark_ready", model=model, name=name, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
         try:

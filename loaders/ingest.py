@@ -7,7 +7,6 @@ reads only ready models. If an ingest stops part-way (an error, Ctrl-C, a killed
 
 from __future__ import annotations
 
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -76,39 +75,6 @@ def _check_finite(graph: ModelGraph) -> None:
             raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, block.weight.size)
 
 
-def _write_edges(store: Store, model: str, graph: ModelGraph, batch_size: int, workers: int,
-                 on_batch: Callable[[int], None]) -> int:
-    """Send the edge batches on ``workers`` concurrent transactions, at most 2×workers in flight.
-
-    One transaction runs on one server thread, so a second writer uses the second core; batches touch
-    disjoint edges, and a lock conflict on a shared neuron is a transient error that the driver retries.
-    """
-    written = 0
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
-        pending: set[Future[int]] = set()
-        try:
-            for src_layer, dst_layer, rows, count in edge_batches(graph, batch_size):
-                if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        written += future.result()
-                        on_batch(future.result())
-                pending.add(pool.submit(_send, store, model, src_layer, dst_layer, rows, count))
-            for future in pending:
-                written += future.result()
-                on_batch(future.result())
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-    return written
-
-
-def _send(store: Store, model: str, src_layer: int, dst_layer: int, rows: list[dict[str, Any]], count: int) -> int:
-    store.run("ingest.create_edges", model=model, src_layer=src_layer, dst_layer=dst_layer, rows=rows)
-    return count
-
-
 def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 20_000,
            workers: int = 2, on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
@@ -145,7 +111,9 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
     store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
     try:
         store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
-        written = _write_edges(store, model, graph, batch_size, max(1, workers), on_batch)
+        batches = ((dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
+                   for src, dst, rows, count in edge_batches(graph, batch_size))
+        written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=on_batch)
         store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
         try:
