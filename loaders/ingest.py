@@ -75,8 +75,8 @@ def _check_finite(graph: ModelGraph) -> None:
             raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, block.weight.size)
 
 
-def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 20_000,
-           workers: int = 2, on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
+def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 10_000,
+           workers: int = 3, on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
 
     Parameters
@@ -87,10 +87,11 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
     graph : ModelGraph
     replace : bool, default=False
         Replace a ready model of the same name. Leftovers of a failed or interrupted ingest are always replaced.
-    batch_size : int, default=20_000
+    batch_size : int, default=10_000
         Edges per write transaction; keep it under the server's transaction memory limit.
-    workers : int, default=2
-        Concurrent write transactions.
+    workers : int, default=3
+        Concurrent write transactions (measured best on 2 cores: one more than the cores keeps them busy
+        while Python packs the next batch).
     on_batch : callable
         Called with the number of edges after each committed batch (the CLI's progress bar).
 

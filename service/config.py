@@ -42,7 +42,7 @@ class Settings(BaseModel):
     local_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     local_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(default=20_000, ge=1, le=1_000_000)  # edges per write transaction
+    batch_size: int = Field(default=10_000, ge=1, le=1_000_000)  # edges per write transaction
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
