@@ -19,8 +19,10 @@ of ``--repeat`` runs for neuronmap and of ``--sk-repeat`` runs for sklearn.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,6 +30,9 @@ import torch
 from neuronmap.service.blockgraph import BlockGraph
 from neuronmap.service.ncut import ncut
 from neuronmap.service.spectral import reference_n_init, spectral_clustering
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table  # noqa: E402
 
 GRAPHS = {
     "a": ("MLP 784-256x4-10", [784, 256, 256, 256, 256, 10], 1.0),
@@ -60,13 +65,6 @@ def best_of(repeat: int, run):
         out = run()
         best = min(best, time.perf_counter() - start)
     return best, out
-
-
-def print_table(header: list[str], rows: list[list[object]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
 
 
 def main() -> None:

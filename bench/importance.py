@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +43,9 @@ from neuronmap.service.importance import subcluster_generators
 from neuronmap.service.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
                                       one_at_a_time_correct_counts)
 from neuronmap.service.spectral import spectral_clustering
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table  # noqa: E402
 
 
 def partition(module: torch.nn.Module, k: int, seed: int) -> tuple[list[SubClusterRef], dict[int, np.ndarray]]:
@@ -60,13 +65,6 @@ def partition(module: torch.nn.Module, k: int, seed: int) -> tuple[list[SubClust
                                              units=tuple(np.flatnonzero(here == cluster).tolist()),
                                              pool_size=int(pools[layer.index].size)))
     return subclusters, pools
-
-
-def print_table(header: list[str], rows: list[list[object]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
 
 
 def main() -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +28,9 @@ from neuronmap.service.clusterability import clusterability
 from neuronmap.service.ncut import ncut
 from neuronmap.service.shuffles import numpy_generator, sample_seeds, seed_sequence, shuffle_graph
 from neuronmap.service.spectral import reference_n_init
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import print_table  # noqa: E402
 
 SIZES = [784, 256, 256, 256, 256, 10]
 
@@ -59,13 +64,6 @@ def sklearn_cluster(graph: BlockGraph, k: int, solver: str, n_init: int, seed: i
                                     random_state=seed, assign_labels="kmeans").fit(adjacency).labels_
     seconds = time.perf_counter() - start
     return seconds, ncut(reduced, labels)
-
-
-def print_table(header: list[str], rows: list[list[object]]) -> None:
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(str(v) for v in row) + " |")
 
 
 def main() -> None:

@@ -324,6 +324,17 @@ def _none_if_nan(value: float) -> float | None:
     return None if value != value else float(value)
 
 
+def _load(store: Store, model: str, partition: str, config: ImportanceConfig, progress: Progress
+          ) -> tuple[PartitionLayout, LesionNetwork, Dataset, torch.Tensor, torch.Tensor]:
+    """What both lesion tests read first: the partition's layout, the re-loaded network and the data split."""
+    progress("load", 0, 1)
+    layout = read_partition_layout(store, model, partition)
+    net = load_network(store, layout.model, device=resolve_device(config.device), batchnorm=config.batchnorm)
+    data, x, y = load_split(config.dataset, config.split)
+    progress("load", 1, 1)
+    return layout, net, data, x, y
+
+
 def run_importance(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
                    n_null: int = 100, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
                    write: bool = True, **options: Any) -> ImportanceResult:
@@ -367,12 +378,7 @@ def run_importance(store: Store, model: str, partition: str = "latest", *, datas
     """
     config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
     progress = on_progress or _no_progress
-    progress("load", 0, 1)
-    dev = resolve_device(config.device)
-    layout = read_partition_layout(store, model, partition)
-    net = load_network(store, layout.model, device=dev, batchnorm=config.batchnorm)
-    data, x, y = load_split(config.dataset, config.split)
-    progress("load", 1, 1)
+    layout, net, data, x, y = _load(store, model, partition, config, progress)
     result = assess_importance(net, x, y, data.n_classes, layout.subclusters, layout.pools, config,
                                on_progress=progress)
     result.model, result.partition = layout.model, layout.partition
@@ -537,12 +543,7 @@ def run_double_lesion(store: Store, model: str, partition: str = "latest", *, da
     """
     config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
     progress = on_progress or _no_progress
-    progress("load", 0, 1)
-    dev = resolve_device(config.device)
-    layout = read_partition_layout(store, model, partition)
-    net = load_network(store, layout.model, device=dev, batchnorm=config.batchnorm)
-    data, x, y = load_split(config.dataset, config.split)
-    progress("load", 1, 1)
+    layout, net, data, x, y = _load(store, model, partition, config, progress)
     result = assess_double_lesion(net, x, y, data.n_classes, layout.subclusters, layout.pools, config,
                                   same_layer=same_layer, on_progress=progress)
     result.model, result.partition = layout.model, layout.partition
