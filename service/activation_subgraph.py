@@ -162,7 +162,8 @@ def pull_activation_graph(store: Store, model: str, graph_name: str, *, weight: 
               for i in recorded for lo in range(0, int(offsets[i + 1] - offsets[i]), SOURCES_PER_QUERY)]
 
     def pull(bounds: tuple[int, int]) -> list[dict[str, Any]]:
-        return store.run("activations.graph_edges", model=model, graph=graph_name, lo=bounds[0], hi=bounds[1])
+        return store.run_values("activations.graph_edges", model=model, graph=graph_name, lo=bounds[0],
+                                hi=bounds[1])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))

@@ -94,16 +94,18 @@ def pull_subgraph(store: Store, model: str, *, layers: str | None = None, min_we
     ranges = [(a, min(a + SOURCES_PER_QUERY, hi)) for a in range(lo, hi, SOURCES_PER_QUERY)]
 
     def pull(bounds: tuple[int, int]) -> list[dict[str, Any]]:
-        return store.run("pull.model_edges", model=model, lo=bounds[0], hi=bounds[1], first_layer=first,
-                         last_layer=last, min_weight=float(min_weight))
+        return store.run_values("pull.model_edges", model=model, lo=bounds[0], hi=bounds[1])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
     lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
-    n_edges = int(lengths.sum())
+    total = int(lengths.sum())
     src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths) - lo
-    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=n_edges) - lo
-    w = np.fromiter(itertools.chain.from_iterable(row["w"] for row in rows), dtype=np.float64, count=n_edges)
+    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=total) - lo
+    w = np.fromiter(itertools.chain.from_iterable(row["w"] for row in rows), dtype=np.float64, count=total)
+    keep = (dst >= 0) & (dst < hi - lo) & (np.abs(w) >= min_weight)  # the layer range and --min-weight
+    src, dst, w = src[keep], dst[keep], w[keep]
+    n_edges = int(keep.sum())
     graph = BlockGraph.from_edges([layer["size"] for layer in kept], src, dst, w)
     return Subgraph(model=model, layers=kept, ordinals=np.arange(lo, hi), graph=graph, n_edges=n_edges,
                     seconds=time.perf_counter() - start)
