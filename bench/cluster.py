@@ -32,7 +32,7 @@ from neuronmap.service.ncut import ncut
 from neuronmap.service.spectral import reference_n_init, spectral_clustering
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import planted_block_graph, print_table  # noqa: E402
 
 GRAPHS = {
     "a": ("MLP 784-256x4-10", [784, 256, 256, 256, 256, 10], 1.0),
@@ -42,20 +42,8 @@ GRAPHS = {
 
 
 def layered(sizes: list[int], seed: int, density: float, n_modules: int = 12, delta: float = 0.6) -> BlockGraph:
-    """|Glorot-uniform| blocks (float32) with planted modules and an optional random pruning mask."""
-    rng = np.random.default_rng(seed)
-    modules = [rng.integers(0, n_modules, size) for size in sizes]
-    inside = 1 + (1 - delta) * (n_modules - 1)
-    blocks = []
-    for layer in range(len(sizes) - 1):
-        fan_in, fan_out = sizes[layer], sizes[layer + 1]
-        limit = np.sqrt(6 / (fan_in + fan_out))
-        w = np.abs(rng.uniform(-limit, limit, (fan_in, fan_out))).astype(np.float32)
-        w *= np.where(modules[layer][:, None] == modules[layer + 1][None, :], inside, delta).astype(np.float32)
-        if density < 1:
-            w *= rng.random((fan_in, fan_out), dtype=np.float32) < density
-        blocks.append((layer, layer + 1, torch.from_numpy(w)))
-    return BlockGraph(sizes, blocks)
+    """float32 planted-module blocks with an optional random pruning mask (see common.planted_block_graph)."""
+    return planted_block_graph(sizes, seed, n_modules=n_modules, delta=delta, density=density, dtype=np.float32)
 
 
 def best_of(repeat: int, run):

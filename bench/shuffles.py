@@ -30,25 +30,9 @@ from neuronmap.service.shuffles import numpy_generator, sample_seeds, seed_seque
 from neuronmap.service.spectral import reference_n_init
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import planted_block_graph, print_table  # noqa: E402
 
 SIZES = [784, 256, 256, 256, 256, 10]
-
-
-def planted_mlp(sizes: list[int], seed: int, n_modules: int = 10, delta: float = 0.6) -> BlockGraph:
-    """Glorot-uniform |W| with the reference's "clusterable initialisation" (methods.md §4): every neuron gets a
-    module, weights inside a module ×(1 + (1−δ)(n_modules−1)), across modules ×δ."""
-    rng = np.random.default_rng(seed)
-    modules = [rng.integers(0, n_modules, size) for size in sizes]
-    inside = 1 + (1 - delta) * (n_modules - 1)
-    blocks = []
-    for layer in range(len(sizes) - 1):
-        fan_in, fan_out = sizes[layer], sizes[layer + 1]
-        limit = np.sqrt(6 / (fan_in + fan_out))
-        w = np.abs(rng.uniform(-limit, limit, (fan_in, fan_out)))
-        w *= np.where(modules[layer][:, None] == modules[layer + 1][None, :], inside, delta)
-        blocks.append((layer, layer + 1, torch.from_numpy(w)))
-    return BlockGraph(sizes, blocks)
 
 
 def sklearn_cluster(graph: BlockGraph, k: int, solver: str, n_init: int, seed: int) -> tuple[float, float]:
@@ -82,7 +66,7 @@ def main() -> None:
     copies = n_shuffles if args.full_sklearn else (args.sklearn_copies or (4 if args.quick else 12))
     copies = min(copies, n_shuffles)
 
-    graph = planted_mlp(SIZES, args.seed)
+    graph = planted_block_graph(SIZES, args.seed, n_modules=10)
     n_init = reference_n_init(graph.n_nodes)
     print(f"MLP {'-'.join(map(str, SIZES))}: {graph.n_nodes} neurons, {graph.n_edges:,} edges; K={args.k}, "
           f"n_init={n_init}, {n_shuffles} 'layer' shuffles, torch threads={torch.get_num_threads()}, "

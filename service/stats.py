@@ -161,6 +161,14 @@ def empirical_pvalues(values: object, nulls: object, direction: Direction = "les
     return p
 
 
+def _finite_pvalues(pvalues: object, n_null: int) -> np.ndarray:
+    """The finite p-values as a flat float64 array, after checking the null size they were computed with."""
+    if n_null < 1:
+        raise ClusteringInputError(f"n_null must be at least 1, got {n_null}.")
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    return p[np.isfinite(p)]
+
+
 def fisher_combined_pvalue(pvalues: object, n_null: int, *, shift: bool = True) -> float:
     """Fisher's combination of percentile p-values into one network-level p-value (methods.md §5).
 
@@ -185,12 +193,9 @@ def fisher_combined_pvalue(pvalues: object, n_null: int, *, shift: bool = True) 
     >>> round(fisher_combined_pvalue([1 / 21, 1 / 21], 20), 6)   # χ²₄ = −4·ln(1/21 − 1/42) = 4·ln 42 = 14.951
     0.004805
     """
-    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
-    p = p[np.isfinite(p)]
+    p = _finite_pvalues(pvalues, n_null)
     if p.size == 0:
         return math.nan
-    if n_null < 1:
-        raise ClusteringInputError(f"n_null must be at least 1, got {n_null}.")
     if np.any(p <= 0) or np.any(p > 1):
         raise ClusteringInputError("p-values must lie in (0, 1].")
     from scipy.stats import combine_pvalues
@@ -219,12 +224,9 @@ def chi2_uniformity_pvalue(pvalues: object, n_null: int) -> float:
     >>> round(chi2_uniformity_pvalue([1 / 3, 2 / 3, 1.0], 2), 6)   # one rank in each bin: perfectly flat
     1.0
     """
-    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
-    p = p[np.isfinite(p)]
+    p = _finite_pvalues(pvalues, n_null)
     if p.size == 0:
         return math.nan
-    if n_null < 1:
-        raise ClusteringInputError(f"n_null must be at least 1, got {n_null}.")
     ranks = np.clip(np.round(p * (n_null + 1) - 1).astype(np.int64), 0, n_null)
     observed = np.bincount(ranks, minlength=n_null + 1).astype(np.float64)
     expected = np.full(n_null + 1, p.size / (n_null + 1))
