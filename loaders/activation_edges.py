@@ -19,12 +19,15 @@ Three steps, each usable alone:
      file (``spill_dir``). That buffer is the memory trade-off: the forward pass never holds more than a batch,
      but exact ranks need every value once. Each unit's values are then ranked (ties share their average rank,
      as scipy's ``rankdata``) and centred by the mean rank (n+1)/2, which leaves half-integers, exact in float32
-     and float64; Spearman's ρ is the normalised Gram matrix of these centred ranks, accumulated in float64.
-     On the CPU, when a float64 copy of the ranks fits (``GRAM_PIPELINE_BYTES`` and ``memory_limit``), tiles of
-     units are ranked into it while a second thread multiplies the tiles already ranked (only the upper block
-     triangle: the matrix is symmetric). Otherwise the buffer is ranked in place and the products are
-     accumulated over chunks of inputs, so a spilled buffer is read chunk by chunk. Given the whole activation
-     matrix at once, :func:`correlate` ranks straight from it, without a buffer.
+     and float64; Spearman's ρ is the normalised Gram matrix of these centred ranks. On the CPU, where
+     ``torch._int_mm`` works, twice the centred ranks (integers) are split into signed int8 digits and the Gram
+     matrix is a few int8 products summed in int64: exact, and about ten times float64's speed where the CPU
+     has AMX or VNNI. Elsewhere it is accumulated in float64 (on the CPU, tiles of units are ranked while a
+     second thread multiplies those already ranked). When a copy of the ranks fits (``RANK_COPY_BYTES`` and
+     ``memory_limit``), units are ranked into it and the values stay as they are; otherwise the buffer is
+     ranked in place and the products are accumulated over chunks of inputs, so a spilled buffer is read chunk
+     by chunk. Given the whole activation matrix at once, :func:`correlate` ranks straight from it, without a
+     buffer.
 
    Units whose value never changes over the data set (dead ReLUs, constant maps) have no correlation: they are
    reported in ``excluded`` and left out, as the reference masks them.
@@ -68,10 +71,13 @@ REDUCTIONS: tuple[str, ...] = ("mean", "l2", "spectral")
 POINTS: tuple[str, ...] = ("post", "pre")
 
 MEMORY_LIMIT = 4 << 30  # bytes of RAM the Spearman buffer may take before it spills to disk
-GRAM_CHUNK_BYTES = 128 << 20  # float64 working copy of one chunk of inputs while accumulating the Gram matrix
+GRAM_CHUNK_BYTES = 128 << 20  # working copy of one chunk of inputs while accumulating the Gram matrix
 RANK_ROWS = 16  # units ranked at once on the CPU: their work arrays stay in the L2 cache
-GRAM_TILE = 128  # units per row tile of the upper-triangular Gram update
-GRAM_PIPELINE_BYTES = 1 << 30  # a float64 copy of the ranks up to this size lets ranking and products overlap
+GRAM_TILE = 128  # units per row tile of the upper-triangular Gram update, and per transposed tile of values
+TRANSPOSE_INPUTS = 128  # inputs per copy while transposing a tile
+RANK_COPY_BYTES = 1 << 30  # ranks copied (int8 digits or float64) up to this size leave the values untouched
+INT8_GRAM: bool | None = None  # None: int8 products wherever torch._int_mm works on the CPU; True/False force it
+INT8_CHUNK = 1 << 16  # inputs per int8 product: |a·b| ≤ 2¹⁴ per input keeps each int32 sum within 2³⁰
 GRAM_TILE_MIN_INPUTS = 4096  # … which pays only for long rows: small tiles run below BLAS's full speed
 
 
@@ -544,7 +550,9 @@ class _ValueBuffer:
 
 
 # Centred average ranks. Ties share the mean of their positions, as scipy.stats.rankdata(method="average");
-# subtracting the mean rank (n+1)/2 leaves half-integers, exact in float32 below 2²³ inputs.
+# subtracting the mean rank (n+1)/2 leaves half-integers, exact in float32 below 2²³ inputs. The CPU ranks in
+# twice those, the *doubled* ranks: a run of ties over sorted positions start..end gets start + end − (n−1), an
+# integer in [−(n−1), n−1], halved only when floats are written.
 
 def centered_ranks(values: torch.Tensor) -> torch.Tensor:
     """Rank each row of a (rows, n) float tensor: average ranks of ties, minus (n+1)/2; float32, same device.
@@ -579,19 +587,22 @@ class _RankWork:
     """Per-thread scratch arrays for ranking ``rows`` rows of length n on the CPU, reused for every block."""
 
     def __init__(self, rows: int, n: int) -> None:
-        self.packed = np.empty((rows, n), np.int64)
-        self.index = np.empty((rows, n), np.int64)
-        self.new = np.empty((rows, n), bool)
-        self.start = np.empty((rows, n), np.int32)
-        self.end = np.empty((rows, n), np.int32)
-        self.scratch = np.empty((rows, n), np.float32)
-        self.bits = np.empty((rows, n), np.int32)
-        self.pos = np.arange(n, dtype=np.int32)
-        self.centred = (np.arange(n) - (n - 1) / 2).astype(np.float32)  # the centred rank of each sorted position
-        self.row_offsets = (np.arange(rows, dtype=np.int64) * n)[:, None]
+        size = rows * n
+        self.bits = np.empty((rows, n), np.int32)  # the keys; at the end the doubled ranks in input order
+        self.bottom = np.empty((rows, n), bool)
+        self.keys = np.empty(size, np.int32)
+        self.packed = np.empty(size, np.int64)
+        self.index = np.empty(size, np.int64)
+        self.tied = np.empty(size, bool)
+        self.start = np.empty(size, np.int32)
+        self.end = np.empty(size, np.int32)
+        self.flat = np.arange(size, dtype=np.int64)
+        self.pos = np.arange(size, dtype=np.int32)
 
 
 _MAX_FINITE_KEY = 0x7F7FFFFF  # the key of FLT_MAX; −FLT_MAX's is its negation
+COMPACT_SHARE = 8  # a block whose bottom runs hold ≥ 1/8 of its values sorts only the other values
+SPARSE_TIES = 16  # fewer ties than 1/16 of the sorted values are ranked tie by tie, more by scanning all
 
 
 class _NonFinite(Exception):
@@ -602,92 +613,140 @@ class _NonFinite(Exception):
         self.row, self.column, self.count = row, column, count
 
 
-def _rank_block(block: np.ndarray, out: np.ndarray, w: _RankWork) -> None:
-    """Centred average ranks of each row of ``block`` into ``out``; ``out`` may be ``block`` itself."""
-    c, n = block.shape
-    packed, index, new, scratch, bits = w.packed[:c], w.index[:c], w.new[:c], w.scratch[:c], w.bits[:c]
-    # Floats → int32 keys in the same order: flip the 31 low bits of negatives, then add 1 to them, so that -0.0
-    # lands on +0.0's key (0) and the two zeros tie, as they compare equal.
+def _float_keys(block: np.ndarray, keys: np.ndarray, sign: np.ndarray) -> None:
+    """int32 keys in the order of the float32 values: flip the 31 low bits of negatives, then add 1 to them, so
+    that -0.0 lands on +0.0's key (0) and the two zeros tie, as they compare equal."""
     raw = np.ascontiguousarray(block, dtype=np.float32).view(np.int32)
-    sign = w.start[:c]
     np.right_shift(raw, 31, out=sign)  # −1 for negatives, 0 otherwise
-    np.bitwise_and(sign, np.int32(0x7FFFFFFF), out=bits)
-    np.bitwise_xor(raw, bits, out=bits)
-    np.subtract(bits, sign, out=bits)
-    # Pack (key, position) into one int64 (key high, position low) and sort it: numpy's SIMD sort of 64-bit
-    # integers is several times faster than an argsort, and the sorted positions come out with it.
-    halves = packed.view(np.int32).reshape(c, n, 2)
-    key_half, pos_half = (halves[..., 1], halves[..., 0]) if np.little_endian else (halves[..., 0], halves[..., 1])
-    key_half[...] = bits
-    pos_half[...] = w.pos
-    packed.sort(axis=1)
-    # ±inf and NaN sort to the ends, past the keys of ±FLT_MAX: checking two keys per row finds them.
-    if bool((key_half[:, -1] > _MAX_FINITE_KEY).any() or (key_half[:, 0] < -_MAX_FINITE_KEY).any()):
+    np.bitwise_and(sign, np.int32(0x7FFFFFFF), out=keys)
+    np.bitwise_xor(raw, keys, out=keys)
+    np.subtract(keys, sign, out=keys)
+
+
+def _rank_block(block: np.ndarray, out: np.ndarray, w: _RankWork) -> None:
+    """Ranks of each row of ``block`` (c, n) into ``out``: float centred ranks (c, n), where ``out`` may be
+    ``block`` itself, or the int8 digits (digits, c, n) of the doubled ranks (see :func:`_split_digits`).
+
+    Keys are sorted packed with their flat position (key high, position low) into int64: numpy's SIMD sort of
+    64-bit integers is several times faster than an argsort, and the positions come out with the keys. A row's
+    bottom run (the values equal to its minimum, e.g. a ReLU's zeros, often half the row) shares one rank and
+    needs no sorting: where such runs are a good part of the block, they are set aside and only the other values
+    are sorted.
+    """
+    c, n = block.shape
+    bits = w.bits[:c]
+    _float_keys(block, bits, w.start[:c * n].reshape(c, n))  # the block is read here, once: ``out`` may be it
+    low, high = bits.min(axis=1), bits.max(axis=1)
+    if bool((low < -_MAX_FINITE_KEY).any() or (high > _MAX_FINITE_KEY).any()):  # ±inf, NaN: beyond ±FLT_MAX
         bad = ~np.isfinite(block)
         row, column = np.argwhere(bad)[0]
         raise _NonFinite(int(row), int(column), int(bad.sum()))
-    new[:, 0] = True
-    np.not_equal(key_half[:, 1:], key_half[:, :-1], out=new[:, 1:])
-    # Without ties the centred rank of sorted position k is k − (n−1)/2. Activations tie mostly in one run at the
-    # bottom (a ReLU's zeros): when that is a row's only run, its members share (z−1)/2 − (n−1)/2 and no scan is
-    # needed. Rows with other ties take the general path below.
-    scratch[...] = w.centred
-    leading = np.where(new[:, 1:].any(axis=1), np.argmax(new[:, 1:], axis=1) + 1, n)  # length of the first run
-    general = np.flatnonzero(np.count_nonzero(new, axis=1) != n - leading + 1)
-    for row in np.flatnonzero(leading > 1):
-        scratch[row, :leading[row]] = (leading[row] - 1) / 2 - (n - 1) / 2
-    if general.size:
-        _tied_ranks(new[general], scratch, general, w)
-    # Scatter back to input order through flat indices (faster than 2-D fancy indexing).
-    np.bitwise_and(packed, np.int64(0xFFFFFFFF) if np.little_endian else np.int64(-1) << 32, out=index)
-    if not np.little_endian:  # pragma: no cover
-        np.right_shift(index, 32, out=index)
-    if out.flags.c_contiguous:
-        np.add(index, w.row_offsets[:c], out=index)
-        out.reshape(-1)[index.reshape(-1)] = scratch.reshape(-1)
+    bottom = np.equal(bits, low[:, None], out=w.bottom[:c])
+    runs = np.count_nonzero(bottom, axis=1)
+    if int(runs.sum()) * COMPACT_SHARE >= c * n:
+        index = np.flatnonzero(np.logical_not(bottom, out=bottom))
+        keys = np.take(bits.reshape(-1), index, out=w.keys[:index.size])
     else:
-        out[np.arange(c)[:, None], index] = scratch
+        runs[:] = 0
+        index, keys = w.flat[:c * n], bits.reshape(-1)
+    m = index.size
+    packed = w.packed[:m]
+    np.copyto(packed, keys)
+    np.left_shift(packed, 32, out=packed)
+    np.bitwise_or(packed, index, out=packed)
+    offsets = np.zeros(c + 1, np.int64)
+    np.cumsum(n - runs, out=offsets[1:])
+    for row in range(c):
+        packed[offsets[row]:offsets[row + 1]].sort()
+    # Sorted value g of row r has place g − offsets[r] + runs[r] in its row: without ties its doubled rank is
+    # twice that minus (n−1); ties from g = s to e share s + e + 2(runs[r] − offsets[r]) − (n−1).
+    doubled = w.start[:m]
+    np.add(w.pos[:m], w.pos[:m], out=doubled)
+    if m > 1:
+        tied = w.tied[:m]  # a sorted value equal to the one before it, in the same row
+        sorted_keys = np.right_shift(packed, 32, out=w.index[:m])
+        tied[0] = False
+        np.equal(sorted_keys[1:], sorted_keys[:-1], out=tied[1:])
+        tied[offsets[:-1][runs < n]] = False
+        ties = np.flatnonzero(tied)
+        if 0 < ties.size * SPARSE_TIES < m:
+            _sparse_ties(ties, doubled)
+        elif ties.size:
+            _tied_ranks(np.logical_not(tied, out=tied), doubled, w)
+    np.add(doubled, np.repeat((2 * (runs - offsets[:-1]) - (n - 1)).astype(np.int32), n - runs), out=doubled)
+    # Into input order through flat positions (faster than 2-D fancy indexing): the bottom runs first, z values
+    # sharing (z−1) − (n−1), then the sorted values over them.
+    inorder = bits
+    if runs.any():
+        inorder[...] = (runs - n)[:, None]
+    positions = np.bitwise_and(packed, np.int64(0xFFFFFFFF), out=w.index[:m])
+    inorder.reshape(-1)[positions] = doubled
+    if out.dtype == np.int8:
+        _split_digits(inorder, out)
+    else:
+        np.multiply(inorder, 0.5, out=out, casting="same_kind")  # half-integers: exact in float32
 
 
-def _tied_ranks(new: np.ndarray, scratch: np.ndarray, rows: np.ndarray, w: _RankWork) -> None:
-    """Centred average ranks of the sorted rows ``rows`` that have ties anywhere: first and last position of each
-    run of equal keys by a forward and a backward scan."""
-    c, n = new.shape
-    start, end = w.start[:c], w.end[:c]
-    np.multiply(new, w.pos, out=start)
-    np.maximum.accumulate(start, axis=1, out=start)
-    end[:, -1] = n - 1
-    np.multiply(new[:, 1:], w.pos[1:], out=end[:, :-1])
-    np.subtract(end[:, :-1], 1, out=end[:, :-1])
-    end[:, :-1][~new[:, 1:]] = n - 1
-    backwards = end[:, ::-1]
-    np.minimum.accumulate(backwards, axis=1, out=backwards)
-    # Average rank − mean rank = ((start+1) + (end+1))/2 − (n+1)/2 = (start + end − (n−1))/2.
-    np.add(start, end, out=start)
-    np.subtract(start, n - 1, out=start)
-    scratch[rows] = start * np.float32(0.5)
+def _sparse_ties(ties: np.ndarray, twice: np.ndarray) -> None:
+    """s + e for the sorted values in runs of ties, s and e the first and last place of the run, from the places
+    ``ties`` (ascending) of the values equal to the one before: cost by tie, not by value."""
+    first = np.ones(ties.size, bool)  # a tie that starts a run: its place does not follow the last tie's
+    np.not_equal(ties[1:], ties[:-1] + 1, out=first[1:])
+    starts = np.flatnonzero(first)
+    ends = np.append(starts[1:], ties.size) - 1
+    s, e = ties[starts] - 1, ties[ends]
+    twice[ties] = np.repeat(s + e, ends - starts + 1)
+    twice[s] = s + e
 
 
-def _rank_rows_numpy(values: np.ndarray, out: np.ndarray) -> None:
-    """Rank every row of ``values`` into ``out`` (may be the same array), RANK_ROWS rows at a time per thread."""
+def _tied_ranks(new: np.ndarray, twice: np.ndarray, w: _RankWork) -> None:
+    """s + e for each sorted value, s and e the first and last place of its run of equal keys, by a forward and
+    a backward scan (for blocks with many ties)."""
+    m = new.size
+    start, end = w.keys[:m], w.end[:m]  # the gathered keys are packed by now: their array is free
+    np.multiply(new, w.pos[:m], out=start)
+    np.maximum.accumulate(start, out=start)
+    end[-1] = m - 1
+    np.multiply(new[1:], w.pos[1:m], out=end[:-1])
+    np.subtract(end[:-1], 1, out=end[:-1])
+    end[:-1][~new[1:]] = m - 1
+    backwards = end[::-1]
+    np.minimum.accumulate(backwards, out=backwards)
+    np.add(start, end, out=twice)
+
+
+def _rank_rows_numpy(values: np.ndarray | torch.Tensor, out: np.ndarray) -> None:
+    """Rank every row of ``values`` (rows, n) into ``out``, RANK_ROWS rows at a time per thread.
+
+    ``out`` takes float centred ranks (rows, n), and may be ``values`` itself, or the int8 digits
+    (digits, rows, n) of the doubled ranks. ``values`` may be strided (the transpose of an input-major matrix):
+    each thread then copies GRAM_TILE units at a time into a contiguous tile, TRANSPOSE_INPUTS inputs per copy.
+    """
     rows, n = values.shape
     if rows == 0 or n == 0:
         return
     if n >= 2 ** 23:
         raise ActivationError(f"Spearman ranks of {n:,} inputs would lose precision in float32; use at most "
                               f"{2 ** 23 - 1:,} inputs or method='pearson'.")
+    if isinstance(values, torch.Tensor):
+        values = values.numpy()
+    strided = values.strides[1] != values.itemsize
     threads = min(_cpu_threads(), max(1, rows // RANK_ROWS))
     bounds = np.linspace(0, rows, threads + 1).astype(int)
 
     def work(lo: int, hi: int) -> None:
         scratch = _RankWork(min(RANK_ROWS, hi - lo), n)
-        for i in range(lo, hi, RANK_ROWS):
-            j = min(i + RANK_ROWS, hi)
-            # _rank_block reads its block once, into scratch, before writing: ``out`` may be ``values``.
-            try:
-                _rank_block(values[i:j], out[i:j], scratch)
-            except _NonFinite as error:
-                raise _NonFinite(i + error.row, error.column, error.count) from None
+        tile = np.empty((min(GRAM_TILE, hi - lo), n), np.float32) if strided else None
+        for t in range(lo, hi, GRAM_TILE):
+            u = min(t + GRAM_TILE, hi)
+            block = values[t:u] if tile is None else _transpose_into(tile[:u - t], values[t:u])
+            for i in range(t, u, RANK_ROWS):
+                j = min(i + RANK_ROWS, u)
+                # _rank_block reads its block once, into scratch, before writing: ``out`` may be ``values``.
+                try:
+                    _rank_block(block[i - t:j - t], out[:, i:j] if out.dtype == np.int8 else out[i:j], scratch)
+                except _NonFinite as error:
+                    raise _NonFinite(i + error.row, error.column, error.count) from None
 
     if threads == 1:
         work(0, rows)
@@ -695,6 +754,15 @@ def _rank_rows_numpy(values: np.ndarray, out: np.ndarray) -> None:
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rank") as pool:
         for future in [pool.submit(work, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]:
             future.result()
+
+
+def _transpose_into(tile: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Copy strided ``values`` into the contiguous ``tile`` a few inputs at a time. The rows of an input-major
+    matrix are often a power of two apart (4 KiB for 1,024 float32 units): walking one long column block misses
+    the TLB and the same cache sets at every row, while a short block stays in the L1 cache (5× faster)."""
+    for k in range(0, values.shape[1], TRANSPOSE_INPUTS):
+        np.copyto(tile[:, k:k + TRANSPOSE_INPUTS], values[:, k:k + TRANSPOSE_INPUTS])
+    return tile
 
 
 def _rank_in_place(data: torch.Tensor, *, use_torch: bool | None = None) -> None:
@@ -715,40 +783,150 @@ def _rank_in_place(data: torch.Tensor, *, use_torch: bool | None = None) -> None
         data[i:i + rows] = _rank_rows_torch(data[i:i + rows])
 
 
-def _pipeline_fits(units: torch.Tensor, device: torch.device, memory_limit: int) -> bool:
+# The exact int8 Gram matrix. A doubled rank v is an integer, written as signed base-256 digits,
+# v = Σ_d 256^d · a_d with a_d in [−128, 127]; then Σ_k v_ik v_jk = Σ_{d,e} 256^(d+e) Σ_k a_dik a_ejk, and every
+# inner sum is one torch._int_mm of int8 digit planes into int32 (AMX / VNNI on recent x86: ~10× float64's
+# speed). Inner sums stop after INT8_CHUNK inputs, so none exceeds int32; they add up in int64, which holds the
+# whole sum exactly (:func:`_int8_digits` checks), and the result is converted to float64 once. Ranks and Gram
+# are thus exact integers; only the final normalisation rounds.
+
+def _int8_matmul_works() -> bool:
+    """Whether ``torch._int_mm`` multiplies int8 matrices exactly on this CPU (older torch lacks it); probed once."""
+    global _INT8_MATMUL
+    if _INT8_MATMUL is None:
+        a = (torch.arange(32 * 48) % 256 - 128).to(torch.int8).reshape(32, 48)  # every int8, −128 included
+        try:
+            product = torch._int_mm(a, a.T)
+            _INT8_MATMUL = product.dtype == torch.int32 and torch.equal(product.long(), a.long() @ a.long().T)
+        except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+            _INT8_MATMUL = False
+    return _INT8_MATMUL
+
+
+_INT8_MATMUL: bool | None = None
+
+
+def _use_int8(device: torch.device) -> bool:
+    if device.type != "cpu":
+        return False  # a GPU's float64 products are fast enough, and _int_mm there wants other shapes
+    return _int8_matmul_works() if INT8_GRAM is None else INT8_GRAM
+
+
+def _int8_digits(n: int) -> int | None:
+    """How many signed base-256 digits the doubled ranks of n inputs need, or None where their Gram matrix could
+    pass int64 (beyond about a million inputs: float64 then)."""
+    top, digits = n - 1, 1
+    while top > 127:
+        top = (top + 128) >> 8  # the largest digit left after taking the low one off |v| ≤ top
+        digits += 1
+    # The digits' weighted magnitudes Σ_d 256^d·|a_d| stay below n − 1 + 256^(digits−1), so no partial sum of a
+    # Gram entry passes n times its square.
+    return digits if n * (n - 1 + 256 ** (digits - 1)) ** 2 < 2 ** 63 else None
+
+
+def _padded(size: int) -> int:
+    # torch._int_mm wants sizes that are multiples of 8 and above 16 on some devices and versions; zero rows
+    # and inputs add nothing to the products.
+    return max(32, -(-size // 8) * 8)
+
+
+def _split_digits(v: np.ndarray, out: np.ndarray) -> None:
+    """Write the int32 (c, w) array ``v`` as ``out.shape[0]`` int8 planes, v = Σ_d 256^d · out[d]; ``v`` is used up.
+
+    Each digit is the low byte of what is left, read as a signed byte, so in [−128, 127]; taking it off leaves a
+    multiple of 256: (v − digit) / 256 = (v + 128) >> 8.
+    """
+    low = v.view(np.int8)[..., 0::4] if np.little_endian else v.view(np.int8)[..., 3::4]
+    for d in range(out.shape[0] - 1):
+        np.copyto(out[d], low)
+        np.add(v, 128, out=v)
+        np.right_shift(v, 8, out=v)
+    np.copyto(out[-1], v, casting="unsafe")  # within int8: _int8_digits counted enough digits
+
+
+def _add_int8_products_(same: torch.Tensor, cross: torch.Tensor | None, planes: torch.Tensor) -> None:
+    """same += Σ_d 256^(2d) A_d A_dᵀ and cross += Σ_{d<e} 256^(d+e) A_d A_eᵀ (int64), for digit planes A_d."""
+    digits = planes.shape[0]
+    for d in range(digits):
+        for e in range(d, digits):
+            # A_e A_dᵀ is (A_d A_eᵀ)ᵀ: each pair of digits is multiplied once, its transpose added at the end.
+            target = same if d == e else cross
+            target.add_(torch._int_mm(planes[d], planes[e].T), alpha=256 ** (d + e))  # type: ignore[union-attr]
+
+
+def _int8_gram_from(same: torch.Tensor, cross: torch.Tensor | None, p: int) -> torch.Tensor:
+    if cross is not None:
+        same += cross
+        same += cross.T
+    gram = same.to(torch.float64)  # exact below 2⁵³; above, rounded once
+    return gram if gram.shape[0] == p else gram[:p, :p].clone()
+
+
+def _spearman_gram_int8(units: torch.Tensor, digits: int, memory_limit: int) -> torch.Tensor:
+    """:func:`_spearman_gram` with int8 products; exactly the float64 one wherever that one is exact."""
     p, n = units.shape
-    fits = 8 * p * n <= min(GRAM_PIPELINE_BYTES, memory_limit)
-    return device.type == "cpu" and units.device.type == "cpu" and fits
+    size = _padded(p)
+    same = torch.zeros(size, size, dtype=torch.int64)
+    cross = torch.zeros(size, size, dtype=torch.int64) if digits > 1 else None
+    if _ranks_fit(units, torch.device("cpu"), memory_limit):
+        # Rank straight into the digit planes; the values are left as they are.
+        planes = torch.empty(digits, size, _padded(n), dtype=torch.int8)
+        planes[:, p:] = 0
+        planes[:, :p, n:] = 0
+        _rank_rows_numpy(units, planes[:, :p, :n].numpy())
+        for k in range(0, n, INT8_CHUNK):
+            _add_int8_products_(same, cross, planes[:, :, k:k + INT8_CHUNK])
+        return _int8_gram_from(same, cross, p)
+    # Too many values for a copy: rank them in place, then take the digits of one chunk of inputs at a time.
+    _rank_in_place(units)
+    chunk = max(8, min(INT8_CHUNK, max(256, GRAM_CHUNK_BYTES // max(1, (4 + digits) * p))) // 8 * 8)
+    doubled = np.empty(p * min(chunk, n), dtype=np.int32)
+    planes = torch.zeros(digits, size, _padded(min(chunk, n)), dtype=torch.int8)
+    for k in range(0, n, chunk):
+        width = min(chunk, n - k)
+        part = planes[:, :, :_padded(width)]
+        part[:, :, width:] = 0  # the last chunk's padding may hold the previous chunk's digits
+        v = doubled[:p * width].reshape(p, width)
+        np.multiply(units[:, k:k + width].numpy(), 2, out=v, casting="unsafe")  # half-integers: exact
+        _split_digits(v, part[:, :p, :width].numpy())
+        _add_int8_products_(same, cross, part)
+    return _int8_gram_from(same, cross, p)
+
+
+def _ranks_fit(units: torch.Tensor, device: torch.device, memory_limit: int) -> bool:
+    """Whether the CPU may rank into a separate copy (int8 digits or float64), leaving the values as they are."""
+    p, n = units.shape
+    digits = _int8_digits(n) if _use_int8(device) else None
+    size = digits * _padded(p) * _padded(n) if digits else 8 * p * n
+    return device.type == "cpu" and units.device.type == "cpu" and size <= min(RANK_COPY_BYTES, memory_limit)
 
 
 def _spearman_gram(units: torch.Tensor, device: torch.device, memory_limit: int) -> torch.Tensor:
     """Σ over inputs of the products of centred ranks, in float64, for a (n_units, n_inputs) view of the values.
 
-    On the CPU, when a float64 copy of the ranks fits ``GRAM_PIPELINE_BYTES`` and ``memory_limit``, the values are
-    left untouched: tiles of units are ranked into that copy from the last tile to the first, and as soon as tile i
-    is ranked its row of the upper block triangle, G[i, i:], is multiplied on a second thread. Ranking is mostly
-    numpy work that holds the GIL while BLAS releases it, so the two share the cores. Otherwise (a GPU, or more
-    values than that) the values are replaced by their ranks in place and the products are accumulated over chunks
-    of inputs, so a spilled buffer is read chunk by chunk.
+    On the CPU, where ``torch._int_mm`` works (``INT8_GRAM``), the doubled ranks are multiplied as int8 digits
+    (see above), exactly. Otherwise the products are float64: when a float64 copy of the ranks fits
+    ``RANK_COPY_BYTES`` and ``memory_limit``, the values are left untouched: tiles of units are ranked into that
+    copy from the last tile to the first, and as soon as tile i is ranked its row of the upper block triangle,
+    G[i, i:], is multiplied on a second thread. Ranking is mostly numpy work that holds the GIL while BLAS
+    releases it, so the two share the cores. On either path, more values than that (or a GPU's) are replaced by
+    their ranks in place and the products are accumulated over chunks of inputs, so a spilled buffer is read
+    chunk by chunk.
     """
     p, n = units.shape
+    digits = _int8_digits(n) if _use_int8(device) and units.device.type == "cpu" else None
+    if digits is not None:
+        return _spearman_gram_int8(units, digits, memory_limit)
     gram = torch.zeros(p, p, dtype=torch.float64, device=device)
-    if _pipeline_fits(units, device, memory_limit):
+    if _ranks_fit(units, device, memory_limit):
         ranks = torch.empty(p, n, dtype=torch.float64)
         out = ranks.numpy()
-        # Strided (input-major) values are transposed a tile at a time by torch's blocked copy: gathering a few
-        # columns inside the ranking would cost twice as much.
-        tile = torch.empty(min(GRAM_TILE, p), n, dtype=torch.float32) if units.stride(1) != 1 else None
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gram") as pool:
             pending = []
             for i in reversed(range(0, p, GRAM_TILE)):
                 j = min(i + GRAM_TILE, p)
-                if tile is None:
-                    values = units[i:j].numpy()
-                else:
-                    values = tile[:j - i].copy_(units[i:j]).numpy()
                 try:
-                    _rank_rows_numpy(values, out[i:j])
+                    _rank_rows_numpy(units[i:j], out[i:j])
                 except _NonFinite as error:
                     raise _NonFinite(i + error.row, error.column, error.count) from None
                 pending.append(pool.submit(lambda i=i, j=j: gram[i:j, i:].addmm_(ranks[i:j], ranks[i:].T)))
@@ -820,7 +998,7 @@ def correlate(activations: torch.Tensor | np.ndarray | Iterable[torch.Tensor], *
     if isinstance(activations, np.ndarray):
         activations = torch.from_numpy(activations)
     if method == "spearman" and isinstance(activations, torch.Tensor) and activations.dim() == 2 \
-            and activations.shape[0] >= 2 and _pipeline_fits(activations.T, dev, memory_limit):
+            and activations.shape[0] >= 2 and _ranks_fit(activations.T, dev, memory_limit):
         # The whole matrix is here and its ranks fit in RAM: rank straight from it, no buffer and no copy.
         try:
             gram = _spearman_gram(activations.to(torch.float32).T, dev, memory_limit)

@@ -144,7 +144,7 @@ def test_streaming_in_any_batch_size_equals_one_shot(method, monkeypatch):
     where = set()
     for pipeline in (True, False):
         if not pipeline:
-            monkeypatch.setattr(activation_edges, "GRAM_PIPELINE_BYTES", 0)
+            monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 0)
             monkeypatch.setattr(activation_edges, "GRAM_CHUNK_BYTES", 0)  # 256 inputs a chunk: two chunks
         for n_inputs in (300, None):
             for memory_limit in (1 << 30, 0):
@@ -162,7 +162,7 @@ def test_spearman_of_many_units_and_inputs_equals_scipy_on_every_path(monkeypatc
     direct = correlate(torch.from_numpy(x), device="cpu")
     assert direct.buffer == "none"
     np.testing.assert_allclose(direct.r.numpy(), expected, rtol=0, atol=1e-12)
-    monkeypatch.setattr(activation_edges, "GRAM_PIPELINE_BYTES", 0)
+    monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 0)
     in_place = correlate(torch.from_numpy(x), batch_size=1000, device="cpu")
     assert in_place.buffer == "memory"
     np.testing.assert_allclose(in_place.r.numpy(), expected, rtol=0, atol=1e-12)
