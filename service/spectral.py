@@ -53,6 +53,7 @@ DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-7}  # iterative solvers st
 CONNECTIVITY_GAP = 1e-3  # μ₂ ≥ 1 − gap → count the connected components exactly
 ISOLATED_SHIFT = -2.0  # masked (isolated) nodes of a batch get this eigenvalue: below M's spectrum [-1, 1]
 GRAM_MIN_SIGMA = 1e-3  # the Gram reduction needs σ_k clearly above 0
+ORTHO_CANCELLATION = 1e-2  # a column that keeps less of its norm than this after projection is projected again
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
@@ -102,11 +103,15 @@ def _rand(generators: Sequence[torch.Generator], shape: tuple[int, ...], device:
 
 def _orthonormalize(x: torch.Tensor, against: torch.Tensor | None = None) -> torch.Tensor:
     """Columns of x (S, n, b) made orthonormal, and orthogonal to ``against`` (S, n, m) (two passes of CGS)."""
-    if against is not None:
-        for _ in range(2):  # "twice is enough" (Kahan–Parlett)
-            x = x - against @ (against.mT @ x)
-    q = torch.linalg.qr(x).Q
-    if against is not None:  # a column that was ~0 came back from QR as an arbitrary direction: clean it
+    if against is None:
+        return torch.linalg.qr(x).Q
+    norms = x.norm(dim=1)  # (S, b)
+    for _ in range(2):  # "twice is enough" (Kahan–Parlett)
+        x = x - against @ (against.mT @ x)
+    q, r = torch.linalg.qr(x)
+    # A column that (nearly) lay in span(against) comes out of QR as a rescaled rounding error, no longer
+    # orthogonal to it: one more pass cleans it. Only then, as it costs a third of the work.
+    if bool((r.diagonal(dim1=-2, dim2=-1).abs() < ORTHO_CANCELLATION * norms).any()):
         q = q - against @ (against.mT @ q)
         q = torch.linalg.qr(q).Q
     return q
@@ -187,18 +192,27 @@ class _Layered:
         self.device = w0.device
         self.S = w0.shape[0]
         self.n = self.offsets[-1]
+        # The operator keeps the raw |W| blocks (in the compute dtype: a no-op for float32 input) and applies D^-½
+        # to the vectors instead: M x = D^-½ A (D^-½ x). Normalising the blocks would cost two passes over every
+        # weight, about as much as two operator products; only the dense paths build normalised blocks.
+        self.weights = [(src, dst, w.to(dtype)) for src, dst, w in self.raw]
+        # Degrees summed in the compute dtype (torch's cascade sums: relative error ~1e-7 in float32), held in float64.
         deg = torch.zeros(self.S, self.n, dtype=torch.float64, device=self.device)
-        for src, dst, w in self.raw:
-            deg[:, self._sl(src)] += w.sum(2, dtype=torch.float64)
-            deg[:, self._sl(dst)] += w.sum(1, dtype=torch.float64)
+        for src, dst, w in self.weights:
+            deg[:, self._sl(src)] += w.sum(2)
+            deg[:, self._sl(dst)] += w.sum(1)
         self.valid = deg > 0
         self.sqrt_deg = deg.sqrt()
         self.dinv = torch.where(self.valid, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
-        dinv = self.dinv.to(dtype)
-        self.blocks = [(src, dst, (dinv[:, self._sl(src), None] * w.to(dtype)) * dinv[:, None, self._sl(dst)])
-                       for src, dst, w in self.raw]
+        self.dinv_c = self.dinv.to(dtype).unsqueeze(-1)  # (S, n, 1)
         self.shift = (~self.valid).to(dtype) * ISOLATED_SHIFT  # (S, n)
         self._setup_gram()
+
+    def _normalised(self) -> list[tuple[int, int, torch.Tensor]]:
+        """The blocks of M, D^-½ W D^-½ (for the dense paths)."""
+        dinv = self.dinv_c[..., 0]
+        return [(src, dst, (dinv[:, self._sl(src), None] * w) * dinv[:, None, self._sl(dst)])
+                for src, dst, w in self.weights]
 
     def _sl(self, layer: int) -> slice:
         return slice(self.offsets[layer], self.offsets[layer + 1])
@@ -226,15 +240,18 @@ class _Layered:
         self.large_idx = (torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.large_layers])
                           .to(self.device) if self.large_layers else torch.zeros(0, dtype=torch.int64,
                                                                                   device=self.device))
-        self.small_shift = self.shift[:, self.small_idx]
+        self.small_shift = self.shift[:, self.small_idx].unsqueeze(-1)  # (S, n_small, 1)
+        self.dinv_small = self.dinv_c[:, self.small_idx]  # (S, n_small, 1), side order
+        self.dinv_large = self.dinv_c[:, self.large_idx]  # (S, n_large, 1)
+        self.dinv2_large = self.dinv_large ** 2
 
     def _side_sl(self, layer: int) -> slice:
         return slice(self.side_off[layer], self.side_off[layer] + self.sizes[layer])
 
-    # oriented blocks: (small layer, large layer, N oriented (S, n_large_layer, n_small_layer) as a view)
-    def _oriented(self) -> list[tuple[int, int, torch.Tensor]]:
+    # oriented blocks: (small layer, large layer, W oriented (S, n_large_layer, n_small_layer) as a view)
+    def _oriented(self, blocks: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int, torch.Tensor]]:
         out = []
-        for src, dst, w in self.blocks:
+        for src, dst, w in blocks:
             if self.sides[src] == self.gram_side:  # type: ignore[index]
                 out.append((src, dst, w.mT))
             else:
@@ -244,51 +261,57 @@ class _Layered:
     # --- the full operator M
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
         with _intra_op_threads(self.threads):
-            y = x * self.shift.unsqueeze(-1)
-            for src, dst, w in self.blocks:
+            xs = x * self.dinv_c
+            y = torch.zeros_like(x)
+            for src, dst, w in self.weights:
                 s, d = self._sl(src), self._sl(dst)
-                y[:, s] += torch.bmm(w, x[:, d])
-                y[:, d] += torch.bmm(w.mT, x[:, s])
-            return y
+                y[:, s].baddbmm_(w, xs[:, d])
+                y[:, d].baddbmm_(w.mT, xs[:, s])
+            return y.mul_(self.dinv_c).addcmul_(x, self.shift.unsqueeze(-1))
 
     def m_dense(self) -> torch.Tensor:
         with _intra_op_threads(self.threads):
             m = torch.diag_embed(self.shift)
-            for src, dst, w in self.blocks:
+            for src, dst, w in self._normalised():
                 s, d = self._sl(src), self._sl(dst)
                 m[:, s, d] += w
                 m[:, d, s] += w.mT
             return m
 
-    # --- the Gram operator BᵀB on the small side
+    # --- the Gram operator BᵀB on the small side, B = D_large^-½ W D_small^-½
     def gram_ok(self, n_eig: int) -> bool:
         return self.gram_side is not None and int(self.valid[:, self.small_idx].sum(1).min()) >= n_eig
 
-    def b_apply(self, v: torch.Tensor) -> torch.Tensor:
-        """B v: small-side vectors (S, n_small, b) → large-side vectors (S, n_large, b)."""
+    def _w_apply(self, v: torch.Tensor) -> torch.Tensor:
+        """W v: small-side vectors (S, n_small, b) → large-side vectors (S, n_large, b), raw weights."""
         y = v.new_zeros(v.shape[0], self.n_large, v.shape[2])
-        for small, large, w in self._oriented():
-            y[:, self._side_sl(large)] += torch.bmm(w, v[:, self._side_sl(small)])
+        for small, large, w in self._oriented(self.weights):
+            y[:, self._side_sl(large)].baddbmm_(w, v[:, self._side_sl(small)])
         return y
 
-    def bt_apply(self, u: torch.Tensor) -> torch.Tensor:
+    def _wt_apply(self, u: torch.Tensor) -> torch.Tensor:
         z = u.new_zeros(u.shape[0], self.n_small, u.shape[2])
-        for small, large, w in self._oriented():
-            z[:, self._side_sl(small)] += torch.bmm(w.mT, u[:, self._side_sl(large)])
+        for small, large, w in self._oriented(self.weights):
+            z[:, self._side_sl(small)].baddbmm_(w.mT, u[:, self._side_sl(large)])
         return z
+
+    def b_apply(self, v: torch.Tensor) -> torch.Tensor:
+        """B v: small-side vectors (S, n_small, b) → large-side vectors (S, n_large, b)."""
+        return self._w_apply(v * self.dinv_small).mul_(self.dinv_large)
 
     def gram_apply(self, v: torch.Tensor) -> torch.Tensor:
         with _intra_op_threads(self.threads):
-            return self.bt_apply(self.b_apply(v)) + v * self.small_shift.unsqueeze(-1)
+            u = self._w_apply(v * self.dinv_small).mul_(self.dinv2_large)
+            return self._wt_apply(u).mul_(self.dinv_small).addcmul_(v, self.small_shift)
 
     def gram_dense(self) -> torch.Tensor:
         with _intra_op_threads(self.threads):
             return self._gram_dense()
 
     def _gram_dense(self) -> torch.Tensor:
-        g = torch.diag_embed(self.small_shift)
+        g = torch.diag_embed(self.small_shift[..., 0])
         per_large: dict[int, list[tuple[int, torch.Tensor]]] = {}
-        for small, large, w in self._oriented():
+        for small, large, w in self._oriented(self._normalised()):
             per_large.setdefault(large, []).append((small, w))
         for large, parts in per_large.items():
             layers = sorted({small for small, _ in parts})
@@ -421,7 +444,7 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
     -------
     theta : (S, b) Ritz values, descending; vectors : (S, n, b); residual : (S, b); applies : block products.
     """
-    n_samples, _, b = x0.shape
+    n_samples, size, b = x0.shape
     theta_out = x0.new_zeros(n_samples, b)
     v_out = x0.clone()
     res_out = x0.new_full((n_samples, b), math.inf)
@@ -431,34 +454,42 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
     x, ax, theta, _ = _rayleigh_ritz(x, apply(x), b)
     applies = 1
     p: torch.Tensor | None = None
+    # Lanczos restarts thick: the Ritz vectors just past the block stay in the next basis, with their products
+    # (free: combinations of the products already made), so the last wanted pairs do not lose their head start.
+    keep = b + max(0, min(b, size // 3 - (depth + 1) * b)) if method == "lanczos" else b
     finished = torch.zeros(n_samples, dtype=torch.bool, device=x0.device)  # by position in the active batch
     n_since_compaction = 0
     while True:
-        res = (ax - x * theta.unsqueeze(1)).norm(dim=1)  # (S_active, b)
+        res = (ax[:, :, :b] - x[:, :, :b] * theta[:, None, :b]).norm(dim=1)  # (S_active, b)
         if gram:
-            res = res / (2 * theta.clamp_min(1e-12)).sqrt()
+            res = res / (2 * theta[:, :b].clamp_min(1e-12)).sqrt()
         newly = ((res[:, :n_want] <= tol).all(1) | (applies >= max_applies)) & ~finished
         if bool(newly.any()):
             sel = active[newly]
-            theta_out[sel], v_out[sel], res_out[sel] = theta[newly], x[newly], res[newly]
+            theta_out[sel], v_out[sel], res_out[sel] = theta[newly, :b], x[newly, :, :b], res[newly]
             finished |= newly
             n_since_compaction += int(newly.sum())
         if bool(finished.all()):
             break
         if n_since_compaction >= max(1, finished.numel() // 4):  # drop finished samples from the batch
-            keep = ~finished
-            active, x, ax, theta, finished = active[keep], x[keep], ax[keep], theta[keep], finished[keep]
-            p = p[keep] if p is not None else None
+            alive = ~finished
+            active, x, ax, theta, finished = active[alive], x[alive], ax[alive], theta[alive], finished[alive]
+            p = p[alive] if p is not None else None
             apply = make_apply(active)
             n_since_compaction = 0
         if method == "lanczos":
-            qs, aqs = [x], [ax]
+            # [kept Ritz vectors | K blocks grown from A·X_block], written into one buffer (no growing concatenation)
+            width = x.shape[2]
+            basis = x.new_empty(x.shape[0], size, width + depth * b)
+            abasis = torch.empty_like(basis)
+            basis[:, :, :width], abasis[:, :, :width] = x, ax
+            grow, cols = ax[:, :, :b], width
             for _ in range(depth):
-                q = _orthonormalize(aqs[-1], torch.cat(qs, 2))
-                qs.append(q)
-                aqs.append(apply(q))
+                q = _orthonormalize(grow, basis[:, :, :cols])
+                grow = apply(q)
+                basis[:, :, cols:cols + b], abasis[:, :, cols:cols + b] = q, grow
+                cols += b
                 applies += 1
-            basis, abasis = torch.cat(qs, 2), torch.cat(aqs, 2)
         else:
             rq = _orthonormalize(ax - x * theta.unsqueeze(1), x)
             parts, aparts = [x, rq], [ax, apply(rq)]
@@ -469,7 +500,7 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
                 aparts.append(apply(pq))
                 applies += 1
             basis, abasis = torch.cat(parts, 2), torch.cat(aparts, 2)
-        x, ax, theta, top = _rayleigh_ritz(basis, abasis, b)
+        x, ax, theta, top = _rayleigh_ritz(basis, abasis, keep)
         if method == "lobpcg":
             p = basis[:, :, b:] @ top[:, b:, :]  # the step taken outside span(X): LOBPCG's search direction
     return theta_out, v_out, res_out, applies
