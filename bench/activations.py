@@ -1,6 +1,6 @@
 """Activation-graph speed: Spearman correlations of the 784-256×4-10 MLP's 1,024 hidden units over 10,000
-inputs, neuronmap (streamed, float64 accumulation) vs ``scipy.stats.spearmanr`` on the full activation matrix,
-same run, same machine.
+inputs, neuronmap (streamed; the Gram matrix of the ranks in exact int8 products on the CPU, float64 elsewhere)
+vs ``scipy.stats.spearmanr`` on the full activation matrix, same run, same machine.
 
     python bench/activations.py              # 10,000 inputs, CPU
     python bench/activations.py --quick      # 2,000 inputs
@@ -10,6 +10,8 @@ Rows:
 
 - ``spearman, from activations``: both sides get the same recorded (10,000 × 1,024) float32 matrix (scipy only
   its varying columns, since it returns NaN for constant ones; neuronmap finds and excludes those itself).
+- ``spearman, float64 Gram``: the same with the int8 Gram switched off (``INT8_GRAM = False``): the path a GPU,
+  or a torch without a working ``torch._int_mm``, takes. The header line says which path the other rows took.
 - ``spearman, end to end``: neuronmap records with forward hooks in batches and streams them into the
   correlation (``compute_correlations``); the baseline runs the same batched forward pass into one matrix and
   calls scipy.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from neuronmap.examples.nets import mlp_4x256  # noqa: E402
+from neuronmap.loaders import activation_edges  # noqa: E402
 from neuronmap.loaders.activation_edges import ActivationRecorder, compute_correlations, correlate  # noqa: E402
 
 
@@ -72,8 +75,10 @@ def main() -> None:
     varying = (activations.amax(0) > activations.amin(0)).numpy()
     matrix = activations.numpy()
     kept = np.ascontiguousarray(matrix[:, varying])
+    int8 = activation_edges._use_int8(torch.device(args.device))
     print(f"mlp_4x256 on {args.device}: {recorder.n_units:,} hidden units ({int((~varying).sum())} constant, "
           f"excluded), {n_inputs:,} inputs, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+          f"Spearman Gram {'int8 (torch._int_mm)' if int8 else 'float64'}, "
           f"load average {os.getloadavg()[0]:.1f} at the start\n")
 
     rows = []
@@ -81,6 +86,14 @@ def main() -> None:
         lambda: correlate(activations, method="spearman", device=args.device),
         lambda: stats.spearmanr(kept).statistic, args.repeats)
     rows.append(["spearman, from activations", ours, theirs, f"{theirs / ours:.1f}×",
+                 f"{np.abs(result.r.numpy() - reference).max():.1e}"])
+
+    activation_edges.INT8_GRAM = False
+    ours, theirs, result, reference = alternate(
+        lambda: correlate(activations, method="spearman", device=args.device),
+        lambda: stats.spearmanr(kept).statistic, args.repeats)
+    activation_edges.INT8_GRAM = None
+    rows.append(["spearman, from activations, float64 Gram (int8 off)", ours, theirs, f"{theirs / ours:.1f}×",
                  f"{np.abs(result.r.numpy() - reference).max():.1e}"])
 
     def baseline_end_to_end() -> np.ndarray:

@@ -72,7 +72,8 @@ POINTS: tuple[str, ...] = ("post", "pre")
 
 MEMORY_LIMIT = 4 << 30  # bytes of RAM the Spearman buffer may take before it spills to disk
 GRAM_CHUNK_BYTES = 128 << 20  # working copy of one chunk of inputs while accumulating the Gram matrix
-RANK_ROWS = 16  # units ranked at once on the CPU: their work arrays stay in the L2 cache
+RANK_ROWS = 16  # units ranked at once on the CPU: their work arrays stay in the L2 cache …
+RANK_VALUES = 1 << 18  # … up to this many values a block (fewer units for long rows; ~46 bytes a value)
 GRAM_TILE = 128  # units per row tile of the upper-triangular Gram update, and per transposed tile of values
 TRANSPOSE_INPUTS = 128  # inputs per copy while transposing a tile
 RANK_COPY_BYTES = 1 << 30  # ranks copied (int8 digits or float64) up to this size leave the values untouched
@@ -716,11 +717,12 @@ def _tied_ranks(new: np.ndarray, twice: np.ndarray, w: _RankWork) -> None:
 
 
 def _rank_rows_numpy(values: np.ndarray | torch.Tensor, out: np.ndarray) -> None:
-    """Rank every row of ``values`` (rows, n) into ``out``, RANK_ROWS rows at a time per thread.
+    """Rank every row of ``values`` (rows, n) into ``out``, a block of rows at a time per thread.
 
     ``out`` takes float centred ranks (rows, n), and may be ``values`` itself, or the int8 digits
     (digits, rows, n) of the doubled ranks. ``values`` may be strided (the transpose of an input-major matrix):
-    each thread then copies GRAM_TILE units at a time into a contiguous tile, TRANSPOSE_INPUTS inputs per copy.
+    each thread then copies up to GRAM_TILE units at a time into a contiguous tile, TRANSPOSE_INPUTS inputs per
+    copy.
     """
     rows, n = values.shape
     if rows == 0 or n == 0:
@@ -733,15 +735,17 @@ def _rank_rows_numpy(values: np.ndarray | torch.Tensor, out: np.ndarray) -> None
     strided = values.strides[1] != values.itemsize
     threads = min(_cpu_threads(), max(1, rows // RANK_ROWS))
     bounds = np.linspace(0, rows, threads + 1).astype(int)
+    block_rows = max(1, min(RANK_ROWS, RANK_VALUES // n))
+    tile_rows = max(block_rows, min(GRAM_TILE, GRAM_TILE * RANK_VALUES // (RANK_ROWS * n)))  # 8 MB at most
 
     def work(lo: int, hi: int) -> None:
-        scratch = _RankWork(min(RANK_ROWS, hi - lo), n)
-        tile = np.empty((min(GRAM_TILE, hi - lo), n), np.float32) if strided else None
-        for t in range(lo, hi, GRAM_TILE):
-            u = min(t + GRAM_TILE, hi)
+        scratch = _RankWork(min(block_rows, hi - lo), n)
+        tile = np.empty((min(tile_rows, hi - lo), n), np.float32) if strided else None
+        for t in range(lo, hi, tile_rows):
+            u = min(t + tile_rows, hi)
             block = values[t:u] if tile is None else _transpose_into(tile[:u - t], values[t:u])
-            for i in range(t, u, RANK_ROWS):
-                j = min(i + RANK_ROWS, u)
+            for i in range(t, u, block_rows):
+                j = min(i + block_rows, u)
                 # _rank_block reads its block once, into scratch, before writing: ``out`` may be ``values``.
                 try:
                     _rank_block(block[i - t:j - t], out[:, i:j] if out.dtype == np.int8 else out[i:j], scratch)
@@ -858,7 +862,8 @@ def _int8_gram_from(same: torch.Tensor, cross: torch.Tensor | None, p: int) -> t
     if cross is not None:
         same += cross
         same += cross.T
-    gram = same.to(torch.float64)  # exact below 2⁵³; above, rounded once
+    # Doubled ranks: a quarter of their products is the Gram of the centred ranks (a power of 2, so exact).
+    gram = same.to(torch.float64).mul_(0.25)  # exact below 2⁵³; above, rounded once
     return gram if gram.shape[0] == p else gram[:p, :p].clone()
 
 

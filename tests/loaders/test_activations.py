@@ -104,6 +104,15 @@ def test_functional_activations_and_residual_nets_are_recorded():
 
 # -- correlations against numpy / scipy ----------------------------------------------------------------------------
 
+@pytest.fixture(params=["int8", "float64"])
+def gram_path(request, monkeypatch):
+    """Run a test on both Spearman Gram paths of the CPU: int8 products (where torch._int_mm works) and float64."""
+    if request.param == "int8" and not activation_edges._int8_matmul_works():
+        pytest.skip("torch._int_mm does not work on this CPU and torch")
+    monkeypatch.setattr(activation_edges, "INT8_GRAM", request.param == "int8")
+    return request.param
+
+
 def test_pearson_and_spearman_equal_scipy_and_dead_units_are_excluded(digits_x):
     net = digits_net(dead=(5, 17))
     values = hidden(net, digits_x)
@@ -123,7 +132,7 @@ def test_pearson_and_spearman_equal_scipy_and_dead_units_are_excluded(digits_x):
 
 
 @pytest.mark.parametrize("method", ["pearson", "spearman"])
-def test_streaming_in_any_batch_size_equals_one_shot(method, monkeypatch):
+def test_streaming_in_any_batch_size_equals_one_shot(method, gram_path, monkeypatch):
     rng = np.random.default_rng(0)
     x = np.maximum(rng.normal(size=(300, 24)) @ rng.normal(size=(24, 24)), 0).astype(np.float32)
     x[:, 3] = np.round(x[:, 3])  # many ties
@@ -154,7 +163,7 @@ def test_streaming_in_any_batch_size_equals_one_shot(method, monkeypatch):
     assert where == ({""} if method == "pearson" else {"memory", "disk"})
 
 
-def test_spearman_of_many_units_and_inputs_equals_scipy_on_every_path(monkeypatch):
+def test_spearman_of_many_units_and_inputs_equals_scipy_on_every_path(gram_path, monkeypatch):
     # Large enough for the tiled upper-triangle products (> 256 units, ≥ 4096 inputs).
     rng = np.random.default_rng(5)
     x = np.maximum(rng.normal(size=(4200, 300)) @ rng.normal(size=(300, 300)) / 17 - 0.2, 0).astype(np.float32)
@@ -192,6 +201,94 @@ def test_ranks_equal_scipy_rankdata_with_ties_signed_zeros_and_negatives():
         buffer = torch.from_numpy(values.T.copy())
         activation_edges._rank_in_place(buffer.T, use_torch=use_torch)
         np.testing.assert_array_equal(buffer.T.numpy(), expected)
+
+
+@pytest.mark.parametrize("kind", ["normal", "relu", "rounded", "relu_rounded_signed_zeros", "constant_rows"])
+def test_ranks_of_random_blocks_equal_scipy_on_every_path(kind):
+    # Blocks with and without bottom runs set aside, with sparse and dense ties, as floats and as int8 digits.
+    rng = np.random.default_rng(len(kind))
+    for _ in range(40):
+        rows, n = int(rng.integers(1, 40)), int(rng.integers(1, 400))
+        x = rng.normal(size=(rows, n)).astype(np.float32)
+        if kind == "relu":
+            x = np.maximum(x, 0)
+        elif kind == "rounded":
+            x = np.round(x * rng.integers(1, 4))
+        elif kind == "relu_rounded_signed_zeros":
+            x = np.maximum(np.round(x * 20) / 20, -0.3)
+            x[rng.random(x.shape) < 0.1] *= -0.0
+        elif kind == "constant_rows":
+            x[:rows // 2] = 3.0
+        expected = stats.rankdata(x, axis=1) - (n + 1) / 2
+        np.testing.assert_array_equal(centered_ranks(torch.from_numpy(x)).numpy(), expected)
+        digits = activation_edges._int8_digits(n)
+        planes = np.zeros((digits, rows, n), np.int8)
+        activation_edges._rank_rows_numpy(torch.from_numpy(x.T.copy()).T, planes)  # strided, as a buffer's view
+        doubled = sum(planes[d].astype(np.int64) * 256 ** d for d in range(digits))
+        np.testing.assert_array_equal(doubled, 2 * expected)
+
+
+@pytest.mark.parametrize("n, digits", [(2, 1), (128, 1), (129, 2), (32640, 2), (32641, 3), (1 << 20, 3)])
+def test_int8_digits_hold_every_doubled_rank(n, digits):
+    assert activation_edges._int8_digits(n) == digits
+    v = np.arange(-(n - 1), n, dtype=np.int32)  # every integer a doubled rank of n inputs can be
+    planes = np.empty((digits, 1, v.size), np.int8)
+    activation_edges._split_digits(v[None].copy(), planes)
+    np.testing.assert_array_equal(sum(planes[d, 0].astype(np.int64) * 256 ** d for d in range(digits)), v)
+
+
+def test_int8_sums_stay_within_int32_and_int64():
+    assert activation_edges.INT8_CHUNK * 128 ** 2 < 2 ** 31  # |digit| ≤ 128 in every product
+    assert activation_edges._int8_digits(1 << 22) is None  # Σ v² could pass int64: float64 takes over
+
+
+def exact_gram(x: np.ndarray) -> np.ndarray:
+    """Σ over inputs of the products of centred ranks (scipy's), from exact int64 sums of doubled ranks."""
+    doubled = (2 * stats.rankdata(x, axis=0) - (x.shape[0] + 1)).astype(np.int64)
+    return (doubled.T @ doubled) / 4  # below 2⁵³ here: exact in float64
+
+
+@pytest.mark.parametrize("n, p", [(300, 13), (4100, 40), (33000, 6)])  # 33,000 inputs need 3 digits
+def test_int8_gram_equals_the_exact_and_the_float64_gram(n, p, monkeypatch):
+    if not activation_edges._int8_matmul_works():
+        pytest.skip("torch._int_mm does not work on this CPU and torch")
+    rng = np.random.default_rng(n)
+    x = np.maximum(rng.normal(size=(n, p)) @ rng.normal(size=(p, p)), 0).astype(np.float32)
+    x[:, 1] = np.round(x[:, 1])  # many ties
+    x[:, 2] = 0.5  # constant
+    x[::3, 3] = -0.0  # ties with +0.0
+    expected = exact_gram(x)
+    cpu = torch.device("cpu")
+
+    def gram(int8: bool, copy: bool, chunk: int) -> np.ndarray:
+        monkeypatch.setattr(activation_edges, "INT8_GRAM", int8)
+        monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 1 << 30 if copy else 0)  # 0: rank in place
+        monkeypatch.setattr(activation_edges, "INT8_CHUNK", chunk)
+        monkeypatch.setattr(activation_edges, "GRAM_CHUNK_BYTES", 0)  # in place: 256 inputs a chunk at most
+        values = torch.from_numpy(x.copy())
+        got = activation_edges._spearman_gram(values.T, cpu, 1 << 30)
+        assert got.dtype == torch.float64 and got.shape == (p, p)
+        return got.numpy()
+
+    for copy in (True, False):
+        np.testing.assert_array_equal(gram(False, copy, 1 << 16), expected)
+        for chunk in (1 << 16, 64):  # 64: the int32 sums end every 64 inputs and add up in int64
+            np.testing.assert_array_equal(gram(True, copy, chunk), expected)
+
+
+def test_spearman_falls_back_to_float64_where_int_mm_is_missing(monkeypatch):
+    monkeypatch.delattr(torch, "_int_mm", raising=False)  # as in an older torch
+    monkeypatch.setattr(activation_edges, "_INT8_MATMUL", None)  # probe again
+    monkeypatch.setattr(activation_edges, "INT8_GRAM", None)
+    assert not activation_edges._use_int8(torch.device("cpu"))
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.normal(size=(500, 30)), 0).astype(np.float32)
+    np.testing.assert_allclose(correlate(torch.from_numpy(x), device="cpu").r.numpy(), stats.spearmanr(x).statistic,
+                               rtol=0, atol=1e-9)
+
+
+def test_int8_gram_is_for_the_cpu_only():
+    assert not activation_edges._use_int8(torch.device("cuda"))
 
 
 def test_bad_inputs_are_refused_with_the_rule():
