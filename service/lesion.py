@@ -73,6 +73,7 @@ class DeltaPlan:
     node: str  # the Linear's output value
     input: str  # the value the Linear reads: the layer after its zero-preserving steps, (B, C)
     weight: torch.Tensor  # the Linear's (C_next, C) weight
+    bias: torch.Tensor | None = None  # the Linear's (C_next,) bias, for the complement form (``kept``)
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class LesionNetwork:
         self.batchnorm = batchnorm
         self.layers = self._plan_layers()
         self._descendants_cache: dict[frozenset[str], list[fx.Node]] = {}
+        self._chain_cache: dict[str, tuple[_ChainStep, ...] | None] = {}
 
     # -- structure -------------------------------------------------------------------------------------------------
 
@@ -220,7 +222,8 @@ class LesionNetwork:
             if user.kind == "linear":
                 if user.weight is None or user.weight.dim() != 2:
                     return None
-                return DeltaPlan(node=user.out, input=current, weight=user.weight.detach())
+                bias = user.bias.detach() if user.bias is not None else None
+                return DeltaPlan(node=user.out, input=current, weight=user.weight.detach(), bias=bias)
             if user.kind == "reshape" and user.shape == shapes[current]:
                 current = user.out
                 continue
@@ -315,9 +318,12 @@ class LesionNetwork:
             self._descendants_cache[starts] = [n for n in self._nodes if n.name in reached]
         return self._descendants_cache[starts]
 
+    @torch.no_grad()
     def run_lesioned(self, env: dict[str, Any], *, masks: dict[str, torch.Tensor] | None = None,
-                     delta: tuple[DeltaPlan, torch.Tensor] | None = None) -> torch.Tensor:
-        """The output of M lesioned copies of the network at once, reusing the intact run ``env``.
+                     delta: tuple[DeltaPlan, torch.Tensor] | None = None,
+                     kept: tuple[DeltaPlan, torch.Tensor] | None = None,
+                     buffers: LesionBuffers | None = None) -> torch.Tensor:
+        """The output of M lesioned copies of the network at once, reusing the intact run ``env`` (no gradients).
 
         Parameters
         ----------
@@ -328,7 +334,14 @@ class LesionNetwork:
             jointly, row m of every mask belonging to copy m.
         delta : (DeltaPlan, torch.Tensor of shape (M, s)), optional
             Instead of masks: silence the units ``idx[m]`` (padded with C, "no unit") of a layer through its
-            ``DeltaPlan``.
+            ``DeltaPlan``: z' = z − h[:, S] W[:, S]ᵀ.
+        kept : (DeltaPlan, torch.Tensor of shape (M, k)), optional
+            Instead of masks: keep only the units ``idx[m]`` (padded with C) of a layer and silence the rest, through
+            its ``DeltaPlan`` in complement form: z' = b + h[:, K] W[:, K]ᵀ. The same sum as ``masks`` without the
+            silenced units' zero terms (up to float rounding), and cheaper when most of the layer is silenced.
+        buffers : LesionBuffers, optional
+            Scratch memory reused from call to call (``lesion_correct_counts`` passes one); the result is then a
+            view into it, valid until the next call with the same buffers.
 
         Returns
         -------
@@ -336,12 +349,39 @@ class LesionNetwork:
             Row m·B + b is copy m on input b.
         """
         masks = masks or {}
-        if bool(masks) == (delta is not None):
-            raise AssessmentInputError("Pass either masks or a delta lesion.")
+        if sum((bool(masks), delta is not None, kept is not None)) != 1:
+            raise AssessmentInputError("Pass exactly one of masks, a delta lesion or a kept lesion.")
+        batch = _first_tensor(env[self._input.name]).shape[0]
+        if not masks:
+            plan, idx = delta if delta is not None else kept
+            chain = self._chain(plan.node)
+            if (chain is not None and delta is not None and len(chain) == 2 and chain[0].weight is None
+                    and chain[1].weight is not None):
+                return self._delta_to_output(env, plan, idx, chain[1], batch, buffers or LesionBuffers())
+            if chain is not None:
+                value = self._delta_value(env, plan, idx, complement=kept is not None, batch=batch,
+                                          buffers=buffers or LesionBuffers())
+                return _run_chain(value, chain, buffers or LesionBuffers())
+            return self._run_graph(env, {}, (plan, idx, kept is not None), batch, buffers or LesionBuffers())
+        if len(masks) == 1:
+            (name, keep), = masks.items()
+            value = env[name]
+            chain = self._chain(name) if isinstance(value, torch.Tensor) and value.dim() == 2 else None
+            if chain is not None:
+                buffers = buffers or LesionBuffers()
+                m, size = keep.shape
+                out = buffers.get("start", (m, batch, size), value)
+                torch.mul(value.unsqueeze(0), keep.to(value.dtype).unsqueeze(1), out=out)
+                return _run_chain(out.view(m * batch, size), chain, buffers)
+        return self._run_graph(env, masks, None, batch, buffers or LesionBuffers())
+
+    def _run_graph(self, env: dict[str, Any], masks: dict[str, torch.Tensor],
+                   delta: tuple[DeltaPlan, torch.Tensor, bool] | None, batch: int,
+                   buffers: LesionBuffers) -> torch.Tensor:
+        """``run_lesioned`` for any graph: interpret every node downstream of the lesion on the expanded batch."""
         starts = frozenset(masks) if masks else frozenset({delta[0].node})
         todo = self._descendants(starts)
         m = next(iter(masks.values())).shape[0] if masks else delta[1].shape[0]
-        batch = _first_tensor(env[self._input.name]).shape[0]
         position = {node.name: i for i, node in enumerate(todo)}
         last_use: dict[str, int] = {}
         for i, node in enumerate(todo):
@@ -364,7 +404,12 @@ class LesionNetwork:
             if node.op == "output":
                 output = _first_tensor(fx.node.map_arg(node.args, fetch))
                 break
-            if node.name in starts and not any(a.name in position for a in node.all_input_nodes):
+            if delta is not None and node.name == delta[0].node:
+                plan, idx, complement = delta  # a fresh buffer: the graph below may work on it in place
+                value = self._delta_value(env, plan, idx, complement=complement, batch=batch,
+                                          buffers=LesionBuffers())
+                expanded = True
+            elif node.name in starts and not any(a.name in position for a in node.all_input_nodes):
                 value = env[node.name]  # the intact value: the lesion is the first change
                 expanded = False
             elif self._skip(node):
@@ -384,13 +429,6 @@ class LesionNetwork:
                     value = (value.reshape(m, batch, *value.shape[1:]) * keep.reshape(view)).reshape(value.shape)
                 else:
                     value = (value.unsqueeze(0) * keep.reshape(view)).reshape(m * batch, *value.shape[1:])
-            elif delta is not None and node.name == delta[0].node:
-                plan, idx = delta
-                rows, weight = self._delta_operands(env, plan)  # (C+1, B), (C+1, C_next); row C is "no unit"
-                hs = rows[idx].transpose(1, 2)  # (M, B, s): the silenced units' values
-                # z' = z − h[:, S] W[:, S]ᵀ for every lesion at once, in one fused batched product
-                value = torch.baddbmm(value.unsqueeze(0).expand(m, *value.shape), hs, weight[idx],
-                                      alpha=-1.0).reshape(m * batch, -1)
             local[node.name] = value
             for a in node.all_input_nodes:
                 if last_use.get(a.name) == i and a.name in local:
@@ -398,6 +436,83 @@ class LesionNetwork:
         if output is None:
             raise AssertionError("the lesioned graph has no output")  # pragma: no cover
         return output
+
+    def _delta_value(self, env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, *, complement: bool,
+                     batch: int, buffers: LesionBuffers) -> torch.Tensor:
+        """(M·B, C_next): the Linear's output with the lesions applied, ``delta`` or ``kept`` form."""
+        rows, weight = self._delta_operands(env, plan)  # (C+1, B), (C+1, C_next); row C is "no unit"
+        m, width = idx.shape[0], weight.shape[1]
+        hs = rows[idx].transpose(1, 2)  # (M, B, s): the silenced (or kept) units' values
+        out = buffers.get("start", (m, batch, width), weight)
+        if complement:  # z' = b + h[:, K] W[:, K]ᵀ
+            torch.bmm(hs, weight[idx], out=out)
+            if plan.bias is not None:
+                out += plan.bias
+        else:  # z' = z − h[:, S] W[:, S]ᵀ for every lesion at once, in one fused batched product
+            out.copy_(env[plan.node].unsqueeze(0).expand(m, batch, width))
+            out.baddbmm_(hs, weight[idx], alpha=-1.0)
+        return out.view(m * batch, width)
+
+    def _delta_to_output(self, env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, last: _ChainStep,
+                         batch: int, buffers: LesionBuffers) -> torch.Tensor:
+        """The ``delta`` lesion of the last hidden layer's predecessor when only ReLU → Linear follow: the output.
+
+        relu(z − Δ) = z − min(Δ, z) exactly, so W relu(z − Δ) + b = (W z + b) − W min(Δ, z), with W z + b
+        computed once per data batch: one pass over the (M·B, C) values instead of a copy, the subtraction and the
+        ReLU. Equal to the plain form up to float rounding, like every ``delta`` lesion.
+        """
+        rows, weight = self._delta_operands(env, plan)
+        z = env[plan.node]  # (B, C), the intact Linear output
+        m, width, outputs = idx.shape[0], weight.shape[1], last.weight.shape[0]
+        low = buffers.get("start", (m, batch, width), weight)
+        torch.bmm(rows[idx].transpose(1, 2), weight[idx], out=low)  # Δ
+        low.clamp_max_(z)  # min(Δ, z), in place
+        key = "__fold__" + plan.node  # cached in the intact run's environment: one per data batch
+        if key not in env:
+            env[key] = F.linear(z, last.weight, last.bias)
+        out = buffers.get("a", (m, batch, outputs), weight)
+        torch.mm(low.view(m * batch, width), last.weight.t(), out=out.view(m * batch, outputs))
+        torch.sub(env[key], out, out=out)
+        return out.view(m * batch, outputs)
+
+    def _chain(self, start: str) -> tuple[_ChainStep, ...] | None:
+        """The steps after ``start`` when they are a plain chain of Linear and ReLU to the output, else None.
+
+        Such a tail runs on reused buffers with in-place ReLUs and no graph interpretation (``_run_chain``), the
+        same operations as the modules' own forward (``F.linear`` is ``addmm`` with the transposed weight).
+        """
+        if start in self._chain_cache:
+            return self._chain_cache[start]
+        steps: list[_ChainStep] = []
+        node, chain = self._by_name[start], None
+        while True:
+            users = list(node.users)
+            if len(users) != 1:
+                break
+            user = users[0]
+            if user.op == "output":
+                if user.args and user.args[0] is node:
+                    chain = tuple(steps)
+                break
+            if user.args[:1] != (node,) or len(user.all_input_nodes) != 1:
+                break
+            if user.op == "call_module":
+                module = self._modules[user.target]
+                if type(module) is nn.Linear:
+                    steps.append(_ChainStep(module.weight.detach(),
+                                            module.bias.detach() if module.bias is not None else None))
+                elif type(module) is nn.ReLU:
+                    steps.append(_ChainStep(None, None))
+                elif not (type(module) is nn.Identity or (type(module) is nn.Dropout and not module.training)):
+                    break
+            elif (user.op in ("call_function", "call_method") and _op_name(user.target) in _RELU_NAMES
+                  and len(user.args) == 1 and set(user.kwargs) <= {"inplace"}):
+                steps.append(_ChainStep(None, None))
+            else:
+                break
+            node = user
+        self._chain_cache[start] = chain
+        return chain
 
     def _relu_in_place(self, node: fx.Node, starts: frozenset[str]) -> bool:
         """A ReLU whose single input is a freshly computed value read by nothing else: safe to apply in place."""
@@ -450,6 +565,48 @@ def _first_tensor(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class _ChainStep:
+    """One step of a Linear/ReLU tail (``LesionNetwork._chain``): a Linear when ``weight`` is set, else a ReLU."""
+
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+class LesionBuffers:
+    """Scratch tensors reused across chunks of lesions, so that every pass writes to memory that is already mapped
+    and, with moderate chunks, still in cache."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device, backed by the buffer ``name``."""
+        size = int(np.prod(shape))
+        flat = self._flat.get(name)
+        if flat is None or flat.numel() < size or flat.dtype != like.dtype or flat.device != like.device:
+            flat = torch.empty(size, dtype=like.dtype, device=like.device)
+            self._flat[name] = flat
+        return flat[:size].view(shape)
+
+
+def _run_chain(value: torch.Tensor, chain: Sequence[_ChainStep], buffers: LesionBuffers) -> torch.Tensor:
+    """Apply a Linear/ReLU tail to ``value`` (rows, C), which it may overwrite; the result lives in ``buffers``."""
+    turn = 0
+    for step in chain:
+        if step.weight is None:
+            value.relu_()
+            continue
+        out = buffers.get("ab"[turn], (value.shape[0], step.weight.shape[0]), value)
+        turn = 1 - turn
+        if step.bias is not None:  # what F.linear computes for 2-D inputs, written into the buffer
+            torch.addmm(step.bias, value, step.weight.t(), out=out)
+        else:
+            torch.mm(value, step.weight.t(), out=out)
+        value = out
+    return value
+
+
 # -- lesion sets -----------------------------------------------------------------------------------------------------
 
 def keep_masks(sets: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -491,7 +648,7 @@ def _prepare_inputs(net: LesionNetwork, x: torch.Tensor) -> torch.Tensor:
 
 
 def _class_counts(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, m: int) -> torch.Tensor:
-    pred = logits.argmax(dim=1).reshape(m, -1)  # (M, B)
+    pred = logits.max(dim=1).indices.reshape(m, -1)  # (M, B); the first maximum, as argmax, and faster
     correct = (pred == y.unsqueeze(0)).to(onehot.dtype)
     return (correct @ onehot).round().to(torch.int64)  # (M, n_classes)
 
@@ -532,7 +689,7 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
     counts : numpy.ndarray of shape (len(lesions), n_classes), int64
     """
     x = _prepare_inputs(net, x)
-    groups: dict[tuple[tuple[int, ...], bool], list[int]] = defaultdict(list)  # (layers lesioned, delta?) → rows
+    groups: dict[tuple[tuple[int, ...], str], list[int]] = defaultdict(list)  # (layers lesioned, path) → rows
     for row, lesion in enumerate(lesions):
         layers = tuple(sorted(lesion))
         point = net.layer(layers[0]) if len(layers) == 1 else None
@@ -540,36 +697,43 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
             names = [net.layer(i).name for i in layers]
             raise AssessmentInputError(f"Layer(s) {names} do not reach a Linear through zero-preserving steps only, "
                                        "so method='delta' cannot lesion them; use method='auto' or 'mask'.")
-        # The delta path subtracts the silenced units' share from the intact sum: cheap and accurate for small sets;
-        # for large ones (a whole layer) the difference cancels and its rounding could decide an argmax tie, so
-        # "auto" masks them instead.
-        delta = point is not None and point.delta is not None and (
-            method == "delta" or (method == "auto" and len(lesion[layers[0]]) <= delta_max_fraction * point.size))
-        groups[(layers, delta)].append(row)
-    for (layers, delta), rows in groups.items():
-        if delta:  # similar sizes together: less padding in the batched product
+        path = "mask"
+        if point is not None and point.delta is not None and method != "mask":
+            # The delta path subtracts the silenced units' share from the intact sum: cheap and accurate for small
+            # sets; for large ones (a whole layer) the difference cancels and its rounding could decide an argmax
+            # tie, so "auto" sums the kept units' share instead, which is also the cheaper form there.
+            small = len(lesion[layers[0]]) <= delta_max_fraction * point.size
+            path = "delta" if method == "delta" or small else "kept"
+        groups[(layers, path)].append(row)
+    for (layers, path), rows in groups.items():
+        if path != "mask":  # similar sizes together: less padding in the batched product
             rows.sort(key=lambda r: len(lesions[r][layers[0]]))
     counts = torch.zeros(len(lesions), n_classes, dtype=torch.int64)
-    with torch.no_grad():
+    buffers = LesionBuffers()
+    with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(net.device)
             yb = y[start:start + batch_size].to(net.device)
             onehot = F.one_hot(yb, n_classes).to(torch.float32)
             env = net.run(xb, keep=True)
-            for (layers, delta), rows in groups.items():
+            for (layers, path), rows in groups.items():
                 points = [net.layer(i) for i in layers]
-                starts = [points[0].delta.node] if delta else [p.value for p in points]
+                starts = [points[0].delta.node] if path != "mask" else [p.value for p in points]
                 per_pass = max(1, max_elements // (xb.shape[0] * net.widest(starts)))
                 for lo in range(0, len(rows), per_pass):
                     chunk = rows[lo:lo + per_pass]
-                    if delta:
-                        point = points[0]
+                    point = points[0]
+                    if path == "delta":
                         idx = padded_indices([lesions[r][point.index] for r in chunk], point.size, net.device)
-                        logits = net.run_lesioned(env, delta=(point.delta, idx))
+                        logits = net.run_lesioned(env, delta=(point.delta, idx), buffers=buffers)
+                    elif path == "kept":
+                        kept = [np.setdiff1d(np.arange(point.size), lesions[r][point.index]) for r in chunk]
+                        idx = padded_indices(kept, point.size, net.device)
+                        logits = net.run_lesioned(env, kept=(point.delta, idx), buffers=buffers)
                     else:
                         masks = {p.value: keep_masks([lesions[r][p.index] for r in chunk], p.size, net.device)
                                  for p in points}
-                        logits = net.run_lesioned(env, masks=masks)
+                        logits = net.run_lesioned(env, masks=masks, buffers=buffers)
                     counts[chunk] += _class_counts(logits, yb, onehot, len(chunk)).cpu()
                     if on_chunk is not None:
                         on_chunk(len(chunk))
