@@ -67,7 +67,7 @@ class ImportanceConfig(BaseModel):
     method: LesionMethod = "auto"
     batchnorm: BatchNormLesion = "after"
     batch_size: int = Field(default=1000, ge=1)
-    max_elements: int = Field(default=2 ** 21, ge=1)
+    max_elements: int = Field(default=2 ** 22, ge=1)  # see lesion.lesion_correct_counts
     parity: bool = False
 
     @model_validator(mode="before")

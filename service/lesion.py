@@ -15,7 +15,15 @@ depends on ℓ, with the batch expanded to M·B rows:
   dropout in eval mode, …: f(0) = 0, so silencing a unit before or after them is the same), the lesion is applied
   at that Linear's output instead: z' = z − h[:, S] W[:, S]ᵀ, a batched product over |S| columns rather than a
   matrix product over all C. Equal to ``"mask"`` up to float rounding (the sum is ordered differently); ``"auto"``
-  uses it only for sets of at most half their layer, where the subtraction cannot cancel most of the sum.
+  uses it only for sets of at most half their layer, where the subtraction cannot cancel most of the sum. For
+  larger sets ``"auto"`` sums the kept units instead, z' = b + h[:, K] W[:, K]ᵀ (the complement form: the mask
+  path's sum without its zero terms, over fewer than half the columns). When only ReLU → Linear follow that
+  Linear (a lesion of the second-to-last hidden layer), relu(z − Δ) = z − min(Δ, z) lets the next Linear read
+  min(Δ, z) against W z + b computed once per data batch.
+
+When the graph after the lesion is a plain chain of Linear and ReLU modules (an MLP's tail), the lesioned runs skip
+the graph interpreter: each pass writes into buffers reused from pass to pass, ReLUs work in place, and the Linears
+are the modules' own ``addmm``, so ``"mask"`` stays exactly equal to one forward pass per lesion.
 
 ``lesion_correct_counts`` returns per-class counts of correct predictions for each lesion; the one-lesion-at-a-time
 baseline (``one_at_a_time_correct_counts``) is kept for the tests and ``bench/importance.py``.
@@ -655,7 +663,8 @@ def _class_counts(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, m
 
 def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                           lesions: Sequence[dict[int, np.ndarray]], *, method: LesionMethod = "auto",
-                          batch_size: int = 1000, max_elements: int = 2 ** 21, delta_max_fraction: float = 0.5,
+                          batch_size: int = 1000, max_elements: int = 2 ** 22, max_lesions: int = 32,
+                          delta_max_fraction: float = 0.5,
                           on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
     """Correct predictions per class with each lesion applied, batched.
 
@@ -671,15 +680,20 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
         One lesion per entry: layer index → the units silenced there. Lesions of one layer go through the fast
         paths; a lesion touching several layers is masked on each of them (double lesions).
     method : {"auto", "mask", "delta"}, default "auto"
-        ``"auto"``: ``"delta"`` where the layer allows it (module docstring) and the set is small, else ``"mask"``.
+        ``"auto"``: where the layer allows the delta path (module docstring), ``"delta"`` for sets of at most
+        ``delta_max_fraction`` of the layer and the complement form (``run_lesioned(kept=...)``) for larger ones;
+        elsewhere ``"mask"``. ``"mask"`` gives exactly the one-at-a-time counts; the other two equal them up to
+        float rounding.
     batch_size : int, default 1000
         Inputs per intact run.
-    max_elements : int, default 2**21
-        Bounds the expanded batch: lesions per pass × inputs × the widest value stays under it. Moderate passes
-        are faster on CPU than huge ones: tensors of a few MB are reused by the allocator, while every fresh
-        allocation of tens of MB is paid again in page faults.
+    max_elements : int, default 2**22
+        Bounds the expanded batch: lesions per pass × inputs × the widest value stays under it. The passes reuse
+        their buffers (``LesionBuffers``); on a 2-core CPU, 2**21 to 2**22 was fastest on ``bench/importance.py``.
+    max_lesions : int, default 32
+        At most this many lesions per pass, whatever the width: for lesions just before the output the gathered
+        operands of the delta path, not the width, set the memory of a pass.
     delta_max_fraction : float, default 0.5
-        ``"auto"`` takes the delta path for sets of at most this share of their layer.
+        ``"auto"`` takes the delta path for sets of at most this share of their layer, the complement form above.
     on_chunk : callable, optional
         Called with the number of lesions finished after each chunk of one data batch (summed over batches, the
         total is ``len(lesions) × n_batches``).
@@ -719,7 +733,7 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
             for (layers, path), rows in groups.items():
                 points = [net.layer(i) for i in layers]
                 starts = [points[0].delta.node] if path != "mask" else [p.value for p in points]
-                per_pass = max(1, max_elements // (xb.shape[0] * net.widest(starts)))
+                per_pass = max(1, min(max_lesions, max_elements // (xb.shape[0] * net.widest(starts))))
                 for lo in range(0, len(rows), per_pass):
                     chunk = rows[lo:lo + per_pass]
                     point = points[0]
