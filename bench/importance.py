@@ -11,7 +11,8 @@ Both sides compute the same thing, the correct predictions per class of every le
 
 - **batched** (``lesion_correct_counts``): the intact network runs once per data batch; each layer's lesions then
   run as masks over an expanded batch, only from the lesioned layer on (``"mask"``), or through the next Linear's
-  columns (``"auto"`` = ``"delta"`` where it applies, the default);
+  columns (``"auto"``, the default: ``"delta"`` for sets of at most half their layer, the complement form for
+  larger ones);
 - **one at a time** (``one_at_a_time_correct_counts(how="weights")``): what the reference did — zero the lesion's
   incoming weights and bias, run all 2,000 inputs through the network in one batch, restore the weights.
 
@@ -137,7 +138,7 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
 
     accuracy = counts["mask"][0].sum() / args.inputs
-    rows = [["neuronmap batched, auto (delta where it applies)", f"{timings['auto']:.1f}",
+    rows = [["neuronmap batched, auto (delta / complement form)", f"{timings['auto']:.1f}",
              f"{1000 * timings['auto'] / len(lesions):.2f}", f"{one_at_a_time / timings['auto']:.1f}×", "measured"],
             ["neuronmap batched, mask", f"{timings['mask']:.1f}", f"{1000 * timings['mask'] / len(lesions):.2f}",
              f"{one_at_a_time / timings['mask']:.1f}×", "measured"],
