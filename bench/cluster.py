@@ -10,7 +10,9 @@ modules, with 1.0 no structure at all, the harder case for the eigensolvers):
 
 Both sides get the same graph with isolated neurons already dropped (none here) and the same number of k-means
 restarts; sklearn gets a CSR adjacency built beforehand (not timed), neuronmap the BlockGraph. Seconds are the best
-of ``--repeat`` runs for neuronmap and of ``--sk-repeat`` runs for sklearn.
+of ``--repeat`` runs for neuronmap and of ``--sk-repeat`` runs for each sklearn solver (a solver stops repeating once
+its runs have taken ``--sk-budget`` seconds, so the slow arpack runs on (c) are timed once). The runs alternate,
+neuronmap then each solver, round by round, so a change of load on the machine hits both sides alike.
 
     python bench/cluster.py            # (a), (b), (c)
     python bench/cluster.py --quick    # (a) and (b), sklearn once
@@ -19,10 +21,13 @@ of ``--repeat`` runs for neuronmap and of ``--sk-repeat`` runs for sklearn.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,13 +51,21 @@ def layered(sizes: list[int], seed: int, density: float, n_modules: int = 12, de
     return planted_block_graph(sizes, seed, n_modules=n_modules, delta=delta, density=density, dtype=np.float32)
 
 
-def best_of(repeat: int, run):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = run()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def alternating_best(runs: dict[str, tuple[int, Callable[[], Any]]], budget: float) -> dict[str, tuple[float, Any]]:
+    """Best seconds and last output of each named run, taken in rounds (each run once per round, while it has
+    repeats left and has not yet spent ``budget`` seconds in all)."""
+    best = {name: (math.inf, None) for name in runs}
+    spent = dict.fromkeys(runs, 0.0)
+    for round_ in range(max(repeat for repeat, _ in runs.values())):
+        for name, (repeat, run) in runs.items():
+            if round_ >= repeat or (round_ > 0 and spent[name] >= budget):
+                continue
+            start = time.perf_counter()
+            out = run()
+            seconds = time.perf_counter() - start
+            spent[name] += seconds
+            best[name] = (min(best[name][0], seconds), out)
+    return best
 
 
 def main() -> None:
@@ -62,8 +75,10 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=12)
     parser.add_argument("--n-init", type=int, default=10, help="k-means restarts on both sides (sklearn's default)")
     parser.add_argument("--parity", action="store_true", help="the reference's restarts (25, or 100 above 2000)")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--sk-repeat", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--sk-repeat", type=int, default=None, help="default: as --repeat (1 with --quick)")
+    parser.add_argument("--sk-budget", type=float, default=10.0,
+                        help="seconds after which a solver is not repeated (its best so far stands)")
     parser.add_argument("--solvers", default="arpack,lobpcg")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
@@ -75,27 +90,34 @@ def main() -> None:
     names = (args.graphs or ("a,b" if args.quick else "a,b,c")).split(",")
     deltas = [float(v) for v in (("0.6" if args.quick else args.deltas).split(","))]
     solvers = [s for s in args.solvers.split(",") if s]
+    sk_repeat = args.sk_repeat if args.sk_repeat is not None else (1 if args.quick else args.repeat)
     print(f"K={args.k}, torch threads={torch.get_num_threads()}, device={args.device}, "
-          f"k-means restarts {'as the reference' if args.parity else args.n_init} on both sides\n")
+          f"k-means restarts {'as the reference' if args.parity else args.n_init} on both sides, "
+          f"best of {args.repeat} (neuronmap) and {sk_repeat} (each sklearn solver, fewer past {args.sk_budget:g} s), "
+          "alternating\n")
     spectral_clustering(layered([50, 40, 30], 0, 1.0), 3, random_state=0, device=args.device)  # warm-up
     rows = []
     for key, delta in [(key, delta) for delta in deltas for key in names]:
         title, sizes, density = GRAPHS[key]
         graph = layered(sizes, args.seed + ord(key), density, delta=delta)
         n_init = reference_n_init(graph.n_nodes) if args.parity else args.n_init
-        ours_s, ours = best_of(args.repeat, lambda: spectral_clustering(
-            graph, args.k, n_init=n_init, random_state=args.seed, device=args.device))
-        ours_ncut = ncut(graph, ours.labels)
         adjacency = graph.to_scipy().astype(np.float64)
-        theirs: dict[str, tuple[float, float]] = {}
-        for solver in solvers:
-            def run(solver: str = solver) -> np.ndarray:
+
+        def sklearn_run(solver: str) -> Callable[[], np.ndarray]:
+            def run() -> np.ndarray:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching the requested tolerance"
                     return SpectralClustering(args.k, affinity="precomputed", eigen_solver=solver, n_init=n_init,
                                               random_state=args.seed).fit(adjacency).labels_
-            seconds, labels = best_of(args.sk_repeat, run)
-            theirs[solver] = (seconds, ncut(graph, labels))
+            return run
+
+        runs: dict[str, tuple[int, Callable[[], Any]]] = {"ours": (args.repeat, lambda: spectral_clustering(
+            graph, args.k, n_init=n_init, random_state=args.seed, device=args.device))}
+        runs.update({solver: (sk_repeat, sklearn_run(solver)) for solver in solvers})
+        timed = alternating_best(runs, args.sk_budget)
+        ours_s, ours = timed["ours"]
+        ours_ncut = ncut(graph, ours.labels)
+        theirs = {solver: (timed[solver][0], ncut(graph, timed[solver][1])) for solver in solvers}
         fastest = min(theirs, key=lambda s: theirs[s][0]) if theirs else None
         row = [f"({key}) {title}, δ={delta:g}", f"{graph.n_nodes:,}", f"{graph.n_edges:,}",
                f"{ours_s:.3f}", *(f"{theirs[s][0]:.2f}" for s in solvers),

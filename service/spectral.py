@@ -117,6 +117,15 @@ def _orthonormalize(x: torch.Tensor, against: torch.Tensor | None = None) -> tor
     return q
 
 
+def _transposed_copy(w: torch.Tensor) -> torch.Tensor:
+    """A contiguous (S, b, a) copy of w (S, a, b)ᵀ, by strips of rows (the whole transpose at once runs
+    single-threaded and cache-unfriendly, at about a third of the speed)."""
+    out = w.new_empty(w.shape[0], w.shape[2], w.shape[1])
+    for lo in range(0, w.shape[1], 256):
+        out[:, :, lo:lo + 256].copy_(w[:, lo:lo + 256].mT)
+    return out
+
+
 # Per-thread intra-op settings are an OpenMP property; other ATen backends share one pool (and warn when resized).
 _OPENMP = "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
@@ -205,6 +214,7 @@ class _Layered:
         self.sqrt_deg = deg.sqrt()
         self.dinv = torch.where(self.valid, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
         self.dinv_c = self.dinv.to(dtype).unsqueeze(-1)  # (S, n, 1)
+        self.weights_t: list[torch.Tensor] | None = None  # see prepare_products
         self.shift = (~self.valid).to(dtype) * ISOLATED_SHIFT  # (S, n)
         self._setup_gram()
 
@@ -248,14 +258,30 @@ class _Layered:
     def _side_sl(self, layer: int) -> slice:
         return slice(self.side_off[layer], self.side_off[layer] + self.sizes[layer])
 
-    # oriented blocks: (small layer, large layer, W oriented (S, n_large_layer, n_small_layer) as a view)
-    def _oriented(self, blocks: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int, torch.Tensor]]:
+    def prepare_products(self) -> None:
+        """Before many operator products on a CPU: keep a contiguous copy of every block's transpose.
+
+        MKL's GEMM against a transposed (column-major) weight block with a thin right-hand side runs at about
+        half the speed of the plain one, and the operator needs each block both ways; a copy costs about one
+        product. GPUs' GEMMs take either layout at the same speed.
+        """
+        if self.weights_t is None and self.device.type == "cpu":
+            with _intra_op_threads(self.threads):
+                self.weights_t = [_transposed_copy(w) for _, _, w in self.weights]
+
+    def _pairs(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """(src, dst, W, Wᵀ) per block, Wᵀ contiguous after ``prepare_products``."""
+        wts = self.weights_t or [w.mT for _, _, w in self.weights]
+        return [(src, dst, w, wt) for (src, dst, w), wt in zip(self.weights, wts)]
+
+    # oriented blocks: (small layer, large layer, W oriented (S, n_large_layer, n_small_layer), its transpose)
+    def _oriented(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
         out = []
-        for src, dst, w in blocks:
+        for src, dst, w, wt in self._pairs():
             if self.sides[src] == self.gram_side:  # type: ignore[index]
-                out.append((src, dst, w.mT))
+                out.append((src, dst, wt, w))
             else:
-                out.append((dst, src, w))
+                out.append((dst, src, w, wt))
         return out
 
     # --- the full operator M
@@ -263,10 +289,10 @@ class _Layered:
         with _intra_op_threads(self.threads):
             xs = x * self.dinv_c
             y = torch.zeros_like(x)
-            for src, dst, w in self.weights:
+            for src, dst, w, wt in self._pairs():
                 s, d = self._sl(src), self._sl(dst)
                 y[:, s].baddbmm_(w, xs[:, d])
-                y[:, d].baddbmm_(w.mT, xs[:, s])
+                y[:, d].baddbmm_(wt, xs[:, s])
             return y.mul_(self.dinv_c).addcmul_(x, self.shift.unsqueeze(-1))
 
     def m_dense(self) -> torch.Tensor:
@@ -285,14 +311,14 @@ class _Layered:
     def _w_apply(self, v: torch.Tensor) -> torch.Tensor:
         """W v: small-side vectors (S, n_small, b) → large-side vectors (S, n_large, b), raw weights."""
         y = v.new_zeros(v.shape[0], self.n_large, v.shape[2])
-        for small, large, w in self._oriented(self.weights):
+        for small, large, w, _ in self._oriented():
             y[:, self._side_sl(large)].baddbmm_(w, v[:, self._side_sl(small)])
         return y
 
     def _wt_apply(self, u: torch.Tensor) -> torch.Tensor:
         z = u.new_zeros(u.shape[0], self.n_small, u.shape[2])
-        for small, large, w in self._oriented(self.weights):
-            z[:, self._side_sl(small)].baddbmm_(w.mT, u[:, self._side_sl(large)])
+        for small, large, _, wt in self._oriented():
+            z[:, self._side_sl(small)].baddbmm_(wt, u[:, self._side_sl(large)])
         return z
 
     def b_apply(self, v: torch.Tensor) -> torch.Tensor:
@@ -311,8 +337,11 @@ class _Layered:
     def _gram_dense(self) -> torch.Tensor:
         g = torch.diag_embed(self.small_shift[..., 0])
         per_large: dict[int, list[tuple[int, torch.Tensor]]] = {}
-        for small, large, w in self._oriented(self._normalised()):
-            per_large.setdefault(large, []).append((small, w))
+        for src, dst, w in self._normalised():
+            if self.sides[src] == self.gram_side:  # type: ignore[index]
+                per_large.setdefault(dst, []).append((src, w.mT))
+            else:
+                per_large.setdefault(src, []).append((dst, w))
         for large, parts in per_large.items():
             layers = sorted({small for small, _ in parts})
             pos = {layer: i for i, layer in enumerate(layers)}
@@ -340,8 +369,11 @@ class _Layered:
 
     # --- batch plumbing
     def subset(self, idx: torch.Tensor) -> _Layered:
-        return _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides,
-                        self.threads)
+        sub = _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides,
+                       self.threads)
+        if self.weights_t is not None:
+            sub.weights_t = [wt.index_select(0, idx) for wt in self.weights_t]
+        return sub
 
     def astype(self, dtype: torch.dtype) -> _Layered:
         return self if dtype == self.dtype else _Layered(self.sizes, self.raw, dtype, self.sides, self.threads)
@@ -388,6 +420,9 @@ class _Matrix:
 
     def gram_ok(self, n_eig: int) -> bool:
         return False
+
+    def prepare_products(self) -> None:
+        pass
 
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
         with _intra_op_threads(self.threads):
@@ -581,14 +616,19 @@ def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torc
             sd = problem.sqrt_deg[:, problem.small_idx] if use_gram else problem.sqrt_deg
             x0[:, :, 0] = sd.to(problem.dtype)
 
+        problem.prepare_products()
+
         def make_apply(idx: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
             sub = problem if idx is None else problem.subset(idx)
             return sub.gram_apply if use_gram else sub.m_apply
 
         max_applies = 60 * (depth + 1) if how == "lanczos" else 600
-        theta, vec, _, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol,
-                                               max_applies=max_applies, depth=depth, gram=use_gram)
+        theta, vec, res, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol,
+                                                 max_applies=max_applies, depth=depth, gram=use_gram)
         lam, vec = theta[:, :n_eig], vec[:, :, :n_eig]
+        # The solvers' own residuals are those of M (for the Gram operator, of the lifted pairs), from products
+        # made explicitly: no need to spend another product on checking them.
+        krylov_residual = res[:, :n_eig].amax(1)
     if use_gram:
         sigma = lam.clamp_min(0).sqrt()
         if float(sigma[:, -1].min()) < GRAM_MIN_SIGMA:  # σ_k ≈ 0: the Gram side cannot give k vectors
@@ -596,13 +636,17 @@ def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torc
         vectors, mu = problem.lift(vec, sigma), sigma
     else:
         vectors, mu = vec, lam
-    residual = (problem.m_apply(vectors) - vectors * mu.unsqueeze(1)).norm(dim=1).amax(1)
+    if how == "dense":
+        residual = (problem.m_apply(vectors) - vectors * mu.unsqueeze(1)).norm(dim=1).amax(1)
+    else:
+        residual = krylov_residual
     return _Eigen(mu, vectors, residual, how, "gram" if use_gram else "adjacency", applies)
 
 
 # ----------------------------------------------------------------------------------------------- k-means
 
 KMEANS_GROUP_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 28}  # distance entries per k-means group
+KMEANS_CHUNK_ELEMENTS = 1 << 17  # distance entries per slice of a Lloyd step on a CPU (512 kB in float32)
 
 
 def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
@@ -646,7 +690,10 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
     cap = KMEANS_GROUP_ELEMENTS["cuda" if x.device.type == "cuda" else "cpu"]
     runs_per_unit = max(1, cap // max(1, n * max(k, d)))
     workers = workers or torch.get_num_threads()
-    if x.device.type == "cpu" and g_count * n_init < 2 * runs_per_unit * workers:
+    # Several point sets: feed every worker. One point set: its restarts stay in one unit while they fit, as
+    # splitting them over threads made k-means slower (measured 1.3× on 2 cores): the per-step ops are small, and
+    # two threads issuing them contend for the interpreter lock more than they gain.
+    if x.device.type == "cpu" and g_count > 1 and g_count * n_init < 2 * runs_per_unit * workers:
         runs_per_unit = max(1, min(runs_per_unit, -(-g_count * n_init // workers)))
     units = []
     if n_init <= runs_per_unit:
@@ -655,9 +702,13 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
     else:
         units = [(g, g + 1, lo, min(n_init, lo + runs_per_unit)) for g in range(g_count)
                  for lo in range(0, n_init, runs_per_unit)]
+    # Cache-sized slices pay on a CPU when one unit runs alone (1.4× on k-means of 5k points); with units on
+    # several threads the extra small ops cost more than they save (measured), so those take whole point sets.
+    chunk = KMEANS_CHUNK_ELEMENTS if x.device.type == "cpu" and len(units) == 1 else None
     parts = _map_independent(
         lambda unit: _kmeans_group(x[unit[0]:unit[1]], None if valid is None else valid[unit[0]:unit[1]], k,
-                                   u[unit[0]:unit[1], unit[2]:unit[3]], max_iter=max_iter, tol=tol),
+                                   u[unit[0]:unit[1], unit[2]:unit[3]], max_iter=max_iter, tol=tol,
+                                   chunk_elements=chunk),
         units, x.device, workers)
     labels = torch.empty(g_count, n, dtype=torch.int64, device=x.device)
     inertia = torch.full((g_count,), math.inf, dtype=torch.float64, device=x.device)
@@ -671,8 +722,12 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
 
 
 def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, u: torch.Tensor, *, max_iter: int,
-                  tol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """k-means for G point sets with R restarts each, ``u`` (G, R, ·) holding the k-means++ draws."""
+                  tol: float, chunk_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """k-means for G point sets with R restarts each, ``u`` (G, R, ·) holding the k-means++ draws.
+
+    ``chunk_elements``: the Lloyd steps go through the points in slices of about this many distances (None: whole
+    point sets at once). The result does not depend on it.
+    """
     g_count, n, d = x.shape
     k, r_count = n_clusters, u.shape[1]
     device, dtype = x.device, x.dtype
@@ -736,10 +791,9 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
     active = torch.arange(runs, device=device)
     xs = torch.cat([x, w.unsqueeze(-1)], -1)  # (G, n, d + 1)
     xts = xt_full[:, :d + 1].contiguous()  # (G, d + 1, n)
-    tola, cnta, owner_a = tol_g[owner], count[owner], owner
+    tola, owner_a = tol_g[owner], owner
+    counted = float(count[owner].sum())  # valid points over the active runs: each is in exactly one cluster
     ca = centers
-    done = torch.zeros(runs, dtype=torch.bool, device=device)  # by position in the active batch
-    n_since = 0
 
     def spans(owners: torch.Tensor) -> list[tuple[int, int, int]]:  # (point set, first row, end row)
         sets, counts = torch.unique_consecutive(owners, return_counts=True)
@@ -747,51 +801,57 @@ def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, 
         return [(g, int(e - c), int(e)) for g, c, e in zip(sets.tolist(), counts.tolist(), ends)]
 
     groups = spans(owner_a)
+    # The E- and M-steps may go through the points in slices whose distance block stays in the cache: distances,
+    # their minimum over the centres, the one-hot and its GEMM against [x, 1] then touch the block while it is hot.
+    chunk_elements = chunk_elements or n * runs * k
+    dist_buffer = x.new_empty(max(1, min(runs * k * n, chunk_elements + 256 * k * runs)))
     for it in range(1, max_iter + 1):
         cz = lift_centres(ca, False)  # (A, k, d + 1)
-        dist = cz.new_empty(ca.shape[0], k, n)
-        for g, lo, hi in groups:  # ‖c‖² − 2c·x, ‖x‖² left out
-            torch.mm(cz[lo:hi].reshape(-1, d + 1), xts[g], out=dist[lo:hi].view(-1, n))
-        mind = dist.amin(1, keepdim=True)  # (A, 1, n)
-        onehot = dist.eq_(mind)  # in place: 1.0 where a centre is nearest
-        agg = cz.new_empty(ca.shape[0], k, d + 1)
+        agg = cz.new_zeros(ca.shape[0], k, d + 1)
         for g, lo, hi in groups:
-            torch.mm(onehot[lo:hi].view(-1, n), xs[g], out=agg[lo:hi].view(-1, d + 1))
+            rows = (hi - lo) * k
+            czg, aggg = cz[lo:hi].reshape(rows, d + 1), agg[lo:hi].view(rows, d + 1)
+            step = min(n, max(256, chunk_elements // rows))
+            for start in range(0, n, step):
+                stop_ = min(n, start + step)
+                dist = dist_buffer[:rows * (stop_ - start)].view(rows, stop_ - start)
+                torch.mm(czg, xts[g, :, start:stop_], out=dist)  # ‖c‖² − 2c·x, ‖x‖² left out
+                per_run = dist.view(hi - lo, k, stop_ - start)
+                per_run.eq_(per_run.amin(1, keepdim=True))  # in place: 1.0 where a centre is nearest
+                aggg.addmm_(dist, xs[g, start:stop_])
         sizes = agg[:, :, d]
-        tied = sizes.sum(1) > cnta + 0.5  # a point equidistant from two (coincident) centres counts twice
-        if bool(tied.any()):
-            for row in torch.nonzero(tied).flatten().tolist():
+        total, smallest = torch.stack([sizes.sum(), sizes.amin()]).tolist()  # one sync for both rare cases
+        if total > counted + 0.5:  # a point equidistant from two (coincident) centres was counted twice
+            for row in torch.nonzero(sizes.sum(1) > count[owner_a] + 0.5).flatten().tolist():
                 g = int(owner_a[row])
                 exact = cz[row] @ xts[g]
-                onehot[row] = torch.zeros_like(exact).scatter_(0, exact.argmin(0, keepdim=True), 1.0)
-                agg[row] = onehot[row] @ xs[g]
+                onehot = torch.zeros_like(exact).scatter_(0, exact.argmin(0, keepdim=True), 1.0)
+                agg[row] = onehot @ xs[g]
             sizes = agg[:, :, d]
+            smallest = float(sizes.amin())
         new = agg[:, :, :d] / sizes.clamp_min(1e-30).unsqueeze(-1)
-        empty = sizes <= 0
-        if bool(empty.any()):  # sklearn: move each empty centre to the points farthest from theirs
+        if smallest <= 0:  # sklearn: move each empty centre to the points farthest from theirs
+            empty = sizes <= 0
             for row in torch.nonzero(empty.any(1)).flatten().tolist():
                 g = int(owner_a[row])
-                far = torch.where(valid[g], mind[row, 0] + xsq[g], torch.full_like(xsq[g], -math.inf))
+                mind = (cz[row] @ xts[g]).amin(0)  # (n,)
+                far = torch.where(valid[g], mind + xsq[g], torch.full_like(xsq[g], -math.inf))
                 holes = torch.nonzero(empty[row]).flatten()
                 new[row, holes] = x[g, torch.topk(far, holes.numel()).indices]
         # Unchanged labels give bit-identical centres (shift 0), so the shift test covers sklearn's strict test.
-        stop = (((new - ca) ** 2).sum((1, 2)) <= tola) & ~done
+        stop = (new - ca).square_().sum((1, 2)) <= tola
         if it == max_iter:
-            stop = ~done
+            stop.fill_(True)
         ca = new
-        if bool(stop.any()):
+        if bool(stop.any()):  # record the runs that stopped and drop them from the batch
             sel = active[stop]
             final[sel], n_iter[sel] = ca[stop], it
-            done |= stop
-            n_since += int(stop.sum())
-            if bool(done.all()):
+            alive = ~stop
+            if not bool(alive.any()):
                 break
-            if n_since >= max(1, done.numel() // 4):
-                keep = ~done
-                active, tola, cnta, owner_a = active[keep], tola[keep], cnta[keep], owner_a[keep]
-                ca, done = ca[keep], done[keep]
-                groups = spans(owner_a)
-                n_since = 0
+            active, tola, owner_a, ca = active[alive], tola[alive], owner_a[alive], ca[alive]
+            counted = float(count[owner_a].sum())
+            groups = spans(owner_a)
 
     # --- a last E-step for every run, then the run with the lowest inertia of every point set
     cf = lift_centres(final.view(g_count, r_count * k, d), False)

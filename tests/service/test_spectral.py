@@ -260,3 +260,76 @@ def test_model_graph_and_edge_list_inputs_agree():
     from_edges = spectral_clustering(BlockGraph.from_edges(graph.sizes, src, dst, w), 3, random_state=0)
     assert torch.equal(from_model.labels, from_edges.labels)
     assert adjusted_rand_score(truth, from_model.labels.numpy()) >= 0.99
+
+
+def layered_problem(graph: BlockGraph, dtype: torch.dtype = torch.float64) -> spectral._Layered:
+    blocks = [(s, d, w.unsqueeze(0)) for s, d, w in graph.blocks]
+    return spectral._Layered(graph.sizes, blocks, dtype, graph.layer_sides())
+
+
+@pytest.mark.parametrize("skips", [[], [(0, 2)]], ids=["bipartite", "skip"])
+def test_operator_products_match_the_normalised_adjacency(skips):
+    # The operator applies D^-½ to the vectors rather than to the blocks, and after prepare_products it uses
+    # contiguous copies of the transposed blocks: every path must give D^-½AD^-½x (and BᵀB on the Gram side).
+    graph, _ = planted([30, 20, 25, 10], n_modules=3, seed=25, across=0.3, density=0.5, skips=skips)
+    problem = layered_problem(graph)
+    a = graph.to_dense()
+    d = a.sum(1).rsqrt()
+    m = d[:, None] * a * d[None, :]
+    x = torch.randn(1, graph.n_nodes, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(problem.m_dense()[0], m)
+    views = problem.m_apply(x)
+    problem.prepare_products()
+    assert problem.weights_t is not None and all(wt.is_contiguous() for wt in problem.weights_t)
+    torch.testing.assert_close(problem.m_apply(x), views)
+    torch.testing.assert_close(views[0], m @ x[0])
+    if not skips:
+        small, large = problem.small_idx, problem.large_idx
+        b = m[large][:, small]  # the bipartite block in side order
+        v = x[:, small]
+        torch.testing.assert_close(problem.gram_apply(v)[0], b.T @ b @ v[0])
+        torch.testing.assert_close(problem.gram_dense()[0], b.T @ b)
+        torch.testing.assert_close(problem.b_apply(v)[0], b @ v[0])
+
+
+@pytest.mark.parametrize("operator", ["gram", "adjacency"])
+def test_iterative_residual_is_the_true_residual_of_m(operator):
+    # The iterative path reports its own residuals instead of spending a product on checking them; for the Gram
+    # operator they are those of the lifted eigenvectors of M.
+    graph = glorot([300, 260, 280, 60], seed=26, density=0.5)
+    problem = layered_problem(graph, torch.float32)
+    eig = spectral._eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
+                               allow_gram=operator == "gram")
+    assert eig.solver == "lanczos" and eig.operator == operator
+    v, mu = eig.vectors.double(), eig.mu.double()
+    a = graph.to_dense()
+    d = a.sum(1).rsqrt()
+    m = d[:, None] * a * d[None, :]
+    explicit = (m @ v[0] - v[0] * mu[0]).norm(dim=0).max()
+    assert float(eig.residual[0]) <= 1e-4
+    assert abs(float(explicit) - float(eig.residual[0])) < 2e-5
+
+
+def test_orthonormalize_cleans_columns_inside_the_span():
+    generator = torch.Generator().manual_seed(0)
+    against = torch.linalg.qr(torch.randn(1, 200, 6, generator=generator)).Q
+    x = torch.randn(1, 200, 4, generator=generator)
+    x[:, :, 1] = against[:, :, :3].sum(2) + 1e-9 * x[:, :, 1]  # almost entirely in span(against)
+    q = spectral._orthonormalize(x, against)
+    torch.testing.assert_close(q.mT @ q, torch.eye(4).unsqueeze(0), atol=1e-5, rtol=0)
+    assert float((against.mT @ q).abs().max()) < 1e-5
+
+
+@pytest.mark.parametrize("n_sets", [1, 3])
+def test_kmeans_in_cache_sized_slices_gives_the_same_result(n_sets):
+    rng = np.random.default_rng(27)
+    points = torch.as_tensor(rng.normal(size=(n_sets, 1500, 6)), dtype=torch.float32)
+    valid = torch.ones(n_sets, 1500, dtype=torch.bool)
+    valid[0, :40] = False
+    k, runs = 7, 5
+    u = 1.0 - spectral._rand([torch_generator(i) for i in range(n_sets)], (runs, 1 + (k - 1) * (2 + int(np.log(k)))),
+                             points.device)
+    whole = spectral._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4)
+    sliced = spectral._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4, chunk_elements=2000)
+    assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[2], sliced[2])
+    torch.testing.assert_close(whole[1], sliced[1])
