@@ -16,7 +16,8 @@ of M are (Bv/σ, v)/√2 for the top eigenpairs (σ², v) of the Gram matrix B�
 work on that Gram matrix when they can: a problem of half the size whose wanted end is the only end.
 
 On a CPU the many small ops run with one intra-op thread; the caller's torch thread count goes to the big block
-products and to independent work (k-means restart groups, per-null eigenproblems), see ``_cpu_thread_budget``.
+products and to independent work (the k-means restarts of different graphs, per-null eigenproblems), see
+``_cpu_thread_budget``.
 Randomness is drawn on the CPU from per-graph generators, so one seed gives the same draws on every device.
 """
 
@@ -468,7 +469,8 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
     """The top-``b`` algebraic eigenpairs of a batch of symmetric operators, ``b = x0.shape[2]``.
 
     ``method="lanczos"``: restarted block Lanczos with full reorthogonalisation (a block Krylov basis of depth
-    ``depth`` grown from the current Ritz block, then Rayleigh–Ritz on all of it). ``method="lobpcg"``:
+    ``depth`` grown from the current Ritz block, then Rayleigh–Ritz on all of it), restarted thick: up to ``b``
+    further Ritz vectors stay in the next basis. ``method="lobpcg"``:
     Rayleigh–Ritz on [X, R, P] each step (Knyazev's LOBPCG, orthonormalised basis). Every operator product is
     computed explicitly, so Rayleigh–Ritz is exact on the basis. A sample stops once its first ``n_want``
     residual norms are ≤ tol (or the product budget is spent); finished samples are compacted out of the batch.
