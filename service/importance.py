@@ -193,6 +193,24 @@ def _recall(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
 
 
+def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
+                   lesions: list[dict[int, np.ndarray]], config: ImportanceConfig, stage: str,
+                   on_progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+    """Correct predictions per class of the intact network and of every lesion, reporting ``stage`` progress."""
+    total, done = len(lesions) * -(-x.shape[0] // config.batch_size), 0
+    on_progress(stage, 0, total)
+
+    def advance(k: int) -> None:
+        nonlocal done
+        done += k
+        on_progress(stage, done, total)
+
+    intact = intact_correct_counts(net, x, y, n_classes, batch_size=config.batch_size)
+    counts = lesion_correct_counts(net, x, y, n_classes, lesions, method=config.method,
+                                   batch_size=config.batch_size, max_elements=config.max_elements, on_chunk=advance)
+    return intact, counts
+
+
 def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                       subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
                       config: ImportanceConfig | None = None, *,
@@ -232,18 +250,7 @@ def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_cl
         if not sub.complete:
             lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, n, rng))
         spans.append((first, len(lesions)))
-    n_batches = -(-x.shape[0] // config.batch_size)
-    total, done = len(lesions) * n_batches, 0
-
-    def advance(k: int) -> None:
-        nonlocal done
-        done += k
-        on_progress("lesions", done, total)
-
-    on_progress("lesions", 0, total)
-    intact = intact_correct_counts(net, x, y, n_classes, batch_size=config.batch_size)
-    counts = lesion_correct_counts(net, x, y, n_classes, lesions, method=config.method,
-                                   batch_size=config.batch_size, max_elements=config.max_elements, on_chunk=advance)
+    intact, counts = _count_correct(net, x, y, n_classes, lesions, config, "lesions", on_progress)
     totals = np.bincount(y.cpu().numpy(), minlength=n_classes).astype(np.float64)
     present = totals > 0
     acc0 = float(intact.sum() / totals.sum())
@@ -487,17 +494,7 @@ def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n
         for k in range(n):
             lesions.extend([{a.layer: ra[k]}, {b.layer: rb[k]}, _union({a.layer: ra[k]}, {b.layer: rb[k]})])
         layouts.append((a, b, joint, first))
-    n_batches = -(-x.shape[0] // config.batch_size)
-    total, done = len(lesions) * n_batches, 0
-
-    def advance(k: int) -> None:
-        nonlocal done
-        done += k
-        on_progress("double lesions", done, total)
-
-    intact = intact_correct_counts(net, x, y, n_classes, batch_size=config.batch_size)
-    counts = lesion_correct_counts(net, x, y, n_classes, lesions, method=config.method,
-                                   batch_size=config.batch_size, max_elements=config.max_elements, on_chunk=advance)
+    intact, counts = _count_correct(net, x, y, n_classes, lesions, config, "double lesions", on_progress)
     n_inputs = int(x.shape[0])
     acc0 = float(intact.sum() / n_inputs)
     delta = counts.sum(axis=1) / n_inputs - acc0

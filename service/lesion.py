@@ -360,28 +360,28 @@ class LesionNetwork:
         if sum((bool(masks), delta is not None, kept is not None)) != 1:
             raise AssessmentInputError("Pass exactly one of masks, a delta lesion or a kept lesion.")
         batch = _first_tensor(env[self._input.name]).shape[0]
+        buffers = buffers or LesionBuffers()
         if not masks:
             plan, idx = delta if delta is not None else kept
             chain = self._chain(plan.node)
             if (chain is not None and delta is not None and len(chain) == 2 and chain[0].weight is None
                     and chain[1].weight is not None):
-                return self._delta_to_output(env, plan, idx, chain[1], batch, buffers or LesionBuffers())
+                return self._delta_to_output(env, plan, idx, chain[1], batch, buffers)
             if chain is not None:
                 value = self._delta_value(env, plan, idx, complement=kept is not None, batch=batch,
-                                          buffers=buffers or LesionBuffers())
-                return _run_chain(value, chain, buffers or LesionBuffers())
-            return self._run_graph(env, {}, (plan, idx, kept is not None), batch, buffers or LesionBuffers())
+                                          buffers=buffers)
+                return _run_chain(value, chain, buffers)
+            return self._run_graph(env, {}, (plan, idx, kept is not None), batch, buffers)
         if len(masks) == 1:
             (name, keep), = masks.items()
             value = env[name]
             chain = self._chain(name) if isinstance(value, torch.Tensor) and value.dim() == 2 else None
             if chain is not None:
-                buffers = buffers or LesionBuffers()
                 m, size = keep.shape
                 out = buffers.get("start", (m, batch, size), value)
                 torch.mul(value.unsqueeze(0), keep.to(value.dtype).unsqueeze(1), out=out)
                 return _run_chain(out.view(m * batch, size), chain, buffers)
-        return self._run_graph(env, masks, None, batch, buffers or LesionBuffers())
+        return self._run_graph(env, masks, None, batch, buffers)
 
     def _run_graph(self, env: dict[str, Any], masks: dict[str, torch.Tensor],
                    delta: tuple[DeltaPlan, torch.Tensor, bool] | None, batch: int,
