@@ -183,6 +183,7 @@ class LesionNetwork:
         self.layers = self._plan_layers()
         self._descendants_cache: dict[frozenset[str], list[fx.Node]] = {}
         self._chain_cache: dict[str, tuple[_ChainStep, ...] | None] = {}
+        self._native_cache: dict[str, tuple[Any, ...] | None] = {}
 
     # -- structure -------------------------------------------------------------------------------------------------
 
@@ -548,6 +549,43 @@ class LesionNetwork:
             env[key] = (rows, weight)
         return env[key]
 
+    def native_tail(self, point: LayerPoint) -> tuple[Any, ...] | None:
+        """The compiled kernels and padded operands for ``point``'s delta-path lesions, or None where they do not
+        apply: not CPU float32, no kernels here, or more than ReLU → Linear after the delta Linear."""
+        if point.delta is None or self.device.type != "cpu":
+            return None
+        key = point.delta.node
+        if key not in self._native_cache:
+            self._native_cache[key] = self._plan_native(point.delta)
+        return self._native_cache[key]
+
+    def _plan_native(self, plan: DeltaPlan) -> tuple[Any, ...] | None:
+        from .native import lesion_kernels
+
+        chain = self._chain(plan.node)
+        hidden = chain is not None and len(chain) == 2 and chain[0].weight is None and chain[1].weight is not None
+        if (chain is None or not (chain == () or hidden) or plan.weight.dtype != torch.float32
+                or (hidden and chain[1].weight.shape[0] > 64)):  # the kernel's MAX_OUT
+            return None
+        operands = [plan.weight] + ([chain[1].weight] if hidden else [])
+        operands += [b for b in (plan.bias, chain[1].bias if hidden else None) if b is not None]
+        if not all(bool(torch.isfinite(t).all()) for t in operands):
+            return None
+        kernels = lesion_kernels()
+        if kernels is None:
+            return None
+        width = -(-plan.weight.shape[0] // 16) * 16  # the kernel's vectors are 16 floats: zero columns pad
+        wt = _pad_columns(plan.weight.t(), width)
+        bias = plan.bias if plan.bias is not None else plan.weight.new_zeros(plan.weight.shape[0])
+        bias = _pad_columns(bias.unsqueeze(0), width)
+        if not hidden:
+            return kernels, plan, wt, None, None, bias
+        last = chain[1]
+        wout = _pad_columns(last.weight, width)
+        wout = torch.cat([wout, wout.new_zeros(-wout.shape[0] % 4, width)])  # the kernel takes 4 outputs at a time
+        bout = (last.bias if last.bias is not None else last.weight.new_zeros(last.weight.shape[0])).contiguous()
+        return kernels, plan, wt, wout, bout, bias
+
     def widest(self, starts: Sequence[str]) -> int:
         """The most elements one input has in any value recomputed after lesioning ``starts``."""
         shapes = {step.out: step.shape for step in self.traced.steps}
@@ -664,7 +702,7 @@ def _class_counts(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, m
 def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                           lesions: Sequence[dict[int, np.ndarray]], *, method: LesionMethod = "auto",
                           batch_size: int = 1000, max_elements: int = 2 ** 22, max_lesions: int = 32,
-                          delta_max_fraction: float = 0.5,
+                          delta_max_fraction: float = 0.5, native: bool = True,
                           on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
     """Correct predictions per class with each lesion applied, batched.
 
@@ -694,6 +732,11 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
         operands of the delta path, not the width, set the memory of a pass.
     delta_max_fraction : float, default 0.5
         ``"auto"`` takes the delta path for sets of at most this share of their layer, the complement form above.
+    native : bool, default True
+        Lesions on the delta path whose tail is at most ReLU → Linear (an MLP's last two hidden layers) run in the
+        compiled kernels of ``native.py`` when they can be built here (CPU, float32): one fused pass per input and
+        lesion that skips the layer's zeros. Same formula as the torch path, summed in another order, so equal to
+        it up to float rounding. False: torch only.
     on_chunk : callable, optional
         Called with the number of lesions finished after each chunk of one data batch (summed over batches, the
         total is ``len(lesions) × n_batches``).
@@ -732,6 +775,14 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
             env = net.run(xb, keep=True)
             for (layers, path), rows in groups.items():
                 points = [net.layer(i) for i in layers]
+                if path != "mask" and native:
+                    done = _native_counts(net, env, points[0], [lesions[r][layers[0]] for r in rows],
+                                          complement=path == "kept", y=yb, n_classes=n_classes)
+                    if done is not None:
+                        counts[rows] += torch.from_numpy(done)
+                        if on_chunk is not None:
+                            on_chunk(len(rows))
+                        continue
                 starts = [points[0].delta.node] if path != "mask" else [p.value for p in points]
                 per_pass = max(1, min(max_lesions, max_elements // (xb.shape[0] * net.widest(starts))))
                 for lo in range(0, len(rows), per_pass):
@@ -753,6 +804,45 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
                         on_chunk(len(chunk))
             del env
     return counts.numpy()
+
+
+def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, sets: Sequence[np.ndarray], *,
+                   complement: bool, y: torch.Tensor, n_classes: int) -> np.ndarray | None:
+    """Counts of one layer's delta-path lesions from the compiled kernels, or None where they do not apply."""
+    tail = net.native_tail(point)
+    if tail is None:
+        return None
+    kernels, plan, wt, wout, bout, bias = tail
+    h = env[plan.input]
+    z = env[plan.node]
+    if h.dtype != torch.float32 or not _finite(env, plan):
+        return None  # the kernel's argmax has no NaN semantics; torch's has
+    if complement:
+        sets = [np.setdiff1d(np.arange(point.size), units) for units in sets]
+        base = bias
+    else:
+        base = _pad_columns(z, wt.shape[1])
+    idx = padded_indices(sets, point.size)
+    return kernels.lesion_counts(h.contiguous(), wt, idx, base, subtract=not complement, wout=wout, bout=bout,
+                                 n_out=z.shape[1] if wout is None else bout.shape[0], y=y.to(torch.int64).contiguous(),
+                                 n_classes=n_classes, threads=torch.get_num_threads())
+
+
+def _finite(env: dict[str, Any], plan: DeltaPlan) -> bool:
+    """Whether the intact values the kernels read are finite (their argmax and ReLU have no NaN semantics)."""
+    key = "__finite__" + plan.node  # once per data batch
+    if key not in env:
+        env[key] = bool(torch.isfinite(env[plan.input]).all()) and bool(torch.isfinite(env[plan.node]).all())
+    return env[key]
+
+
+def _pad_columns(value: torch.Tensor, width: int) -> torch.Tensor:
+    """(rows, width) contiguous float32: ``value`` with zero columns appended."""
+    if value.shape[1] == width and value.is_contiguous():
+        return value
+    out = value.new_zeros(value.shape[0], width)
+    out[:, :value.shape[1]] = value
+    return out
 
 
 def intact_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, *,

@@ -1,0 +1,171 @@
+"""Native lesion kernels: C compiled on first use with the machine's compiler, cached, loaded with ctypes.
+
+The kernels (``runtime/lesion_kernels.c``) fuse what the torch path of a lesioned MLP tail does in separate passes
+over memory (gather, batched product, ReLU, last Linear, argmax, class counts) and skip the zeros of a ReLU layer,
+which a dense product cannot. They are an accelerator only: without a C compiler, on another device or dtype, or
+when the build fails, ``lesion_kernels()`` returns None and the torch path runs. The build is cached per source,
+compiler and CPU (it uses ``-march=native``) under neuronmap's home, written atomically, so concurrent first uses
+do not see half a library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+_SOURCE = "lesion_kernels.c"
+_FLAGS = ("-O2", "-march=native", "-shared", "-fPIC", "-std=gnu11")
+_P = ctypes.c_void_p
+_I = ctypes.c_int64
+
+
+def _cpu_signature() -> str:
+    """What ``-march=native`` depends on: the CPU's model and flags (Linux), else the platform's name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def _build(source: Path, target: Path, compiler: str) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        done = subprocess.run([compiler, *_FLAGS, "-o", staging, str(source)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise OSError(f"{compiler} failed: {done.stderr.strip()[-500:]}")
+        os.replace(staging, target)  # atomic: another process sees the old file or the whole new one
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+
+
+@lru_cache(maxsize=1)
+def lesion_kernels(cache_dir: Path | None = None) -> "LesionKernels | None":
+    """The compiled kernels, or None where they cannot be built here (the caller uses torch instead)."""
+    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if compiler is None:
+        log.debug("no C compiler on PATH: lesions run on torch only")
+        return None
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+        ref = resources.files("neuronmap.service").joinpath("runtime", _SOURCE)
+        with resources.as_file(ref) as source:
+            key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in (
+                source.read_bytes(), version, " ".join(_FLAGS), _cpu_signature()))).hexdigest()[:16]
+            target = (cache_dir or Settings.from_env().home / "kernels") / f"lesion_kernels-{key}.so"
+            if not target.exists():
+                _build(source, target, compiler)
+        return LesionKernels(ctypes.CDLL(str(target)))
+    except OSError as error:
+        log.debug("native lesion kernels unavailable (%s): lesions run on torch only", error)
+        return None
+
+
+def _ptr(tensor: torch.Tensor | None) -> int | None:
+    return None if tensor is None else tensor.data_ptr()
+
+
+class LesionKernels:
+    """Typed wrappers around the compiled library."""
+
+    def __init__(self, library: ctypes.CDLL) -> None:
+        self._counts = library.lesion_counts
+        self._counts.restype = _I
+        self._counts.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _I, _I, _P, _I,
+                                 _P]
+
+    def lesion_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
+                      subtract: bool, wout: torch.Tensor | None, bout: torch.Tensor | None, n_out: int,
+                      y: torch.Tensor, n_classes: int, threads: int) -> np.ndarray:
+        """Correct predictions per class of every lesion row of ``idx``; see ``runtime/lesion_kernels.c``.
+
+        Parameters
+        ----------
+        h : (B, C) float32, the lesioned layer's values as the next Linear reads them
+        wt : (C, H) float32, that Linear's weight transposed, H a multiple of 16 (zero columns)
+        idx : (M, s) int64, units per lesion padded with C
+        base : (B, H) float32 (the intact Linear output; ``subtract``) or (1, H) (its bias; complement form)
+        wout, bout : (n_out ≤ 64 padded to a multiple of 4 with zero rows, H) and (n_out,) float32 of the Linear after
+            a ReLU, or None when the first Linear is the output layer (then ``n_out`` of the H columns are logits)
+        y : (B,) int64 labels
+        threads : lesions are split into this many ranges, each on its own thread (ctypes releases the GIL)
+
+        Returns
+        -------
+        numpy.ndarray of shape (M, n_classes), int64
+        """
+        return self._run_counts(h, wt, idx, base, sign=-1.0 if subtract else 1.0, wout=wout,
+                                bout=bout, n_out=n_out, y=y, n_classes=n_classes, threads=threads)
+
+    def _run_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
+                    sign: float, wout: torch.Tensor | None, bout: torch.Tensor | None,
+                    n_out: int, y: torch.Tensor, n_classes: int, threads: int) -> np.ndarray:
+        _check(h, wt, idx, base, wout, bout)
+        if not y.is_contiguous() or y.dtype != torch.int64:
+            raise ValueError("y must be a contiguous int64 tensor")
+        (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
+        if wout is not None and (wout.shape[1] != width or wout.shape[0] % 4 or not n_out <= wout.shape[0] <= 64):
+            raise ValueError("wout must be (n_out ≤ 64 padded to a multiple of 4, H)")
+        counts = np.zeros((m, n_classes), dtype=np.int64)
+        base_stride = width if base.shape[0] == b and b > 1 else 0
+        out_width = n_out if wout is not None else width
+
+        def run(lo: int, hi: int) -> None:
+            self._counts(lo, hi, b, c, width, s, _ptr(h), _ptr(wt), _ptr(idx), _ptr(base), base_stride,
+                         sign, _ptr(wout), _ptr(bout), out_width, n_out, _ptr(y), n_classes,
+                         counts.ctypes.data)
+
+        _in_threads(run, m, threads)
+        return counts
+
+
+def _check(h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor,
+           *more: torch.Tensor | None) -> None:
+    """The kernels' layout contract: contiguous float32 CPU operands, int64 indices, H a multiple of 16."""
+    for tensor in (h, wt, base, *more):
+        if tensor is not None and (tensor.dtype != torch.float32 or not tensor.is_contiguous()
+                                   or tensor.device.type != "cpu"):
+            raise ValueError("the lesion kernels take contiguous float32 CPU tensors")
+    if idx.dtype != torch.int64 or not idx.is_contiguous():
+        raise ValueError("idx must be a contiguous int64 tensor")
+    if wt.shape[0] != h.shape[1] or wt.shape[1] % 16 or base.shape[1] != wt.shape[1]:
+        raise ValueError("inconsistent shapes for the lesion kernels: h (B, C), wt (C, H), base (B or 1, H), "
+                         "H a multiple of 16")
+
+
+def _in_threads(run: Callable[[int, int], None], m: int, threads: int) -> None:
+    """``run(lo, hi)`` over ranges of the m lesions, on up to ``threads`` threads (ctypes releases the GIL).
+
+    More ranges than threads: lesions come sorted by size, so equal ranges would not be equal work.
+    """
+    bounds = np.linspace(0, m, min(m, 16 * max(threads, 1)) + 1).round().astype(int)
+    ranges = [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]) if hi > lo]
+    if threads <= 1 or len(ranges) <= 1:
+        for lo, hi in ranges:
+            run(lo, hi)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda r: run(*r), ranges))
