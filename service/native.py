@@ -78,7 +78,12 @@ def lesion_kernels(cache_dir: Path | None = None) -> "LesionKernels | None":
             target = (cache_dir or Settings.from_env().home / "kernels") / f"lesion_kernels-{key}.so"
             if not target.exists():
                 _build(source, target, compiler)
-        return LesionKernels(ctypes.CDLL(str(target)))
+        library = ctypes.CDLL(str(target))
+        library.has_avx512.restype = ctypes.c_int64
+        if not library.has_avx512():
+            log.debug("no AVX-512 on this CPU: the lesion kernels would be slower than torch")
+            return None
+        return LesionKernels(library)
     except OSError as error:
         log.debug("native lesion kernels unavailable (%s): lesions run on torch only", error)
         return None

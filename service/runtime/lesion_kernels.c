@@ -18,8 +18,12 @@
  * of them;
  * idx is padded with C ("no unit").
  */
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef float v16 __attribute__((vector_size(64)));
 typedef float v16u __attribute__((vector_size(64), aligned(4)));
@@ -138,10 +142,42 @@ static void output_block(const float *wout, const float *bout, int64_t H, int64_
 }
 
 static int64_t first_argmax(const float *v, int64_t n) {
+#if defined(__AVX512F__)
+    if (n <= 16) {  /* one vector: the maximum, then the first lane that holds it */
+        const __mmask16 lanes = (__mmask16)((1u << n) - 1u);
+        const __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), lanes, v);
+        const __mmask16 top = _mm512_cmp_ps_mask(x, _mm512_set1_ps(_mm512_reduce_max_ps(x)), _CMP_EQ_OQ);
+        return __builtin_ctz((unsigned)(top & lanes));
+    }
+#endif
     int64_t best = 0;
     for (int64_t k = 1; k < n; k++)
         if (v[k] > v[best]) best = k;
     return best;
+}
+
+/* The units of one lesion row whose value in hb is not zero, with their values; returns how many. unit and hv have
+ * room for 8 more entries than valid (the vector path stores whole vectors). */
+static int64_t nonzero_units(const int64_t *ix, int64_t valid, const float *hb, int64_t *unit, float *hv) {
+    int64_t n = 0, t = 0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    for (; t + 8 <= valid; t += 8) {  /* gather eight values, keep the lanes that are not zero */
+        const __m512i units = _mm512_loadu_si512((const void *)(ix + t));
+        const __m256 values = _mm512_i64gather_ps(units, hb, 4);
+        const __mmask8 keep = _mm256_cmp_ps_mask(values, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+        _mm512_storeu_si512((void *)(unit + n), _mm512_maskz_compress_epi64(keep, units));
+        _mm256_storeu_ps(hv + n, _mm256_maskz_compress_ps(keep, values));
+        n += __builtin_popcount((unsigned)keep);
+    }
+#endif
+    for (; t < valid; t++) {  /* branch-free: a ReLU's zeros are too random to predict */
+        const int64_t i = ix[t];
+        const float v = hb[i];
+        unit[n] = i;
+        hv[n] = v;
+        n += v != 0.0f;
+    }
+    return n;
 }
 
 /* Lesions m0 <= m < m1 over all B inputs; counts is (M x n_classes), rows m0..m1-1 are written by this call only.
@@ -155,8 +191,8 @@ int64_t lesion_counts(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t H, i
     if (wout != NULL && n_out > MAX_OUT) return -1;
     float acc[4][H] __attribute__((aligned(64)));
     float logits[4][MAX_OUT > out_width ? MAX_OUT : out_width] __attribute__((aligned(64)));
-    float hv[s > 0 ? s : 1];
-    int64_t unit[s > 0 ? s : 1];
+    float hv[s + 8];
+    int64_t unit[s + 8];
     /* Tiles of inputs outer, then lesions, then the tile's inputs: the rows of wt that one lesion reads (a few KiB)
      * stay in L1 across the tile, the tile's h and base rows stay in L2 across the lesions, and four inputs at a
      * time share the loads of the last Linear. */
@@ -183,15 +219,7 @@ int64_t lesion_counts(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t H, i
                     for (; t < valid; t++) a0 += hb[ix[t]] * load(wt + ix[t] * 16);
                     store(acc[p], (a0 + a1) + (a2 + a3));
                 } else {
-                    int64_t n = 0;
-                    for (int64_t t = 0; t < valid; t++) {  /* branch-free: a ReLU's zeros are too random to predict */
-                        const int64_t i = ix[t];
-                        const float v = hb[i];
-                        unit[n] = i;
-                        hv[n] = v;
-                        n += v != 0.0f;
-                    }
-                    gather_axpy(wt, H, unit, hv, n, acc[p]);
+                    gather_axpy(wt, H, unit, hv, nonzero_units(ix, valid, hb, unit, hv), acc[p]);
                 }
                 if (wout == NULL) {
                     for (int64_t c = 0; c < H; c += 16) store(logits[p] + c, load(zb + c) + sign * load(acc[p] + c));
@@ -214,3 +242,12 @@ int64_t lesion_counts(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t H, i
     return 0;
 }
 
+
+/* Whether this build has AVX-512: without it the 16-lane vectors are emulated and torch is faster. */
+int64_t has_avx512(void) {
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    return 1;
+#else
+    return 0;
+#endif
+}
