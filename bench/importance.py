@@ -13,12 +13,15 @@ Both sides compute the same thing, the correct predictions per class of every le
   run as masks over an expanded batch, only from the lesioned layer on (``"mask"``), or through the next Linear's
   columns (``"auto"``, the default: ``"delta"`` for sets of at most half their layer, the complement form for
   larger ones);
+  where the compiled kernels of ``neuronmap.service.native`` can be built (a C compiler and AVX-512), lesions of the
+  last two hidden layers run in them: one fused pass per input and lesion that skips the layer's zeros; the run
+  also times ``"auto"`` with ``native=False`` (torch only);
 - **one at a time** (``one_at_a_time_correct_counts(how="weights")``): what the reference did — zero the lesion's
   incoming weights and bias, run all 2,000 inputs through the network in one batch, restore the weights.
 
 The one-at-a-time path is timed on ``--sample`` lesions spread over all layers and extrapolated to all of them (its
 cost per lesion does not depend on the layer or the set); the output says so. The sampled lesions' counts are
-checked against the batched ones. The three paths are timed in ``--rounds`` alternating rounds and each keeps its
+checked against the batched ones. The four paths are timed in ``--rounds`` alternating rounds and each keeps its
 best time, because a shared machine's load drifts during a run.
 
     python bench/importance.py            # the claim's setting
@@ -43,6 +46,7 @@ from neuronmap.service.blockgraph import BlockGraph
 from neuronmap.service.importance import subcluster_generators
 from neuronmap.service.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
                                       one_at_a_time_correct_counts)
+from neuronmap.service.native import lesion_kernels
 from neuronmap.service.spectral import spectral_clustering
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -111,14 +115,15 @@ def main() -> None:
     lesion_correct_counts(net, x[:50], y[:50], 10, lesions[:50])  # warm-up
     sample = np.linspace(0, len(lesions) - 1, min(args.sample, len(lesions))).round().astype(int)
     load_before = os.getloadavg()[0]
-    # Rounds that alternate the three paths, keeping each one's best time: the machine is shared, and its load
+    # Rounds that alternate the four paths, keeping each one's best time: the machine is shared, and its load
     # drifts within a run; the minimum is the least disturbed measurement of each.
-    best = {"auto": np.inf, "mask": np.inf, "one": np.inf}
+    best = {"auto": np.inf, "torch": np.inf, "mask": np.inf, "one": np.inf}
     counts: dict[str, np.ndarray] = {}
     for _ in range(args.rounds):
-        for method in ("auto", "mask"):
+        for method in ("auto", "torch", "mask"):
             start = time.perf_counter()
-            result = lesion_correct_counts(net, x, y, 10, lesions, method=method, batch_size=args.inputs)
+            result = lesion_correct_counts(net, x, y, 10, lesions, method="auto" if method == "torch" else method,
+                                           batch_size=args.inputs, native=method != "torch")
             best[method] = min(best[method], time.perf_counter() - start)
             assert method not in counts or np.array_equal(counts[method], result)
             counts[method] = result
@@ -128,18 +133,23 @@ def main() -> None:
         best["one"] = min(best["one"], (time.perf_counter() - start) / sample.size)
     per_lesion = best["one"]
     one_at_a_time = per_lesion * len(lesions)
-    timings = {"auto": best["auto"], "mask": best["mask"]}
+    timings = {"auto": best["auto"], "torch": best["torch"], "mask": best["mask"]}
     exact = np.array_equal(baseline, counts["mask"][sample])
     flips = int(np.abs(counts["auto"] - counts["mask"]).sum())
     print(f"one-at-a-time counts equal the batched 'mask' counts on the {sample.size} sampled lesions: {exact}; "
           f"'auto' (delta) vs 'mask': {flips} correct predictions differ in {counts['mask'].sum():,} "
           "(float rounding)")
+    print(f"compiled lesion kernels: {'in use' if lesion_kernels() is not None else 'unavailable (torch only)'}; "
+          f"'auto' vs torch-only 'auto': {int(np.abs(counts['auto'] - counts['torch']).sum())} correct predictions "
+          "differ")
     print(f"best of {args.rounds} alternating rounds; 1-min load average {load_before:.1f} → "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
 
     accuracy = counts["mask"][0].sum() / args.inputs
     rows = [["neuronmap batched, auto (delta / complement form)", f"{timings['auto']:.1f}",
              f"{1000 * timings['auto'] / len(lesions):.2f}", f"{one_at_a_time / timings['auto']:.1f}×", "measured"],
+            ["neuronmap batched, auto on torch only (native=False)", f"{timings['torch']:.1f}",
+             f"{1000 * timings['torch'] / len(lesions):.2f}", f"{one_at_a_time / timings['torch']:.1f}×", "measured"],
             ["neuronmap batched, mask", f"{timings['mask']:.1f}", f"{1000 * timings['mask'] / len(lesions):.2f}",
              f"{one_at_a_time / timings['mask']:.1f}×", "measured"],
             ["one lesion at a time (zero weights, forward, restore)", f"{one_at_a_time:.1f}",
