@@ -560,12 +560,12 @@ class LesionNetwork:
         return self._native_cache[key]
 
     def _plan_native(self, plan: DeltaPlan) -> tuple[Any, ...] | None:
-        from .native import lesion_kernels
+        from .native import MAX_OUTPUTS, lesion_kernels
 
         chain = self._chain(plan.node)
         hidden = chain is not None and len(chain) == 2 and chain[0].weight is None and chain[1].weight is not None
         if (chain is None or not (chain == () or hidden) or plan.weight.dtype != torch.float32
-                or (hidden and chain[1].weight.shape[0] > 64)):  # the kernel's MAX_OUT
+                or (hidden and chain[1].weight.shape[0] > MAX_OUTPUTS)):
             return None
         operands = [plan.weight] + ([chain[1].weight] if hidden else [])
         operands += [b for b in (plan.bias, chain[1].bias if hidden else None) if b is not None]
@@ -792,7 +792,7 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
                         idx = padded_indices([lesions[r][point.index] for r in chunk], point.size, net.device)
                         logits = net.run_lesioned(env, delta=(point.delta, idx), buffers=buffers)
                     elif path == "kept":
-                        kept = [np.setdiff1d(np.arange(point.size), lesions[r][point.index]) for r in chunk]
+                        kept = _complements([lesions[r][point.index] for r in chunk], point.size)
                         idx = padded_indices(kept, point.size, net.device)
                         logits = net.run_lesioned(env, kept=(point.delta, idx), buffers=buffers)
                     else:
@@ -818,7 +818,7 @@ def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, s
     if h.dtype != torch.float32 or not _finite(env, plan):
         return None  # the kernel's argmax has no NaN semantics; torch's has
     if complement:
-        sets = [np.setdiff1d(np.arange(point.size), units) for units in sets]
+        sets = _complements(sets, point.size)
         base = bias
     else:
         base = _pad_columns(z, wt.shape[1])
@@ -826,6 +826,11 @@ def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, s
     return kernels.lesion_counts(h.contiguous(), wt, idx, base, subtract=not complement, wout=wout, bout=bout,
                                  n_out=z.shape[1] if wout is None else bout.shape[0], y=y.to(torch.int64).contiguous(),
                                  n_classes=n_classes, threads=torch.get_num_threads())
+
+
+def _complements(sets: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
+    """The units of a layer of ``size`` that each set leaves: what the complement form keeps."""
+    return [np.setdiff1d(np.arange(size), units) for units in sets]
 
 
 def _finite(env: dict[str, Any], plan: DeltaPlan) -> bool:

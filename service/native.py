@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _SOURCE = "lesion_kernels.c"
 _FLAGS = ("-O2", "-march=native", "-shared", "-fPIC", "-std=gnu11")
+MAX_OUTPUTS = 64  # MAX_OUT in the C source: a last Linear with more outputs runs on torch
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
 
@@ -122,25 +123,20 @@ class LesionKernels:
         -------
         numpy.ndarray of shape (M, n_classes), int64
         """
-        return self._run_counts(h, wt, idx, base, sign=-1.0 if subtract else 1.0, wout=wout,
-                                bout=bout, n_out=n_out, y=y, n_classes=n_classes, threads=threads)
-
-    def _run_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
-                    sign: float, wout: torch.Tensor | None, bout: torch.Tensor | None,
-                    n_out: int, y: torch.Tensor, n_classes: int, threads: int) -> np.ndarray:
         _check(h, wt, idx, base, wout, bout)
         if not y.is_contiguous() or y.dtype != torch.int64:
             raise ValueError("y must be a contiguous int64 tensor")
         (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
-        if wout is not None and (wout.shape[1] != width or wout.shape[0] % 4 or not n_out <= wout.shape[0] <= 64):
-            raise ValueError("wout must be (n_out ≤ 64 padded to a multiple of 4, H)")
+        if wout is not None and (wout.shape[1] != width or wout.shape[0] % 4
+                                 or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
+            raise ValueError(f"wout must be (n_out ≤ {MAX_OUTPUTS} padded to a multiple of 4, H)")
         counts = np.zeros((m, n_classes), dtype=np.int64)
         base_stride = width if base.shape[0] == b and b > 1 else 0
         out_width = n_out if wout is not None else width
 
         def run(lo: int, hi: int) -> None:
             self._counts(lo, hi, b, c, width, s, _ptr(h), _ptr(wt), _ptr(idx), _ptr(base), base_stride,
-                         sign, _ptr(wout), _ptr(bout), out_width, n_out, _ptr(y), n_classes,
+                         -1.0 if subtract else 1.0, _ptr(wout), _ptr(bout), out_width, n_out, _ptr(y), n_classes,
                          counts.ctypes.data)
 
         _in_threads(run, m, threads)

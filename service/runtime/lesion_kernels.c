@@ -1,6 +1,6 @@
 /* Fused lesion kernels for the tail of an MLP: delta -> [ReLU -> Linear] -> argmax -> per-class counts.
  *
- * Built at run time by neuronmap.service.native with the machine's own compiler (-O3 -march=native) and called
+ * Built at run time by neuronmap.service.native with the machine's own compiler (-O2 -march=native) and called
  * through ctypes, which releases the GIL, so several Python threads can each take a range of lesions.
  *
  * One lesion m silences (or, in the complement form, keeps) the units idx[m, :] of a layer whose values are h
@@ -14,13 +14,11 @@
  * one to counts[m, y[b]].
  *
  * Layout contract (checked in Python): float32 and int64, C-contiguous; H and the logits' width are multiples of
- * 16 (zero padding; padded logits are ignored through n_out); wout's rows are padded with zeros to a multiple of 4 and there are at most MAX_OUT
- * of them;
- * idx is padded with C ("no unit").
+ * 16 (zero padding; padded logits are ignored through n_out); wout's rows are padded with zeros to a multiple of 4,
+ * at most MAX_OUT of them; idx is padded with C ("no unit").
  */
 #include <math.h>
 #include <stdint.h>
-#include <string.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -34,22 +32,6 @@ static inline void store(float *p, v16 v) { *(v16u *)p = v; }
 
 #define INPUT_TILE 64 /* inputs whose h and base rows stay in L2 while every lesion passes over them */
 #define MAX_OUT 64 /* outputs of the last Linear handled here; wider ones run on torch */
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v4 __attribute__((vector_size(16)));
-
-/* The sum of the 16 lanes as a tree of halves: a few shuffles instead of a chain of 15 dependent additions. */
-static inline float hsum(v16 v) {
-    v8 lo8, hi8;
-    memcpy(&lo8, &v, sizeof lo8);
-    memcpy(&hi8, (const char *)&v + sizeof lo8, sizeof hi8);
-    const v8 s8 = lo8 + hi8;
-    v4 lo4, hi4;
-    memcpy(&lo4, &s8, sizeof lo4);
-    memcpy(&hi4, (const char *)&s8 + sizeof lo4, sizeof hi4);
-    const v4 s4 = lo4 + hi4;
-    return (s4[0] + s4[2]) + (s4[1] + s4[3]);
-}
 
 /* max(a, 0) lane by lane (C has no vector ?:; the compiler turns the masks into one max instruction) */
 static inline v16 relu(v16 a) {
