@@ -14,8 +14,9 @@ Both sides compute the same thing, the correct predictions per class of every le
   columns (``"auto"``, the default: ``"delta"`` for sets of at most half their layer, the complement form for
   larger ones);
   where the compiled kernels of ``neuronmap.service.native`` can be built (a C compiler and AVX-512), lesions of the
-  last two hidden layers run in them: one fused pass per input and lesion that skips the layer's zeros; the run
-  also times ``"auto"`` with ``native=False`` (torch only);
+  last two hidden layers run in them: one fused pass per input and lesion that skips the layer's zeros; with AMX,
+  the layer before those too, its dense hidden product on bfloat16 tiles with a certified fallback to float32; the
+  run also times ``"auto"`` with ``native=False`` (torch only);
 - **one at a time** (``one_at_a_time_correct_counts(how="weights")``): what the reference did — zero the lesion's
   incoming weights and bias, run all 2,000 inputs through the network in one batch, restore the weights.
 
@@ -139,7 +140,11 @@ def main() -> None:
     print(f"one-at-a-time counts equal the batched 'mask' counts on the {sample.size} sampled lesions: {exact}; "
           f"'auto' (delta) vs 'mask': {flips} correct predictions differ in {counts['mask'].sum():,} "
           "(float rounding)")
-    print(f"compiled lesion kernels: {'in use' if lesion_kernels() is not None else 'unavailable (torch only)'}; "
+    kernels = lesion_kernels()
+    state = ("unavailable (torch only)" if kernels is None else
+             "in use, with AMX for the layer two before the last hidden one" if kernels.amx else
+             "in use, without AMX (torch for the layer two before the last hidden one)")
+    print(f"compiled lesion kernels: {state}; "
           f"'auto' vs torch-only 'auto': {int(np.abs(counts['auto'] - counts['torch']).sum())} correct predictions "
           "differ")
     print(f"best of {args.rounds} alternating rounds; 1-min load average {load_before:.1f} → "

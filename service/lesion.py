@@ -37,7 +37,7 @@ bias in the reference did: the BatchNorm then turns the channel into the constan
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
@@ -183,7 +183,7 @@ class LesionNetwork:
         self.layers = self._plan_layers()
         self._descendants_cache: dict[frozenset[str], list[fx.Node]] = {}
         self._chain_cache: dict[str, tuple[_ChainStep, ...] | None] = {}
-        self._native_cache: dict[str, tuple[Any, ...] | None] = {}
+        self._native_cache: dict[str, NativeTail | None] = {}
 
     # -- structure -------------------------------------------------------------------------------------------------
 
@@ -549,9 +549,10 @@ class LesionNetwork:
             env[key] = (rows, weight)
         return env[key]
 
-    def native_tail(self, point: LayerPoint) -> tuple[Any, ...] | None:
+    def native_tail(self, point: LayerPoint) -> NativeTail | None:
         """The compiled kernels and padded operands for ``point``'s delta-path lesions, or None where they do not
-        apply: not CPU float32, no kernels here, or more than ReLU → Linear after the delta Linear."""
+        apply: not CPU float32, no kernels here, or a tail after the delta Linear other than nothing, ReLU → Linear,
+        or (with AMX) ReLU → Linear → ReLU → Linear."""
         if point.delta is None or self.device.type != "cpu":
             return None
         key = point.delta.node
@@ -559,32 +560,38 @@ class LesionNetwork:
             self._native_cache[key] = self._plan_native(point.delta)
         return self._native_cache[key]
 
-    def _plan_native(self, plan: DeltaPlan) -> tuple[Any, ...] | None:
-        from .native import MAX_OUTPUTS, lesion_kernels
+    def _plan_native(self, plan: DeltaPlan) -> NativeTail | None:
+        from .native import MAX_OUTPUTS, DeepHidden, lesion_kernels
 
         chain = self._chain(plan.node)
-        hidden = chain is not None and len(chain) == 2 and chain[0].weight is None and chain[1].weight is not None
-        if (chain is None or not (chain == () or hidden) or plan.weight.dtype != torch.float32
-                or (hidden and chain[1].weight.shape[0] > MAX_OUTPUTS)):
+        if chain is None or plan.weight.dtype != torch.float32:
             return None
-        operands = [plan.weight] + ([chain[1].weight] if hidden else [])
-        operands += [b for b in (plan.bias, chain[1].bias if hidden else None) if b is not None]
-        if not all(bool(torch.isfinite(t).all()) for t in operands):
+        kinds = tuple(step.weight is not None for step in chain)  # True: a Linear, False: a ReLU
+        if kinds not in ((), (False, True), (False, True, False, True)):
+            return None
+        linears = [step for step in chain if step.weight is not None]
+        if linears and linears[-1].weight.shape[0] > MAX_OUTPUTS:
+            return None
+        operands = [plan.weight, plan.bias] + [t for step in linears for t in (step.weight, step.bias)]
+        if not all(bool(torch.isfinite(t).all()) for t in operands if t is not None):
             return None
         kernels = lesion_kernels()
-        if kernels is None:
+        if kernels is None or (len(linears) == 2 and not kernels.amx):
             return None
-        width = -(-plan.weight.shape[0] // 16) * 16  # the kernel's vectors are 16 floats: zero columns pad
-        wt = _pad_columns(plan.weight.t(), width)
+        multiple = 32 if len(linears) == 2 else 16  # the kernel's vectors are 16 floats, AMX tiles 32 inputs
+        width = -(-plan.weight.shape[0] // multiple) * multiple
+        wt = _pad_columns(plan.weight.t(), width)  # zero columns pad
         bias = plan.bias if plan.bias is not None else plan.weight.new_zeros(plan.weight.shape[0])
         bias = _pad_columns(bias.unsqueeze(0), width)
-        if not hidden:
-            return kernels, plan, wt, None, None, bias
-        last = chain[1]
-        wout = _pad_columns(last.weight, width)
-        wout = torch.cat([wout, wout.new_zeros(-wout.shape[0] % 4, width)])  # the kernel takes 4 outputs at a time
+        if not linears:
+            return NativeTail(kernels, plan, wt, bias)
+        last, hidden = linears[-1], None
+        if len(linears) == 2:
+            hidden = DeepHidden.prepare(linears[0].weight, linears[0].bias, last.weight, last.bias, width)
+        wout = _pad_columns(last.weight, hidden.width if hidden else width)
+        wout = torch.cat([wout, wout.new_zeros(-wout.shape[0] % 4, wout.shape[1])])  # 4 outputs at a time
         bout = (last.bias if last.bias is not None else last.weight.new_zeros(last.weight.shape[0])).contiguous()
-        return kernels, plan, wt, wout, bout, bias
+        return NativeTail(kernels, plan, wt, bias, wout, bout, hidden)
 
     def widest(self, starts: Sequence[str]) -> int:
         """The most elements one input has in any value recomputed after lesioning ``starts``."""
@@ -617,6 +624,19 @@ class _ChainStep:
 
     weight: torch.Tensor | None
     bias: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class NativeTail:
+    """What the compiled kernels need for one layer's delta-path lesions (``LesionNetwork.native_tail``)."""
+
+    kernels: Any  # native.LesionKernels
+    plan: DeltaPlan = field(repr=False)
+    wt: torch.Tensor = field(repr=False)  # the delta Linear's weight transposed, zero columns padding its width
+    bias: torch.Tensor = field(repr=False)  # (1, width) its bias: the base of the complement form
+    wout: torch.Tensor | None = field(default=None, repr=False)  # the last Linear, padded (None: no hidden step)
+    bout: torch.Tensor | None = field(default=None, repr=False)
+    hidden: Any = field(default=None, repr=False)  # native.DeepHidden: a Linear between them (AMX)
 
 
 class LesionBuffers:
@@ -736,7 +756,9 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
         Lesions on the delta path whose tail is at most ReLU → Linear (an MLP's last two hidden layers) run in the
         compiled kernels of ``native.py`` when they can be built here (CPU, float32): one fused pass per input and
         lesion that skips the layer's zeros. Same formula as the torch path, summed in another order, so equal to
-        it up to float rounding. False: torch only.
+        it up to float rounding. Where the CPU has AMX, a tail of ReLU → Linear → ReLU → Linear (the layer before)
+        runs there too, its hidden product in bfloat16 parts with every prediction certified against exact
+        arithmetic or recomputed in float32 (``native.DeepHidden``). False: torch only.
     on_chunk : callable, optional
         Called with the number of lesions finished after each chunk of one data batch (summed over batches, the
         total is ``len(lesions) × n_batches``).
@@ -812,20 +834,27 @@ def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, s
     tail = net.native_tail(point)
     if tail is None:
         return None
-    kernels, plan, wt, wout, bout, bias = tail
-    h = env[plan.input]
-    z = env[plan.node]
-    if h.dtype != torch.float32 or not _finite(env, plan):
+    h = env[tail.plan.input]
+    z = env[tail.plan.node]
+    if h.dtype != torch.float32 or not _finite(env, tail.plan):
         return None  # the kernel's argmax has no NaN semantics; torch's has
     if complement:
         sets = _complements(sets, point.size)
-        base = bias
+        base = tail.bias
     else:
-        base = _pad_columns(z, wt.shape[1])
+        base = _pad_columns(z, tail.wt.shape[1])
     idx = padded_indices(sets, point.size)
-    return kernels.lesion_counts(h.contiguous(), wt, idx, base, subtract=not complement, wout=wout, bout=bout,
-                                 n_out=z.shape[1] if wout is None else bout.shape[0], y=y.to(torch.int64).contiguous(),
-                                 n_classes=n_classes, threads=torch.get_num_threads())
+    y = y.to(torch.int64).contiguous()
+    threads = torch.get_num_threads()
+    if tail.hidden is not None:
+        counts, _ = tail.kernels.lesion_counts_deep(h.contiguous(), tail.wt, idx, base, subtract=not complement,
+                                                    hidden=tail.hidden, wout=tail.wout, bout=tail.bout,
+                                                    n_out=tail.bout.shape[0], y=y, n_classes=n_classes,
+                                                    threads=threads)
+        return counts
+    n_out = z.shape[1] if tail.wout is None else tail.bout.shape[0]
+    return tail.kernels.lesion_counts(h.contiguous(), tail.wt, idx, base, subtract=not complement, wout=tail.wout,
+                                      bout=tail.bout, n_out=n_out, y=y, n_classes=n_classes, threads=threads)
 
 
 def _complements(sets: Sequence[np.ndarray], size: int) -> list[np.ndarray]:

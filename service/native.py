@@ -2,7 +2,9 @@
 
 The kernels (``runtime/lesion_kernels.c``) fuse what the torch path of a lesioned MLP tail does in separate passes
 over memory (gather, batched product, ReLU, last Linear, argmax, class counts) and skip the zeros of a ReLU layer,
-which a dense product cannot. They are an accelerator only: without a C compiler, on another device or dtype, or
+which a dense product cannot. Where the CPU has AMX tiles (and Linux grants them), one more hidden Linear runs on
+them in bfloat16 parts with a certified error bound (``DeepHidden``): a prediction the bound cannot certify is
+recomputed in float32. They are an accelerator only: without a C compiler, on another device or dtype, or
 when the build fails, ``lesion_kernels()`` returns None and the torch path runs. The build is cached per source,
 compiler and CPU (it uses ``-march=native``) under neuronmap's home, written atomically, so concurrent first uses
 do not see half a library.
@@ -19,6 +21,7 @@ import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -84,7 +87,8 @@ def lesion_kernels(cache_dir: Path | None = None) -> "LesionKernels | None":
         if not library.has_avx512():
             log.debug("no AVX-512 on this CPU: the lesion kernels would be slower than torch")
             return None
-        return LesionKernels(library)
+        library.enable_amx.restype = ctypes.c_int64
+        return LesionKernels(library, amx=bool(library.enable_amx()))
     except OSError as error:
         log.debug("native lesion kernels unavailable (%s): lesions run on torch only", error)
         return None
@@ -95,13 +99,25 @@ def _ptr(tensor: torch.Tensor | None) -> int | None:
 
 
 class LesionKernels:
-    """Typed wrappers around the compiled library."""
+    """Typed wrappers around the compiled library.
 
-    def __init__(self, library: ctypes.CDLL) -> None:
+    Attributes
+    ----------
+    amx : bool
+        Whether ``lesion_counts_deep`` can run: the build has AMX (bfloat16 tiles) and the OS granted the tile state.
+    """
+
+    def __init__(self, library: ctypes.CDLL, *, amx: bool = False) -> None:
         self._counts = library.lesion_counts
         self._counts.restype = _I
         self._counts.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _I, _I, _P, _I,
                                  _P]
+        self.amx = amx
+        if amx:
+            self._deep = library.lesion_counts_deep
+            self._deep.restype = _I
+            self._deep.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _P, _P, _I,
+                                   _P, _P, _I, ctypes.c_float, ctypes.c_float, ctypes.c_float, _P, _I, _P, _P]
 
     def lesion_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
                       subtract: bool, wout: torch.Tensor | None, bout: torch.Tensor | None, n_out: int,
@@ -141,6 +157,107 @@ class LesionKernels:
 
         _in_threads(run, m, threads)
         return counts
+
+
+    def lesion_counts_deep(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
+                           subtract: bool, hidden: "DeepHidden", wout: torch.Tensor, bout: torch.Tensor, n_out: int,
+                           y: torch.Tensor, n_classes: int, threads: int) -> tuple[np.ndarray, int]:
+        """Like ``lesion_counts`` with one more hidden step, ReLU → ``hidden`` → ReLU → (wout, bout), on AMX.
+
+        ``wt`` has H a multiple of 32 columns and ``wout`` ``hidden.width`` columns. Returns the counts and how many
+        (lesion, input) pairs the certificate sent to float32 (see ``DeepHidden``).
+        """
+        if not self.amx:
+            raise RuntimeError("lesion_counts_deep needs AMX; check LesionKernels.amx first")
+        _check(h, wt, idx, base, wout, bout, hidden.wt)
+        if not y.is_contiguous() or y.dtype != torch.int64:
+            raise ValueError("y must be a contiguous int64 tensor")
+        (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
+        if (width % 32 or hidden.wt.shape[0] != width or wout.shape[1] != hidden.width or wout.shape[0] % 4
+                or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
+            raise ValueError("inconsistent shapes for lesion_counts_deep: wt (C, H), H a multiple of 32, the hidden "
+                             f"Linear (H → H2), wout (n_out ≤ {MAX_OUTPUTS} padded to a multiple of 4, H2)")
+        counts = np.zeros((m, n_classes), dtype=np.int64)
+        fallbacks = np.zeros(m + 1, dtype=np.int64)  # one slot per range start: each thread writes its own
+        base_stride = width if base.shape[0] == b and b > 1 else 0
+
+        def run(lo: int, hi: int) -> None:
+            done = self._deep(lo, hi, b, c, width, s, _ptr(h), _ptr(wt), _ptr(idx), _ptr(base), base_stride,
+                              -1.0 if subtract else 1.0, _ptr(hidden.hi), _ptr(hidden.lo), _ptr(hidden.wt),
+                              _ptr(hidden.bias), hidden.width, _ptr(wout), _ptr(bout), n_out, hidden.coef_h,
+                              hidden.coef_h2, hidden.coef_abs, _ptr(y), n_classes, counts.ctypes.data,
+                              fallbacks[lo:].ctypes.data)
+            if done == -2:
+                raise MemoryError("lesion_counts_deep could not allocate its scratch rows")
+            if done != 0:
+                raise ValueError("lesion_counts_deep refused its operands")
+
+        _in_threads(run, m, threads)
+        return counts, int(fallbacks.sum())
+
+
+@dataclass(frozen=True)
+class DeepHidden:
+    """A hidden Linear (H → H2) prepared for ``lesion_counts_deep``, with the certificate's coefficients.
+
+    The kernel computes the Linear on AMX as a_hi·w_hi + a_lo·w_hi + a_hi·w_lo (bfloat16 parts, float32 sums) and
+    bounds the error of every logit against exact arithmetic on the same input a ≥ 0 (a ReLU output):
+
+    - splitting, with u = 2⁻⁸ (bfloat16 rounding): |a·w − the three terms| ≤ (u²(1+u)² + u² + u²(1+u²))·|a||w|;
+    - the tile unit's float32 sums of 3H products: γ(3H)·1.02·|a||w|, γ(n) = n·2⁻²⁴ / (1 − n·2⁻²⁴);
+    - adding the bias: 2⁻²⁴·(1.02·|a||w| + |b|);
+    - the ReLU does not grow an error, and the last Linear (float32, H2 terms and its bias) adds γ(H2 + 1)·(|W_out|
+      relu(z) + |b_out|).
+
+    Through |W_out| and with a ≥ 0, (|W_out| |W| a)_c ≤ max(|W_out| |W|)·Σa, so every logit is off by at most
+    E = coef_h·Σa + coef_h2·Σrelu(z) + coef_abs (each coefficient 1 % larger, for the rounding of E itself and of
+    the margin). A prediction whose logit leads the others by more than 2E is the exact one; the others are
+    recomputed in float32.
+    """
+
+    hi: torch.Tensor = field(repr=False)  # bfloat16 parts of the weight as int16, in AMX's tile layout
+    lo: torch.Tensor = field(repr=False)
+    wt: torch.Tensor = field(repr=False)  # (H, H2) float32 transposed weight, for the float32 fallback
+    bias: torch.Tensor = field(repr=False)  # (H2,) float32
+    width: int  # H2, a multiple of 32
+    coef_h: float
+    coef_h2: float
+    coef_abs: float
+
+    @classmethod
+    def prepare(cls, weight: torch.Tensor, bias: torch.Tensor | None, wout: torch.Tensor,
+                bout: torch.Tensor | None, in_width: int) -> "DeepHidden":
+        """``weight`` (H2, H) and ``bias`` of the hidden Linear, ``wout`` (n_out, H2) and ``bout`` of the last one;
+        ``in_width`` is H padded to a multiple of 32."""
+        out_width = -(-weight.shape[0] // 32) * 32
+        padded = weight.new_zeros(out_width, in_width)
+        padded[:weight.shape[0], :weight.shape[1]] = weight
+        bias_padded = weight.new_zeros(out_width)
+        if bias is not None:
+            bias_padded[:weight.shape[0]] = bias
+        hi = padded.to(torch.bfloat16)
+        lo = (padded - hi.to(torch.float32)).to(torch.bfloat16)
+
+        def tiles(part: torch.Tensor) -> torch.Tensor:  # [k/32][n/16][k pair][n][2]: AMX's VNNI layout
+            k_blocks, n_blocks = in_width // 32, out_width // 16
+            return (part.t().reshape(k_blocks, 16, 2, n_blocks, 16).permute(0, 3, 1, 4, 2).contiguous()
+                    .view(torch.int16))
+
+        u, unit = 2.0 ** -8, 2.0 ** -24
+
+        def gamma(n: int) -> float:
+            return n * unit / (1 - n * unit)
+
+        w, v = weight.double().abs(), wout.double().abs()
+        split = u * u * ((1 + u) ** 2 + 1 + (1 + u * u))
+        per_product = split + 1.02 * gamma(3 * in_width) + 1.02 * unit
+        last = gamma(out_width + 1)
+        b = bias.double().abs() if bias is not None else w.new_zeros(w.shape[0])
+        c = bout.double().abs().max().item() if bout is not None else 0.0
+        coef_abs = unit * (v @ b).max().item() + last * c + 2.0 ** -100 * (1 + v.sum(1).max().item()) * 3 * in_width
+        return cls(hi=tiles(hi), lo=tiles(lo), wt=padded.t().contiguous(), bias=bias_padded, width=out_width,
+                   coef_h=1.01 * per_product * (v @ w).max().item(), coef_h2=1.01 * last * v.max().item(),
+                   coef_abs=1.01 * coef_abs)
 
 
 def _check(h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor,

@@ -19,6 +19,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -223,6 +224,195 @@ int64_t lesion_counts(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t H, i
     }
     return 0;
 }
+
+
+/* ---- Two hidden steps: delta -> ReLU -> Linear (H -> H2) -> ReLU -> Linear -> argmax, the Linear H -> H2 on AMX ----
+ *
+ * A lesion two layers before the last hidden one needs a dense H x H2 product per (lesion, input), the bulk of the
+ * work. Here it runs on the AMX tile unit in bfloat16 with float32 accumulation, split three ways so that it keeps
+ * about 16 bits: a = a_hi + a_lo and w = w_hi + w_lo (each part bfloat16, rounded to nearest), and
+ * a.w ~ a_hi.w_hi + a_lo.w_hi + a_hi.w_lo. That is not float32, so every prediction is certified: with the bound
+ * E = coef_h * sum(a) + coef_h2 * sum(relu(z)) + coef_abs on the error of each logit against exact arithmetic from
+ * the same a (derived and computed in neuronmap.service.native), a prediction stands when its logit leads every other
+ * one by more than 2E; otherwise that pair is recomputed in float32 (about 1 % of pairs). So a certified prediction
+ * is the exact one, and the rest are float32 like the other kernels.
+ *
+ * Layout: w2hi and w2lo are the Linear's weight in tiles of 32 inputs x 16 outputs, pairs of inputs interleaved
+ * (AMX's VNNI layout: [k/32][n/16][16 rows of (16 outputs x 2 inputs)]); w2t is the float32 weight transposed
+ * (H x H2) for the fallback; H and H2 are multiples of 32 (zero padding).
+ */
+#if defined(__AMX_TILE__) && defined(__AMX_BF16__) && defined(__AVX512BF16__)
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#define ROWS 32 /* (lesion, input) pairs per pass: two row blocks of AMX tiles */
+
+struct tile_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* Round to bfloat16 (nearest even) and keep the remainder's rounding too: a ~ hi + lo. */
+static inline void split_row(const float *a, int64_t n, uint16_t *hi, uint16_t *lo) {
+    for (int64_t c = 0; c < n; c += 16) {
+        const __m512 v = _mm512_loadu_ps(a + c);
+        const __m256bh h = _mm512_cvtneps_pbh(v);
+        const __m512 back = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16));
+        _mm256_storeu_si256((__m256i *)(hi + c), (__m256i)h);
+        _mm256_storeu_si256((__m256i *)(lo + c), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, back)));
+    }
+}
+
+/* out[0:32, 0:H2] = ahi.(whi + wlo) + alo.whi over K inputs. Tiles 0-3 accumulate two row blocks x two column
+ * blocks, so that each weight tile loaded (from L2: all of them are 2 x H x H2 x 2 bytes) serves 32 rows; per 32
+ * inputs the three products need eight tile loads: A and B in the lo.hi order, then A hi, then B lo. */
+static void tile_product(const uint16_t *ahi, const uint16_t *alo, int64_t K, const uint16_t *whi,
+                         const uint16_t *wlo, int64_t H2, float *out) {
+    const int64_t nblocks = H2 / 16, stride = K * 2;
+    const uint16_t *ahi1 = ahi + 16 * K, *alo1 = alo + 16 * K;
+    for (int64_t nb = 0; nb < nblocks; nb += 2) {
+        _tile_zero(0); _tile_zero(1); _tile_zero(2); _tile_zero(3);
+        for (int64_t kb = 0; kb < K / 32; kb++) {
+            const int64_t at = (kb * nblocks + nb) * 512; /* one B tile is 16 x 32 bfloat16 */
+#define NM_PRODUCTS _tile_dpbf16ps(0, 4, 6); _tile_dpbf16ps(1, 4, 7); _tile_dpbf16ps(2, 5, 6); _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(4, alo + kb * 32, stride);
+            _tile_loadd(5, alo1 + kb * 32, stride);
+            _tile_loadd(6, whi + at, 64);
+            _tile_loadd(7, whi + at + 512, 64);
+            NM_PRODUCTS
+            _tile_loadd(4, ahi + kb * 32, stride);
+            _tile_loadd(5, ahi1 + kb * 32, stride);
+            NM_PRODUCTS
+            _tile_loadd(6, wlo + at, 64);
+            _tile_loadd(7, wlo + at + 512, 64);
+            NM_PRODUCTS
+#undef NM_PRODUCTS
+        }
+        _tile_stored(0, out + nb * 16, H2 * 4);
+        _tile_stored(1, out + nb * 16 + 16, H2 * 4);
+        _tile_stored(2, out + 16 * H2 + nb * 16, H2 * 4);
+        _tile_stored(3, out + 16 * H2 + nb * 16 + 16, H2 * 4);
+    }
+}
+
+/* The nonzero entries of a row (a ReLU output): their indices and values; returns how many. */
+static int64_t nonzero_columns(const float *a, int64_t n, int64_t *unit, float *hv) {
+    int64_t k = 0;
+    for (int64_t c = 0; c < n; c++) {
+        unit[k] = c;
+        hv[k] = a[c];
+        k += a[c] != 0.0f;
+    }
+    return k;
+}
+
+int64_t lesion_counts_deep(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t H, int64_t s,
+                           const float *h, const float *wt, const int64_t *idx,
+                           const float *base, int64_t base_stride, float sign,
+                           const uint16_t *w2hi, const uint16_t *w2lo, const float *w2t, const float *b2, int64_t H2,
+                           const float *wout, const float *bout, int64_t n_out,
+                           float coef_h, float coef_h2, float coef_abs,
+                           const int64_t *y, int64_t n_classes, int64_t *counts, int64_t *fallbacks) {
+    if (n_out > MAX_OUT || H % 32 || H2 % 32) return -1;
+    struct tile_config config = {0};
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.rows[t] = 16;
+        config.colsb[t] = 64;
+    }
+    /* scratch on the heap: a wide layer's 32 rows would not fit a thread's stack */
+    float (*act)[H] = aligned_alloc(64, sizeof(float[ROWS][H]));
+    float (*out)[H2] = aligned_alloc(64, sizeof(float[ROWS][H2]));
+    uint16_t (*ahi)[H] = aligned_alloc(64, sizeof(uint16_t[ROWS][H]));
+    uint16_t (*alo)[H] = aligned_alloc(64, sizeof(uint16_t[ROWS][H]));
+    float *z = aligned_alloc(64, sizeof(float[H2]));
+    const int64_t most = s > H ? s : H;
+    float *hv = malloc(sizeof(float[most + 8]));
+    int64_t *unit = malloc(sizeof(int64_t[most + 8]));
+    if (!act || !out || !ahi || !alo || !z || !hv || !unit) {
+        free(act); free(out); free(ahi); free(alo); free(z); free(hv); free(unit);
+        return -2;
+    }
+    float logits[ROWS][MAX_OUT] __attribute__((aligned(64)));
+    float sum_a[ROWS], sum_z[ROWS];
+    _tile_loadconfig(&config);
+    int64_t fell_back = 0;
+    for (int64_t tile = 0; tile < B; tile += INPUT_TILE)
+    for (int64_t m = m0; m < m1; m++) {
+        const int64_t *ix = idx + m * s;
+        const int64_t end = B < tile + INPUT_TILE ? B : tile + INPUT_TILE;
+        int64_t valid = s;
+        while (valid > 0 && ix[valid - 1] >= C) valid--;
+        for (int64_t b0 = tile; b0 < end; b0 += ROWS) {
+            const int64_t nb = end - b0 < ROWS ? end - b0 : ROWS;
+            for (int64_t p = 0; p < ROWS; p++) {
+                if (p >= nb) {  /* a short block: zero rows, their results are ignored */
+                    for (int64_t c = 0; c < H; c++) act[p][c] = 0.0f;
+                } else {
+                    const float *hb = h + (b0 + p) * C;
+                    const float *zb = base + (b0 + p) * base_stride;
+                    gather_axpy(wt, H, unit, hv, nonzero_units(ix, valid, hb, unit, hv), act[p]);
+                    v16 total = {0};
+                    for (int64_t c = 0; c < H; c += 16) {
+                        const v16 a = relu(load(zb + c) + sign * load(act[p] + c));
+                        store(act[p] + c, a);
+                        total += a;
+                    }
+                    sum_a[p] = _mm512_reduce_add_ps((__m512)total);
+                }
+                split_row(act[p], H, ahi[p], alo[p]);
+            }
+            tile_product(&ahi[0][0], &alo[0][0], H, w2hi, w2lo, H2, &out[0][0]);
+            for (int64_t p = 0; p < nb; p++) {
+                v16 total = {0};
+                for (int64_t c = 0; c < H2; c += 16) {
+                    const v16 z = relu(load(out[p] + c) + load(b2 + c));
+                    store(out[p] + c, z);
+                    total += z;
+                }
+                sum_z[p] = _mm512_reduce_add_ps((__m512)total);
+            }
+            for (int64_t p = 0; p < nb; p += 4) {
+                const float *rows[4];
+                for (int64_t q = 0; q < 4; q++) rows[q] = out[p + q < nb ? p + q : p];
+                output_block(wout, bout, H2, n_out, rows, (float (*)[MAX_OUT])logits[p]);
+            }
+            for (int64_t p = 0; p < nb; p++) {
+                const int64_t top = first_argmax(logits[p], n_out);
+                float second = -INFINITY;
+                for (int64_t k = 0; k < n_out; k++)
+                    if (k != top && logits[p][k] > second) second = logits[p][k];
+                const float bound = coef_h * sum_a[p] + coef_h2 * sum_z[p] + coef_abs;
+                int64_t pred = top;
+                if (!(logits[p][top] - second > 2.0f * bound)) {  /* not certified: float32 for this pair */
+                    fell_back++;
+                    gather_axpy(w2t, H2, unit, hv, nonzero_columns(act[p], H, unit, hv), z);
+                    for (int64_t c = 0; c < H2; c += 16) store(z + c, relu(load(z + c) + load(b2 + c)));
+                    const float *rows[4] = {z, z, z, z};
+                    float exact[4][MAX_OUT] __attribute__((aligned(64)));
+                    output_block(wout, bout, H2, n_out, rows, exact);
+                    pred = first_argmax(exact[0], n_out);
+                }
+                const int64_t label = y[b0 + p];
+                if (pred == label) counts[m * n_classes + label] += 1;
+            }
+        }
+    }
+    _tile_release();
+    free(act); free(out); free(ahi); free(alo); free(z); free(hv); free(unit);
+    *fallbacks = fell_back;
+    return 0;
+}
+
+/* Asks Linux for the AMX tile state (once per process); 1 when this build and the OS both allow AMX. */
+int64_t enable_amx(void) {
+    const long ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18;
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+}
+#else
+int64_t enable_amx(void) { return 0; }
+#endif
 
 
 /* Whether this build has AVX-512: without it the 16-lane vectors are emulated and torch is faster. */

@@ -3,6 +3,8 @@ fallback to torch where they cannot be built."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -30,15 +32,16 @@ def data(net: LesionNetwork, n: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @needs_kernels
-@pytest.mark.parametrize("width", [32, 40])  # 40: the kernels' 16-float vectors need zero padding
-def test_kernels_give_the_one_at_a_time_counts_for_the_last_two_hidden_layers(width):
+@pytest.mark.parametrize("width", [32, 40])  # 40: the kernels' 16-float vectors and AMX's tiles need zero padding
+def test_kernels_give_the_one_at_a_time_counts_for_the_last_three_hidden_layers(width):
     net = LesionNetwork(mlp(width), (12,))
     x, y = data(net)
     rng = np.random.default_rng(0)
-    lesions = [{layer: units} for layer in (2, 3) for size in (1, 3, width // 2, width - 2, width)
+    lesions = [{layer: units} for layer in (1, 2, 3) for size in (1, 3, width // 2, width - 2, width)
                for units in draw_random_sets(np.arange(width), size, 4, rng)]  # delta and complement forms
     assert net.native_tail(net.layer(2)) is not None and net.native_tail(net.layer(3)) is not None
-    assert net.native_tail(net.layer(1)) is None  # two Linears after the delta: torch
+    deep = net.native_tail(net.layer(1))  # two Linears after the delta one: AMX, or torch without it
+    assert (deep is not None and deep.hidden is not None) == KERNELS.amx
     single = one_at_a_time_correct_counts(net, x, y, 7, lesions, how="weights")
     kernel = lesion_correct_counts(net, x, y, 7, lesions, batch_size=64)
     torch_only = lesion_correct_counts(net, x, y, 7, lesions, batch_size=64, native=False)
@@ -107,3 +110,95 @@ def test_operands_that_break_the_layout_contract_are_refused():
     with pytest.raises(ValueError, match="multiple of 16"):
         KERNELS.lesion_counts(h, torch.zeros(8, 12), idx, torch.zeros(4, 12), subtract=True, wout=None, bout=None,
                               n_out=3, y=torch.zeros(4, dtype=torch.int64), n_classes=3, threads=1)
+
+
+needs_amx = pytest.mark.skipif(KERNELS is None or not KERNELS.amx, reason="no AMX tiles here: torch for that tail")
+
+
+def deep_case(seed: int, b: int = 70, c: int = 24, width: int = 64, hidden: int = 40, outputs: int = 6):
+    """Random operands of a lesion two hidden steps before the output, padded as the kernel takes them."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.relu(torch.randn(b, c, generator=g))
+    wt, z = torch.randn(c, width, generator=g) / 4, torch.randn(b, width, generator=g)
+    w2, b2 = torch.randn(hidden, width, generator=g) / 8, torch.randn(hidden, generator=g) / 4
+    wout, bout = torch.randn(outputs, hidden, generator=g), torch.randn(outputs, generator=g)
+    return h, wt, z, w2, b2, wout, bout
+
+
+def deep_counts(h, wt, z, w2, b2, wout, bout, sets, y, prepared=None):
+    prepared = prepared or native.DeepHidden.prepare(w2, b2, wout, bout, wt.shape[1])
+    padded = torch.zeros(-(-wout.shape[0] // 4) * 4, prepared.width)
+    padded[:wout.shape[0], :wout.shape[1]] = wout
+    return KERNELS.lesion_counts_deep(h, wt, padded_indices(sets, h.shape[1]), z, subtract=True, hidden=prepared,
+                                      wout=padded, bout=bout, n_out=wout.shape[0], y=y, n_classes=wout.shape[0],
+                                      threads=2)
+
+
+def float64_counts(h, wt, z, w2, b2, wout, bout, sets, y):
+    h, wt, z, w2, b2, wout, bout = (t.double() for t in (h, wt, z, w2, b2, wout, bout))
+    rows = []
+    for units in sets:
+        logits = torch.relu(torch.relu(z - h[:, units] @ wt[units]) @ w2.t() + b2) @ wout.t() + bout
+        rows.append(np.bincount(y[logits.argmax(1) == y].numpy(), minlength=wout.shape[0]))
+    return np.array(rows)
+
+
+@needs_amx
+def test_the_amx_kernel_gives_the_exact_predictions_and_certifies_nearly_all():
+    h, wt, z, w2, b2, wout, bout = deep_case(5)
+    y = torch.randint(0, 6, (h.shape[0],), generator=torch.Generator().manual_seed(6))
+    sets = [np.array([0, 5, 7]), np.array([3]), np.arange(20), np.arange(24)]
+    counts, fallbacks = deep_counts(h, wt, z, w2, b2, wout, bout, sets, y)
+    np.testing.assert_array_equal(counts, float64_counts(h, wt, z, w2, b2, wout, bout, sets, y))
+    assert fallbacks <= 0.05 * len(sets) * h.shape[0]  # the certificate decides nearly every prediction
+
+
+@needs_amx
+def test_uncertified_predictions_are_recomputed_in_float32_with_ties_at_the_first_maximum():
+    h, wt, z, w2, b2, wout, bout = deep_case(7)
+    wout[3], bout[3] = wout[1], bout[1]  # classes 1 and 3 tie exactly wherever they lead: never certified
+    y = torch.full((h.shape[0],), 1)
+    sets = [np.array([2, 4]), np.arange(12)]
+    counts, fallbacks = deep_counts(h, wt, z, w2, b2, wout, bout, sets, y)
+    expected = float64_counts(h, wt, z, w2, b2, wout, bout, sets, y)
+    assert expected[:, 1].sum() > 0  # class 1 leads somewhere, so the tie is exercised
+    np.testing.assert_array_equal(counts, expected)  # the first of the tied classes, as argmax
+    assert fallbacks >= expected[:, 1].sum()
+    # a certificate that can never hold sends every pair to float32, with the same counts
+    prepared = native.DeepHidden.prepare(w2, b2, wout, bout, wt.shape[1])
+    never = dataclasses.replace(prepared, coef_abs=float("inf"))
+    counts, fallbacks = deep_counts(h, wt, z, w2, b2, wout, bout, sets, y, prepared=never)
+    np.testing.assert_array_equal(counts, expected)
+    assert fallbacks == len(sets) * h.shape[0]
+
+
+def test_the_certificate_bounds_the_split_product_error():
+    """The bound of ``DeepHidden`` holds for the three-term bfloat16 product, emulated in float64, and it is tight
+    enough to certify: far below the logits' typical gaps."""
+    h, wt, z, w2, b2, wout, bout = deep_case(9, b=400)
+    prepared = native.DeepHidden.prepare(w2, b2, wout, bout, wt.shape[1])
+    a = torch.relu(z - h[:, :5] @ wt[:5])  # a lesioned layer's values, as the kernel feeds them to the product
+    hi = a.to(torch.bfloat16).double()
+    lo = (a - hi.float()).to(torch.bfloat16).double()
+    whi = w2.to(torch.bfloat16).double()
+    wlo = (w2 - whi.float()).to(torch.bfloat16).double()
+    split = torch.relu(hi @ whi.t() + lo @ whi.t() + hi @ wlo.t() + b2.double())
+    exact = torch.relu(a.double() @ w2.double().t() + b2.double())
+    error = ((split @ wout.double().t()) - (exact @ wout.double().t())).abs().max(dim=1).values
+    bound = prepared.coef_h * a.double().sum(1) + prepared.coef_h2 * split.sum(1) + prepared.coef_abs
+    assert bool((error <= bound).all())
+    assert float(error.max()) > 0  # the split does lose something: the bound is not checked against nothing
+    logits = exact @ wout.double().t() + bout.double()
+    top2 = logits.topk(2, dim=1).values
+    assert float((2 * bound).median()) < 0.01 * float((top2[:, 0] - top2[:, 1]).median())
+
+
+@needs_amx
+def test_amx_operands_that_break_the_layout_contract_are_refused():
+    h, wt, z, w2, b2, wout, bout = deep_case(11)
+    prepared = native.DeepHidden.prepare(w2, b2, wout, bout, 64)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        KERNELS.lesion_counts_deep(h, wt[:, :48].contiguous(), padded_indices([np.array([1])], 24),
+                                   z[:, :48].contiguous(), subtract=True, hidden=prepared, wout=torch.zeros(8, 64),
+                                   bout=bout, n_out=6, y=torch.zeros(h.shape[0], dtype=torch.int64), n_classes=6,
+                                   threads=1)
