@@ -203,11 +203,15 @@ class DeepHidden:
     The kernel computes the Linear on AMX as a_hi·w_hi + a_lo·w_hi + a_hi·w_lo (bfloat16 parts, float32 sums) and
     bounds the error of every logit against exact arithmetic on the same input a ≥ 0 (a ReLU output):
 
-    - splitting, with u = 2⁻⁸ (bfloat16 rounding): |a·w − the three terms| ≤ (u²(1+u)² + u² + u²(1+u²))·|a||w|;
+    - splitting, with u = 2⁻⁸ (bfloat16 rounding): a = a_hi + a_lo + r with |a_lo| ≤ u(1+u)|a| and |r| ≤ u²|a|,
+      the same for w, so the four terms left out (a_hi·r_w, a_lo·w_lo, a_lo·r_w, r_a·w) add up to at most
+      u²(3 + 4u + 2u²)·|a||w|;
     - the tile unit's float32 sums of 3H products: γ(3H)·1.02·|a||w|, γ(n) = n·2⁻²⁴ / (1 − n·2⁻²⁴);
     - adding the bias: 2⁻²⁴·(1.02·|a||w| + |b|);
     - the ReLU does not grow an error, and the last Linear (float32, H2 terms and its bias) adds γ(H2 + 1)·(|W_out|
-      relu(z) + |b_out|).
+      relu(z) + |b_out|);
+    - values below float32's normal range, which the tile unit and the bfloat16 conversion flush to zero: a tiny
+      absolute term.
 
     Through |W_out| and with a ≥ 0, (|W_out| |W| a)_c ≤ max(|W_out| |W|)·Σa, so every logit is off by at most
     E = coef_h·Σa + coef_h2·Σrelu(z) + coef_abs (each coefficient 1 % larger, for the rounding of E itself and of
@@ -249,7 +253,7 @@ class DeepHidden:
             return n * unit / (1 - n * unit)
 
         w, v = weight.double().abs(), wout.double().abs()
-        split = u * u * ((1 + u) ** 2 + 1 + (1 + u * u))
+        split = u * u * (3 + 4 * u + 2 * u * u)
         per_product = split + 1.02 * gamma(3 * in_width) + 1.02 * unit
         last = gamma(out_width + 1)
         b = bias.double().abs() if bias is not None else w.new_zeros(w.shape[0])
