@@ -118,6 +118,9 @@ class LesionKernels:
             self._deep.restype = _I
             self._deep.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _P, _P, _I,
                                    _P, _P, _I, ctypes.c_float, ctypes.c_float, ctypes.c_float, _P, _I, _P, _P]
+            self._product = library.amx_hidden_product
+            self._product.restype = _I
+            self._product.argtypes = [_I, _I, _P, _P, _P, _P]
 
     def lesion_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
                       subtract: bool, wout: torch.Tensor | None, bout: torch.Tensor | None, n_out: int,
@@ -195,6 +198,21 @@ class LesionKernels:
         _in_threads(run, m, threads)
         return counts, int(fallbacks.sum())
 
+    def hidden_product(self, a: torch.Tensor, hidden: "DeepHidden") -> torch.Tensor:
+        """(rows, H2) float32: ``hidden``'s product with the rows of ``a`` (rows ≤ 32, H a multiple of 32) as
+        ``lesion_counts_deep`` computes it on AMX, without the bias: for checking it against an emulation."""
+        if not self.amx:
+            raise RuntimeError("hidden_product needs AMX; check LesionKernels.amx first")
+        if (a.dtype != torch.float32 or a.device.type != "cpu" or a.dim() != 2 or a.shape[0] > 32
+                or a.shape[1] != hidden.wt.shape[0]):
+            raise ValueError("a must be float32 CPU (rows ≤ 32, H) with the hidden Linear's padded H")
+        rows = a.new_zeros(32, a.shape[1])  # contiguous, the kernel's 32 rows
+        rows[:a.shape[0]] = a
+        out = a.new_empty(32, hidden.width)
+        if self._product(a.shape[1], hidden.width, _ptr(rows), _ptr(hidden.hi), _ptr(hidden.lo), _ptr(out)) != 0:
+            raise ValueError("amx_hidden_product refused its operands")
+        return out[:a.shape[0]]
+
 
 @dataclass(frozen=True)
 class DeepHidden:
@@ -210,12 +228,15 @@ class DeepHidden:
     - adding the bias: 2⁻²⁴·(1.02·|a||w| + |b|);
     - the ReLU does not grow an error, and the last Linear (float32, H2 terms and its bias) adds γ(H2 + 1)·(|W_out|
       relu(z) + |b_out|);
-    - values below float32's normal range, which the tile unit and the bfloat16 conversion flush to zero: a tiny
-      absolute term.
+    - values below float32's normal range (2⁻¹²⁶), which the bfloat16 conversion and the tile unit flush to zero:
+      a flushed a or a_lo loses at most 2⁻¹²⁶·|w| per term, a flushed w_hi or w_lo at most 2⁻¹²⁶·a, and a flushed
+      partial sum 2⁻¹²⁶ per addition;
+    - a value that is not finite (an overflow) is never certified: the kernel checks every pre-ReLU value and the
+      two leading logits.
 
     Through |W_out| and with a ≥ 0, (|W_out| |W| a)_c ≤ max(|W_out| |W|)·Σa, so every logit is off by at most
     E = coef_h·Σa + coef_h2·Σrelu(z) + coef_abs (each coefficient 1 % larger, for the rounding of E itself and of
-    the margin). A prediction whose logit leads the others by more than 2E is the exact one; the others are
+    the margin; the flushing terms go into coef_h and coef_abs through the row sums of |W_out| and |W_out| |W|). A prediction whose logit leads the others by more than 2E is the exact one; the others are
     recomputed in float32.
     """
 
@@ -258,10 +279,13 @@ class DeepHidden:
         last = gamma(out_width + 1)
         b = bias.double().abs() if bias is not None else w.new_zeros(w.shape[0])
         c = bout.double().abs().max().item() if bout is not None else 0.0
-        coef_abs = unit * (v @ b).max().item() + last * c + 2.0 ** -100 * (1 + v.sum(1).max().item()) * 3 * in_width
+        g = v @ w  # |W_out| |W|
+        tiny = 2.0 ** -125  # twice the largest value flushed to zero
+        coef_abs = (unit * (v @ b).max().item() + last * c + tiny * g.sum(1).max().item()
+                    + 2.0 ** -100 * (1 + v.sum(1).max().item()) * 3 * in_width)
         return cls(hi=tiles(hi), lo=tiles(lo), wt=padded.t().contiguous(), bias=bias_padded, width=out_width,
-                   coef_h=1.01 * per_product * (v @ w).max().item(), coef_h2=1.01 * last * v.max().item(),
-                   coef_abs=1.01 * coef_abs)
+                   coef_h=1.01 * (per_product * g.max().item() + tiny * v.sum(1).max().item()),
+                   coef_h2=1.01 * last * v.max().item(), coef_abs=1.01 * coef_abs)
 
 
 def _check(h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor,

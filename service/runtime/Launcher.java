@@ -20,10 +20,16 @@ public class Launcher {
         DatabaseManagementService dbms =
                 new DatabaseManagementServiceBuilder(home).loadPropertiesFromFile(Path.of(args[1])).build();
         Runtime.getRuntime().addShutdownHook(new Thread(dbms::shutdown));
-        String password = Files.readString(Path.of(args[2])).strip();
-        String statement = Files.readString(Path.of(args[3]));
-        dbms.database("system").executeTransactionally(statement, Map.of("password", password));
-        dbms.database("neo4j").executeTransactionally("RETURN 1");
+        try {
+            String password = Files.readString(Path.of(args[2])).strip();
+            String statement = Files.readString(Path.of(args[3]));
+            setPassword(dbms, statement, password);
+            dbms.database("neo4j").executeTransactionally("RETURN 1");
+        } catch (Exception e) {
+            // The DBMS's own threads would keep the JVM alive without a ready line: exit, so the caller sees why.
+            e.printStackTrace();
+            System.exit(1);
+        }
         System.out.println("neuronmap: neo4j ready");
         System.out.flush();
         boolean watchStdin = args.length > 4 && args[4].equals("--exit-on-stdin-close");
@@ -32,5 +38,21 @@ public class Launcher {
             System.exit(0);
         }
         Thread.currentThread().join();
+    }
+
+    // At every start, so that the password file is always the one that works. On a restart the password usually
+    // is that one already, and Neo4j refuses to "change" a password to itself: that refusal means it is set.
+    static void setPassword(DatabaseManagementService dbms, String statement, String password) {
+        try {
+            dbms.database("system").executeTransactionally(statement, Map.of("password", password));
+        } catch (RuntimeException e) {
+            for (Throwable cause = e; cause != null; cause = cause.getCause()) {
+                String message = cause.getMessage();
+                if (message != null && message.contains("Old password and new password cannot be the same")) {
+                    return;
+                }
+            }
+            throw e;
+        }
     }
 }

@@ -94,8 +94,8 @@ static v16 sum16(v16 v0, v16 v1, v16 v2, v16 v3, v16 v4, v16 v5, v16 v6, v16 v7,
     return pair_sum(u0, u1, l4, h4);
 }
 
-/* logits[p][o] = bout[o] + wout[o, :] . act[p] for four (lesion, input) pairs p at once and o < n_out, in blocks of four outputs:
- * each load of wout then feeds four fused multiply-adds and each load of an activation four more, where one lesion
+/* logits[p][o] = bout[o] + wout[o, :] . act[p] for four (lesion, input) pairs p at once and o < n_out, in blocks of
+ * four outputs: each load of wout then feeds four fused multiply-adds and each load of an activation four more, where one lesion
  * and one output at a time would load twice per multiply-add. wout has its rows padded with zeros to a multiple of
  * four. */
 static void output_block(const float *wout, const float *bout, int64_t H, int64_t n_out, const float *const act[4],
@@ -296,6 +296,35 @@ static void tile_product(const uint16_t *ahi, const uint16_t *alo, int64_t K, co
     }
 }
 
+/* Every tile: 16 rows of 64 bytes (16 float32 accumulators, 32 bfloat16 inputs, or 16 pairs of inputs). */
+static void configure_tiles(void) {
+    struct tile_config config = {0};
+    config.palette = 1;
+    for (int t = 0; t < 8; t++) {
+        config.rows[t] = 16;
+        config.colsb[t] = 64;
+    }
+    _tile_loadconfig(&config);
+}
+
+/* The hidden product alone, out (32 x H2) = split(a) . split(w) for 32 rows a (32 x H), as lesion_counts_deep
+ * computes it: for checking the split, the tile layout and the three products against an emulation. */
+int64_t amx_hidden_product(int64_t H, int64_t H2, const float *a, const uint16_t *whi, const uint16_t *wlo,
+                           float *out) {
+    if (H % 32 || H2 % 32) return -1;
+    uint16_t *ahi = aligned_alloc(64, sizeof(uint16_t[ROWS][H])), *alo = aligned_alloc(64, sizeof(uint16_t[ROWS][H]));
+    if (!ahi || !alo) {
+        free(ahi); free(alo);
+        return -2;
+    }
+    for (int64_t p = 0; p < ROWS; p++) split_row(a + p * H, H, ahi + p * H, alo + p * H);
+    configure_tiles();
+    tile_product(ahi, alo, H, whi, wlo, H2, out);
+    _tile_release();
+    free(ahi); free(alo);
+    return 0;
+}
+
 /* The nonzero entries of a row (a ReLU output): their indices and values; returns how many. */
 static int64_t nonzero_columns(const float *a, int64_t n, int64_t *unit, float *hv) {
     int64_t k = 0;
@@ -315,12 +344,6 @@ int64_t lesion_counts_deep(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t
                            float coef_h, float coef_h2, float coef_abs,
                            const int64_t *y, int64_t n_classes, int64_t *counts, int64_t *fallbacks) {
     if (n_out > MAX_OUT || H % 32 || H2 % 32) return -1;
-    struct tile_config config = {0};
-    config.palette = 1;
-    for (int t = 0; t < 8; t++) {
-        config.rows[t] = 16;
-        config.colsb[t] = 64;
-    }
     /* scratch on the heap: a wide layer's 32 rows would not fit a thread's stack */
     float (*act)[H] = aligned_alloc(64, sizeof(float[ROWS][H]));
     float (*out)[H2] = aligned_alloc(64, sizeof(float[ROWS][H2]));
@@ -336,7 +359,8 @@ int64_t lesion_counts_deep(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t
     }
     float logits[ROWS][MAX_OUT] __attribute__((aligned(64)));
     float sum_a[ROWS], sum_z[ROWS];
-    _tile_loadconfig(&config);
+    int finite[ROWS];
+    configure_tiles();
     int64_t fell_back = 0;
     for (int64_t tile = 0; tile < B; tile += INPUT_TILE)
     for (int64_t m = m0; m < m1; m++) {
@@ -365,13 +389,16 @@ int64_t lesion_counts_deep(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t
             }
             tile_product(&ahi[0][0], &alo[0][0], H, w2hi, w2lo, H2, &out[0][0]);
             for (int64_t p = 0; p < nb; p++) {
-                v16 total = {0};
+                v16 total = {0}, poison = {0};
                 for (int64_t c = 0; c < H2; c += 16) {
-                    const v16 z = relu(load(out[p] + c) + load(b2 + c));
+                    const v16 pre = load(out[p] + c) + load(b2 + c);
+                    poison += pre * 0.0f;  /* NaN once any value is not finite (the ReLU below hides it) */
+                    const v16 z = relu(pre);
                     store(out[p] + c, z);
                     total += z;
                 }
                 sum_z[p] = _mm512_reduce_add_ps((__m512)total);
+                finite[p] = _mm512_reduce_add_ps((__m512)poison) == 0.0f;
             }
             for (int64_t p = 0; p < nb; p += 4) {
                 const float *rows[4];
@@ -384,8 +411,10 @@ int64_t lesion_counts_deep(int64_t m0, int64_t m1, int64_t B, int64_t C, int64_t
                 for (int64_t k = 0; k < n_out; k++)
                     if (k != top && logits[p][k] > second) second = logits[p][k];
                 const float bound = coef_h * sum_a[p] + coef_h2 * sum_z[p] + coef_abs;
+                const int certified = n_out == 1 || (finite[p] && isfinite(logits[p][top]) && isfinite(second)
+                                                     && logits[p][top] - second > 2.0f * bound);
                 int64_t pred = top;
-                if (!(logits[p][top] - second > 2.0f * bound)) {  /* not certified: float32 for this pair */
+                if (!certified) {  /* float32 for this pair */
                     fell_back++;
                     gather_axpy(w2t, H2, unit, hv, nonzero_columns(act[p], H, unit, hv), z);
                     for (int64_t c = 0; c < H2; c += 16) store(z + c, relu(load(z + c) + load(b2 + c)));

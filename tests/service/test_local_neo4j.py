@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
+
+import pytest
 
 from click.testing import CliRunner
 
 from neuronmap.service import local_neo4j
 from neuronmap.service.cli import cli
 from neuronmap.service.config import Settings
+from neuronmap.service.errors import LocalServerError
 
 
 def test_db_lifecycle(tmp_path, connection):
@@ -55,3 +59,27 @@ def test_db_lifecycle(tmp_path, connection):
     finally:
         run("db", "stop")
     assert run("db", "stop").output.startswith("The local Neo4j was not running")
+    # A third start on the same data: the password is already the generated one, which Neo4j refuses to "change"
+    # to itself; the launcher takes that refusal as done.
+    try:
+        third = run("db", "start")
+        assert third.exit_code == 0, third.output
+        assert run("models").exit_code == 0
+    finally:
+        run("db", "stop")
+
+
+def test_a_server_that_fails_to_start_exits_at_once_with_its_error(tmp_path, monkeypatch, connection):
+    shared = local_neo4j.fetch_jars(Settings.from_env().home)
+    home = tmp_path / "home"
+    local_neo4j.jar_dir(home).parent.mkdir(parents=True)
+    os.symlink(shared, local_neo4j.jar_dir(home))
+    broken = tmp_path / "broken.cypher"
+    broken.write_text("THIS IS NOT CYPHER $password")
+    monkeypatch.setattr(local_neo4j.catalog, "path_of", lambda name: str(broken))
+    server = local_neo4j.LocalServer(home, port=local_neo4j.free_port(), heap="512m", pagecache="128m")
+    started = time.monotonic()
+    with pytest.raises(LocalServerError, match="exited with code 1"):
+        server.start(timeout=120)
+    assert time.monotonic() - started < 100  # the launcher exits; it does not hang until the timeout
+    assert not server.status().running

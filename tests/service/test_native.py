@@ -202,3 +202,103 @@ def test_amx_operands_that_break_the_layout_contract_are_refused():
                                    z[:, :48].contiguous(), subtract=True, hidden=prepared, wout=torch.zeros(8, 64),
                                    bout=bout, n_out=6, y=torch.zeros(h.shape[0], dtype=torch.int64), n_classes=6,
                                    threads=1)
+
+
+@needs_amx
+def test_the_tile_product_equals_an_emulation_of_its_three_bfloat16_products():
+    """The hidden product alone: bfloat16 parts of a and w in the kernel's tile layout, the three products, float32
+    sums. Equal to a float64 emulation up to the float32 sums' rounding (a dropped product or a layout slip is off
+    by far more), and within the certificate's bound of the exact product."""
+    g = torch.Generator().manual_seed(12)
+    width, hidden, rows = 96, 64, 29  # 29: fewer rows than the kernel's 32
+    w2 = torch.randn(hidden, width, generator=g) * torch.linspace(0.1, 3.0, width)  # varies along the inputs
+    a = torch.relu(torch.randn(rows, width, generator=g)) * 7
+    a[3] = 0.0  # a zero row
+    prepared = native.DeepHidden.prepare(w2, None, torch.ones(1, hidden), None, width)
+    got = KERNELS.hidden_product(a, prepared).double()
+
+    def parts(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hi = t.to(torch.bfloat16).float()
+        return hi.double(), (t - hi).to(torch.bfloat16).double()
+
+    (ahi, alo), (whi, wlo) = parts(a), parts(w2)
+    emulated = ahi @ whi.t() + alo @ whi.t() + ahi @ wlo.t()
+    magnitude = a.double() @ w2.double().abs().t()  # Σ|a||w| per output
+    n = 3 * width
+    sums = n * 2.0 ** -24 / (1 - n * 2.0 ** -24) * 1.02 * magnitude
+    assert bool(((got - emulated).abs() <= sums).all())
+    assert bool((got[3] == 0).all())
+    split = 2.0 ** -16 * (3 + 4 * 2.0 ** -8 + 2 * 2.0 ** -16) * magnitude
+    exact = a.double() @ w2.double().t()
+    assert bool(((got - exact).abs() <= split + sums).all())
+    assert float(((got - exact).abs() / magnitude.clamp_min(1e-30)).max()) < 1e-4  # about 16 bits, not 8
+
+
+@needs_amx
+@pytest.mark.parametrize("deciding", [1, 2])
+def test_predictions_across_an_exact_tie_are_the_exact_ones_at_every_gap(deciding):
+    """Class 0 reads hidden units that need only a_hi·w_hi; class 1 units that need a_lo·w_hi (and the remainder of
+    a that the split leaves out); class 2 units that need a_hi·w_lo. The bias of the deciding class sweeps across
+    the exact tie with class 0, in relative gaps from 2⁻⁶ down to 2⁻²⁴: certified predictions must be the exact
+    ones at every gap, and the float32 fallback must get every gap wider than float32's rounding."""
+    from fractions import Fraction
+
+    width, hidden = 64, 96
+    a = torch.ones(1, width)
+    a[0, 32:] = 1 + 2.0 ** -9 + 2.0 ** -18  # a_lo = 2⁻⁹, and 2⁻¹⁸ left out by the split
+    step = torch.linspace(1, 2, 32)  # weights that vary along the inputs, exact in bfloat16 up to w_lo below
+    step = step.to(torch.bfloat16).float()
+    w2 = torch.zeros(hidden, width)
+    w2[0:32, :32] = step / 64  # exact in bfloat16, reading a's exact half
+    w2[32:64, 32:] = step / 64  # exact, reading a's inexact half
+    w2[64:96, :32] = step * (1 + 2.0 ** -9) / 64  # w_lo = 2⁻⁹·w_hi, reading a's exact half
+    wout = torch.zeros(3, hidden)
+    for k in range(3):
+        wout[k, 32 * k:32 * (k + 1)] = 1.0
+    exact = [sum(Fraction(float(a[0, j])) * Fraction(float(w2[i, j])) for i in range(32 * k, 32 * k + 32)
+                 for j in range(width)) for k in range(3)]
+    prepared = native.DeepHidden.prepare(w2, torch.zeros(hidden), wout, None, width)
+    padded = torch.zeros(4, prepared.width)
+    padded[:3] = wout
+    certified = 0
+    for sign in (1, -1):
+        for e in np.arange(6, 24.01, 0.25):
+            bout = torch.zeros(3)
+            bout[deciding] = float(exact[0] - exact[deciding]) + sign * 2.0 ** -e * float(exact[0])
+            bout[3 - deciding] = -1e3  # the third class never leads
+            want = deciding if Fraction(float(bout[deciding])) + exact[deciding] > exact[0] else 0
+            counts, fallbacks = KERNELS.lesion_counts_deep(
+                torch.zeros(1, 4), torch.zeros(4, width), padded_indices([np.array([0])], 4), a, subtract=True,
+                hidden=prepared, wout=padded, bout=bout, n_out=3, y=torch.tensor([want]), n_classes=3, threads=1)
+            right = int(counts.sum()) == 1
+            certified += 1 - fallbacks
+            assert right or (fallbacks == 1 and e > 21), (sign, e)  # float32 may miss a gap under its rounding
+    assert 0 < certified < 2 * len(np.arange(6, 24.01, 0.25))  # both outcomes of the certificate occur
+
+
+@needs_amx
+def test_flushed_tiny_values_and_overflows_are_never_certified():
+    """Two ways the tile unit can be wrong by more than its rounding: values below float32's normal range are
+    flushed to zero (which matters next to huge weights), and a value beyond bfloat16's range becomes inf, then
+    NaN, which the ReLU hides. Both must reach the float32 fallback, which gets them right."""
+    def predict(value: float, weight: float, bout: torch.Tensor) -> tuple[int, int]:
+        a = torch.zeros(1, 32)
+        a[0, 0] = value
+        w2 = torch.zeros(32, 32)
+        w2[0, 0] = weight
+        wout = torch.zeros(2, 32)
+        wout[0, 0] = 1.0
+        prepared = native.DeepHidden.prepare(w2, None, wout, bout, 32)
+        padded = torch.zeros(4, 32)
+        padded[:2] = wout
+        counts, fallbacks = KERNELS.lesion_counts_deep(
+            torch.zeros(1, 4), torch.zeros(4, 32), padded_indices([np.array([0])], 4), a, subtract=True,
+            hidden=prepared, wout=padded, bout=bout, n_out=2, y=torch.tensor([0]), n_classes=2, threads=1)
+        return int(counts.sum()), fallbacks
+
+    # 2⁻¹³⁰ · 2¹⁰⁰ = 2⁻³⁰ beats class 1's 2⁻³¹; flushed, it would be 0
+    assert predict(2.0 ** -130, 2.0 ** 100, torch.tensor([0.0, 2.0 ** -31])) == (1, 1)
+    # a normal value whose low bfloat16 part is below the normal range
+    assert predict(2.0 ** -119 * (1 + 2.0 ** -10), 2.0 ** 100, torch.tensor([0.0, 2.0 ** -19])) == (1, 1)
+    # 3.4e38 rounds to an infinite bfloat16: 3.4e38 · 1e-10 = 3.4e28 beats class 1's 1e27
+    assert predict(3.4e38, 1e-10, torch.tensor([0.0, 1e27])) == (1, 1)
