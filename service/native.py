@@ -143,8 +143,7 @@ class LesionKernels:
         numpy.ndarray of shape (M, n_classes), int64
         """
         _check(h, wt, idx, base, wout, bout)
-        if not y.is_contiguous() or y.dtype != torch.int64:
-            raise ValueError("y must be a contiguous int64 tensor")
+        _check_labels(y, n_classes)
         (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
         if wout is not None and (wout.shape[1] != width or wout.shape[0] % 4
                                  or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
@@ -173,8 +172,7 @@ class LesionKernels:
         if not self.amx:
             raise RuntimeError("lesion_counts_deep needs AMX; check LesionKernels.amx first")
         _check(h, wt, idx, base, wout, bout, hidden.wt)
-        if not y.is_contiguous() or y.dtype != torch.int64:
-            raise ValueError("y must be a contiguous int64 tensor")
+        _check_labels(y, n_classes)
         (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
         if (width % 32 or hidden.wt.shape[0] != width or wout.shape[1] != hidden.width or wout.shape[0] % 4
                 or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
@@ -300,6 +298,14 @@ def _check(h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Ten
     if wt.shape[0] != h.shape[1] or wt.shape[1] % 16 or base.shape[1] != wt.shape[1]:
         raise ValueError("inconsistent shapes for the lesion kernels: h (B, C), wt (C, H), base (B or 1, H), "
                          "H a multiple of 16")
+
+
+def _check_labels(y: torch.Tensor, n_classes: int) -> None:
+    """The kernels index the counts by label: a label outside 0 … n_classes − 1 would write out of bounds."""
+    if not y.is_contiguous() or y.dtype != torch.int64:
+        raise ValueError("y must be a contiguous int64 tensor")
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= n_classes):
+        raise ValueError(f"labels must lie in 0 … {n_classes - 1}")
 
 
 def _in_threads(run: Callable[[int, int], None], m: int, threads: int) -> None:
