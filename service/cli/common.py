@@ -40,12 +40,17 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
         table.add_column(column)
     for row in rows:
         table.add_row(*["" if row.get(c) is None else _fmt(row.get(c)) for c in columns])
-    Console().print(table)
+    # Piped into a file or a pager there is no terminal width to fit: print whole cells rather than rich's
+    # 80-column default, which cuts a wide table's numbers down to "0.9…".
+    out = Console()
+    if not out.is_terminal:
+        out = Console(width=max(out.width, 240))
+    out.print(table)
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.6g}"
+        return f"{value:.4g}"  # a table is for reading; --format json or csv keep every digit
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
