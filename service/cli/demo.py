@@ -14,7 +14,10 @@ from neuronmap.loaders import load_graph
 from neuronmap.loaders.datasets import digits
 from neuronmap.loaders.ingest import ingest as ingest_graph
 
+from ..coherence import run_coherence
+from ..importance import run_importance
 from ..pipeline import ClusterConfig, run_clustering
+from .assess import _Bars
 from .common import console, progress, store_from
 from .output import emit
 
@@ -33,9 +36,12 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
 @click.option("--epochs", default=20, show_default=True, help="Training epochs per network.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--shuffles", default=100, show_default=True, help="Shuffled networks for the clusterability null.")
+@click.option("--assess/--no-assess", default=True, show_default=True,
+              help="Then test the partitions' sub-clusters for importance (lesions) and coherence.")
 @click.pass_context
-def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int) -> None:
-    """Train small nets on scikit-learn's digits, save and ingest them, then cluster them against shuffled nets.
+def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int, assess: bool) -> None:
+    """Train small nets on scikit-learn's digits, save and ingest them, cluster them against shuffled nets, and
+    assess the partitions (importance and coherence of every sub-cluster).
 
     \b
     neuronmap demo
@@ -72,9 +78,33 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
                              ("digits-cnn", ClusterConfig(n_clusters=4, n_shuffles=shuffles, random_state=seed))):
             with console.status(f"clustering {name} and {shuffles} shuffled copies…"):
                 results.append(run_clustering(store, name, config))
-    emit([r.model_dump() for r in results], ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
-         "table", title="partitions (lower n-cut than the shuffled nets = more clusterable)")
-    console.print(f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp")
+        emit([r.model_dump() for r in results], ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
+             "table", title="partitions (lower n-cut than the shuffled nets = more clusterable)")
+        if assess:
+            emit([_assess(ctx, store, r.model, seed, out) for r in results],
+                 ["model", "accuracy", "important", "importance_fisher_p", "coherent_features", "coherent_examples"],
+                 "table", title="sub-clusters that matter (lesions, 100 random sets) and mean something (20 sets)")
+    console.print(f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp, "
+                  "neuronmap query important-modules --model digits-mlp, neuronmap report digits-mlp --out report")
+
+
+def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
+    """Importance and coherence of the model's newest partition, as one summary row."""
+    with progress() as bar:
+        bars = _Bars(bar)
+        importance = run_importance(store, model, "latest", dataset="digits", n_null=100, seed=seed,
+                                    device=ctx.obj.device, on_progress=bars)
+        coherence = run_coherence(store, model, "latest", dataset="digits", n_null=20, seed=seed,
+                                  device=ctx.obj.device, steps=128, out_dir=out / f"{model}-features",
+                                  on_progress=bars)
+
+    def share(result) -> str:
+        return f"{result.n_coherent} of {len(result.subclusters)}"
+
+    return {"model": model, "accuracy": importance.accuracy,
+            "important": f"{importance.n_important} of {importance.n_tested}",
+            "importance_fisher_p": importance.fisher_p, "coherent_features": share(coherence.features),
+            "coherent_examples": share(coherence.examples)}
 
 
 COMMANDS = [demo]
