@@ -6,25 +6,13 @@ from pathlib import Path
 
 import click
 
-from .common import console, progress, store_from
+from .common import StageBars, console, progress, store_from
 from .output import emit
 
 _IMPORTANCE_COLUMNS = ["layer_name", "cluster", "size", "accuracy", "delta_accuracy", "null_delta_mean", "p_value",
                        "p_adjusted", "range_statistic", "p_range", "category"]
 _COHERENCE_COLUMNS = ["layer_name", "cluster", "size", "statistic", "p_value", "p_adjusted", "entropy",
                       "null_entropy_mean", "activation", "null_activation_mean", "similarity"]
-
-
-class _Bars:
-    """Feeds the library's on_progress(stage, done, total) into one rich bar per stage."""
-
-    def __init__(self, bar) -> None:
-        self.bar, self.tasks = bar, {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.bar.add_task(stage, total=max(total, 1))
-        self.bar.update(self.tasks[stage], completed=done, total=max(total, 1))
 
 
 @click.command()
@@ -52,9 +40,9 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
     options = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
         result = run_importance(store, model, partition, dataset=dataset, n_null=n_null, seed=seed,
-                                device=device or ctx.obj.device, on_progress=_Bars(bar), **options)
+                                device=device or ctx.obj.device, on_progress=StageBars(bar), **options)
         pairs = (run_double_lesion(store, model, partition, dataset=dataset, seed=seed,
-                                   device=device or ctx.obj.device, on_progress=_Bars(bar), **options)
+                                   device=device or ctx.obj.device, on_progress=StageBars(bar), **options)
                  if double else None)
     if fmt != "table":
         emit([s.model_dump() for s in result.subclusters], _IMPORTANCE_COLUMNS, fmt)
@@ -100,7 +88,7 @@ def coherence(ctx: click.Context, model: str, partition: str, dataset: str, meth
     with store_from(ctx) as store, progress() as bar:
         run = run_coherence(store, model, partition, dataset=dataset, n_null=n_null, seed=seed,
                             device=device or ctx.obj.device, methods=chosen, steps=steps, k=k, out_dir=out,
-                            on_progress=_Bars(bar))
+                            on_progress=StageBars(bar))
     for result in (run.features, run.examples):
         if result is None:
             continue

@@ -56,6 +56,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+class StageBars:
+    """Feeds the library's on_progress(stage, done, total) into one rich bar per stage."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar, self.tasks = bar, {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.bar.add_task(stage, total=max(total, 1))
+        self.bar.update(self.tasks[stage], completed=done, total=max(total, 1))
+
+
 def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
                     TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)

@@ -17,8 +17,7 @@ from neuronmap.loaders.ingest import ingest as ingest_graph
 from ..coherence import run_coherence
 from ..importance import run_importance
 from ..pipeline import ClusterConfig, run_clustering
-from .assess import _Bars
-from .common import console, progress, store_from
+from .common import StageBars, console, progress, store_from
 from .output import emit
 
 
@@ -91,7 +90,7 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
 def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
     """Importance and coherence of the model's newest partition, as one summary row."""
     with progress() as bar:
-        bars = _Bars(bar)
+        bars = StageBars(bar)
         importance = run_importance(store, model, "latest", dataset="digits", n_null=100, seed=seed,
                                     device=ctx.obj.device, on_progress=bars)
         coherence = run_coherence(store, model, "latest", dataset="digits", n_null=20, seed=seed,

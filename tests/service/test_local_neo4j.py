@@ -17,11 +17,17 @@ from neuronmap.service.config import Settings
 from neuronmap.service.errors import LocalServerError
 
 
-def test_db_lifecycle(tmp_path, connection):
-    shared = local_neo4j.fetch_jars(Settings.from_env().home)  # reuse the jars the suite already fetched
+def home_with_shared_jars(tmp_path):
+    """A fresh neuronmap home that reuses the jars the suite already fetched."""
+    shared = local_neo4j.fetch_jars(Settings.from_env().home)
     home = tmp_path / "home"
     local_neo4j.jar_dir(home).parent.mkdir(parents=True)
     os.symlink(shared, local_neo4j.jar_dir(home))
+    return home
+
+
+def test_db_lifecycle(tmp_path, connection):
+    home = home_with_shared_jars(tmp_path)
     port = local_neo4j.free_port()
     env = {"NEURONMAP_HOME": str(home), "NEURONMAP_NEO4J_PORT": str(port), "NEURONMAP_NEO4J_HEAP": "512m",
            "NEURONMAP_NEO4J_PAGECACHE": "128m", "NEO4J_URI": ""}
@@ -70,10 +76,7 @@ def test_db_lifecycle(tmp_path, connection):
 
 
 def test_a_server_that_fails_to_start_exits_at_once_with_its_error(tmp_path, monkeypatch, connection):
-    shared = local_neo4j.fetch_jars(Settings.from_env().home)
-    home = tmp_path / "home"
-    local_neo4j.jar_dir(home).parent.mkdir(parents=True)
-    os.symlink(shared, local_neo4j.jar_dir(home))
+    home = home_with_shared_jars(tmp_path)
     broken = tmp_path / "broken.cypher"
     broken.write_text("THIS IS NOT CYPHER $password")
     monkeypatch.setattr(local_neo4j.catalog, "path_of", lambda name: str(broken))

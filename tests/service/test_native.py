@@ -128,13 +128,30 @@ def deep_case(seed: int, b: int = 70, c: int = 24, width: int = 64, hidden: int 
     return h, wt, z, w2, b2, wout, bout
 
 
+def padded_outputs(wout: torch.Tensor, width: int) -> torch.Tensor:
+    """The last Linear as the kernel takes it: rows padded to a multiple of 4, columns to the hidden width."""
+    padded = torch.zeros(-(-wout.shape[0] // 4) * 4, width)
+    padded[:wout.shape[0], :wout.shape[1]] = wout
+    return padded
+
+
 def deep_counts(h, wt, z, w2, b2, wout, bout, sets, y, prepared=None):
     prepared = prepared or native.DeepHidden.prepare(w2, b2, wout, bout, wt.shape[1])
-    padded = torch.zeros(-(-wout.shape[0] // 4) * 4, prepared.width)
-    padded[:wout.shape[0], :wout.shape[1]] = wout
+    padded = padded_outputs(wout, prepared.width)
     return KERNELS.lesion_counts_deep(h, wt, padded_indices(sets, h.shape[1]), z, subtract=True, hidden=prepared,
                                       wout=padded, bout=bout, n_out=wout.shape[0], y=y, n_classes=wout.shape[0],
                                       threads=2)
+
+
+def feed_rows(a, prepared, wout, bout, y):
+    """The kernel's counts and fallbacks for hidden-layer inputs ``a`` fed directly: no unit is lesioned (h = 0),
+    so the base, ``a``, is what the hidden product reads."""
+    padded = padded_outputs(wout, prepared.width)
+    width = prepared.wt.shape[0]
+    return KERNELS.lesion_counts_deep(torch.zeros(a.shape[0], 4), torch.zeros(4, width),
+                                      padded_indices([np.array([0])], 4), a, subtract=True, hidden=prepared,
+                                      wout=padded, bout=bout, n_out=wout.shape[0], y=y, n_classes=wout.shape[0],
+                                      threads=1)
 
 
 def float64_counts(h, wt, z, w2, b2, wout, bout, sets, y):
@@ -261,8 +278,6 @@ def test_predictions_across_an_exact_tie_are_the_exact_ones_at_every_gap(decidin
     exact = [sum(Fraction(float(a[0, j])) * Fraction(float(w2[i, j])) for i in range(32 * k, 32 * k + 32)
                  for j in range(width)) for k in range(3)]
     prepared = native.DeepHidden.prepare(w2, torch.zeros(hidden), wout, None, width)
-    padded = torch.zeros(4, prepared.width)
-    padded[:3] = wout
     certified = 0
     for sign in (1, -1):
         for e in np.arange(6, 24.01, 0.25):
@@ -270,9 +285,7 @@ def test_predictions_across_an_exact_tie_are_the_exact_ones_at_every_gap(decidin
             bout[deciding] = float(exact[0] - exact[deciding]) + sign * 2.0 ** -e * float(exact[0])
             bout[3 - deciding] = -1e3  # the third class never leads
             want = deciding if Fraction(float(bout[deciding])) + exact[deciding] > exact[0] else 0
-            counts, fallbacks = KERNELS.lesion_counts_deep(
-                torch.zeros(1, 4), torch.zeros(4, width), padded_indices([np.array([0])], 4), a, subtract=True,
-                hidden=prepared, wout=padded, bout=bout, n_out=3, y=torch.tensor([want]), n_classes=3, threads=1)
+            counts, fallbacks = feed_rows(a, prepared, wout, bout, torch.tensor([want]))
             right = int(counts.sum()) == 1
             certified += 1 - fallbacks
             assert right or (fallbacks == 1 and e > 21), (sign, e)  # float32 may miss a gap under its rounding
@@ -292,11 +305,7 @@ def test_flushed_tiny_values_and_overflows_are_never_certified():
         wout = torch.zeros(2, 32)
         wout[0, 0] = 1.0
         prepared = native.DeepHidden.prepare(w2, None, wout, bout, 32)
-        padded = torch.zeros(4, 32)
-        padded[:2] = wout
-        counts, fallbacks = KERNELS.lesion_counts_deep(
-            torch.zeros(1, 4), torch.zeros(4, 32), padded_indices([np.array([0])], 4), a, subtract=True,
-            hidden=prepared, wout=padded, bout=bout, n_out=2, y=torch.tensor([0]), n_classes=2, threads=1)
+        counts, fallbacks = feed_rows(a, prepared, wout, bout, torch.tensor([0]))
         return int(counts.sum()), fallbacks
 
     # 2⁻¹³⁰ · 2¹⁰⁰ = 2⁻³⁰ beats class 1's 2⁻³¹; flushed, it would be 0
@@ -318,7 +327,6 @@ def test_a_tie_decided_by_the_last_layers_rounding_is_never_certified_wrong():
     width, hidden = 32, 64
     b2 = (torch.rand(hidden, generator=g) + 1) * 1000
     row = torch.randn(hidden, generator=g)
-    prepared = None
     wrong_certified = certified = wrong = 0
     for sign in (1, -1):
         for e in np.arange(10, 30.01, 0.5):
@@ -328,12 +336,7 @@ def test_a_tie_decided_by_the_last_layers_rounding_is_never_certified_wrong():
             exact1 = sum(Fraction(float(w)) * Fraction(float(b)) for w, b in zip(wout[1], b2))
             want = 1 if exact1 > exact0 else 0
             prepared = native.DeepHidden.prepare(torch.zeros(hidden, width), b2, wout, None, width)
-            padded = torch.zeros(4, hidden)
-            padded[:2] = wout
-            counts, fallbacks = KERNELS.lesion_counts_deep(
-                torch.zeros(1, 4), torch.zeros(4, width), padded_indices([np.array([0])], 4),
-                torch.zeros(1, width), subtract=True, hidden=prepared, wout=padded, bout=torch.zeros(2), n_out=2,
-                y=torch.tensor([want]), n_classes=2, threads=1)
+            counts, fallbacks = feed_rows(torch.zeros(1, width), prepared, wout, torch.zeros(2), torch.tensor([want]))
             certified += 1 - fallbacks
             wrong += int(counts.sum()) == 0
             wrong_certified += int(counts.sum()) == 0 and fallbacks == 0
