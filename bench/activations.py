@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from neuronmap.examples.nets import mlp_4x256  # noqa: E402
-from neuronmap.loaders import activation_edges  # noqa: E402
-from neuronmap.loaders.activation_edges import ActivationRecorder, compute_correlations, correlate  # noqa: E402
+from neuronmap.loaders.activations import correlate as activation_edges  # noqa: E402
+from neuronmap.loaders.activations.correlate import ActivationRecorder, compute_correlations, correlate  # noqa: E402
 
 
 def alternate(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:

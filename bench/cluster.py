@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from neuronmap.service.blockgraph import BlockGraph
-from neuronmap.service.ncut import ncut
-from neuronmap.service.spectral import reference_n_init, spectral_clustering
+from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.clustering.ncut import ncut
+from neuronmap.service.clustering.spectral import reference_n_init, spectral_clustering
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import planted_block_graph, print_table  # noqa: E402

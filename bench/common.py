@@ -11,8 +11,8 @@ import numpy as np
 import torch
 
 from neuronmap.cypher import Store, apply_schema
-from neuronmap.service.blockgraph import BlockGraph
-from neuronmap.service import local_neo4j
+from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
 
 

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import bench_store, print_table, timer  # noqa: E402
 
 from neuronmap.loaders import graph_from_module  # noqa: E402
-from neuronmap.loaders.ingest import edge_batches, ingest, neuron_rows  # noqa: E402
+from neuronmap.loaders.ingest.weights import edge_batches, ingest, neuron_rows  # noqa: E402
 from neuronmap.loaders.records import ModelGraph  # noqa: E402
 
 

@@ -26,9 +26,9 @@ from common import bench_store, print_table  # noqa: E402
 from ingest import conv_net, mlp  # noqa: E402
 
 from neuronmap.loaders import graph_from_module  # noqa: E402
-from neuronmap.loaders.ingest import ingest  # noqa: E402
-from neuronmap.service.blockgraph import BlockGraph  # noqa: E402
-from neuronmap.service.subgraph import pull_subgraph  # noqa: E402
+from neuronmap.loaders.ingest.weights import ingest  # noqa: E402
+from neuronmap.service.clustering.blockgraph import BlockGraph  # noqa: E402
+from neuronmap.service.store.pull import pull_subgraph  # noqa: E402
 
 
 def naive_pull(store, name: str, sizes: list[int]) -> int:

@@ -32,13 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from neuronmap.cypher import Store, apply_schema, catalog  # noqa: E402
-from neuronmap.loaders.ingest import ingest, model_status  # noqa: E402
+from neuronmap.loaders.ingest.weights import ingest, model_status  # noqa: E402
 from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta  # noqa: E402
-from neuronmap.service import local_neo4j  # noqa: E402
+from neuronmap.service.store import local_neo4j  # noqa: E402
 from neuronmap.service.config import Settings  # noqa: E402
-from neuronmap.service.library import library_queries, resolve_partition, run_library_query  # noqa: E402
-from neuronmap.service.subgraph import pull_subgraph  # noqa: E402
-from neuronmap.service.writeback import read_labels, write_partition  # noqa: E402
+from neuronmap.service.store.library import library_queries, resolve_partition, run_library_query  # noqa: E402
+from neuronmap.service.store.pull import pull_subgraph  # noqa: E402
+from neuronmap.service.store.writeback import read_labels, write_partition  # noqa: E402
 
 SIZES = [784, 256, 256, 256, 256, 10]
 K = 12

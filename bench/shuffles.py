@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neuronmap.service.blockgraph import BlockGraph
-from neuronmap.service.clusterability import clusterability
-from neuronmap.service.ncut import ncut
-from neuronmap.service.shuffles import numpy_generator, sample_seeds, seed_sequence, shuffle_graph
-from neuronmap.service.spectral import reference_n_init
+from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.clustering.clusterability import clusterability
+from neuronmap.service.clustering.ncut import ncut
+from neuronmap.service.clustering.shuffles import numpy_generator, sample_seeds, seed_sequence, shuffle_graph
+from neuronmap.service.clustering.spectral import reference_n_init
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import planted_block_graph, print_table  # noqa: E402

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import QueryHeaderError, QueryParameterError, UnknownQueryError
+from neuronmap.cypher.errors import QueryHeaderError, QueryParameterError, UnknownQueryError
 
 Mode = Literal["read", "write", "autocommit", "system"]
 

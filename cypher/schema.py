@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import catalog
-from .store import Store
+from neuronmap.cypher import catalog
+from neuronmap.cypher.store import Store
 
 
 def apply_schema(store: Store) -> list[str]:

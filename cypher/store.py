@@ -9,8 +9,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import neo4j
 import neo4j.exceptions
 
-from . import catalog
-from .errors import StoreAuthError, StoreUnavailableError
+from neuronmap.cypher import catalog
+from neuronmap.cypher.errors import StoreAuthError, StoreUnavailableError
 
 
 def _metadata(name: str) -> dict[str, str]:

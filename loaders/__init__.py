@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
-from .architectures import build_module, load_state_dict_into, resolve_factory
-from .checkpoint import SUPPORTED_SUFFIXES, file_sha256, load_exported, load_state_dict, read_checkpoint
-from .errors import (ArchitectureError, CheckpointError, LoadError, NonFiniteWeightsError, OptionError,
+from neuronmap.loaders.architectures import build_module, load_state_dict_into, resolve_factory
+from neuronmap.loaders.checkpoint import SUPPORTED_SUFFIXES, file_sha256, load_exported, load_state_dict, read_checkpoint
+from neuronmap.loaders.errors import (ArchitectureError, CheckpointError, LoadError, NonFiniteWeightsError, OptionError,
                      UnsupportedLayerError)
-from .records import EdgeBlock, KernelNorm, LayerRecord, ModelGraph, ModelMeta
-from .trace_export import graph_from_exported
-from .trace_module import graph_from_module
-from .weight_edges import KERNEL_NORMS, check_kernel_norm, kernel_slice_norm
+from neuronmap.loaders.records import EdgeBlock, KernelNorm, LayerRecord, ModelGraph, ModelMeta
+from neuronmap.loaders.tracing.trace_export import graph_from_exported
+from neuronmap.loaders.tracing.trace_module import graph_from_module
+from neuronmap.loaders.tracing.weight_edges import KERNEL_NORMS, check_kernel_norm, kernel_slice_norm
 
 __all__ = [
     "load_graph", "graph_from_module", "graph_from_exported",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from .errors import ArchitectureError
+from neuronmap.loaders.errors import ArchitectureError
 
 _SHOW = 5  # keys listed per kind of mismatch; the rest are counted
 

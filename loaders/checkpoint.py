@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.export import ExportedProgram
 
-from .errors import CheckpointError
+from neuronmap.loaders.errors import CheckpointError
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")
 EXPORT_SUFFIXES = (".pt2",)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from .errors import LoadError
+from neuronmap.loaders.errors import LoadError
 
 Task = Literal["classification", "regression"]
 Split = Literal["train", "test", "all"]

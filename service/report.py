@@ -35,10 +35,10 @@ from matplotlib.patches import Rectangle
 
 from neuronmap.cypher import Store
 
-from .assessment_store import latest_assessment
-from .library import resolve_partition, run_library_query
-from .subgraph import pull_subgraph
-from .writeback import read_labels
+from neuronmap.service.store.assessments import latest_assessment
+from neuronmap.service.store.library import resolve_partition, run_library_query
+from neuronmap.service.store.pull import pull_subgraph
+from neuronmap.service.store.writeback import read_labels
 
 DPI = 100
 FIGURES: dict[str, tuple[int, int]] = {  # name → (width, height) in pixels

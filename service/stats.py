@@ -12,7 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .errors import ClusteringInputError
+from neuronmap.service.errors import ClusteringInputError
 
 Direction = Literal["less", "greater"]
 

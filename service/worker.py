@@ -10,8 +10,8 @@ from typing import Callable
 from neuronmap.cypher import CypherError, Store
 from neuronmap.loaders.errors import LoadError
 
-from .errors import ServiceError
-from .pipeline import ClusterConfig, run_clustering
+from neuronmap.service.errors import ServiceError
+from neuronmap.service.runs import ClusterConfig, run_clustering
 
 
 def enqueue(store: Store, model: str, config: ClusterConfig) -> str:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from neuronmap.cypher import Store, apply_schema
-from neuronmap.service import local_neo4j
+from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the same test body runs on both

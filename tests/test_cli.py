@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from neuronmap.examples import nets
-from neuronmap.loaders.ingest import model_status
+from neuronmap.loaders.ingest.weights import model_status
 from neuronmap.service.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from neuronmap.examples import nets
-from neuronmap.loaders.ingest import ingest
+from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.cli import cli
-from neuronmap.service.library import run_library_query
-from neuronmap.service.pipeline import ClusterConfig, run_clustering
+from neuronmap.service.store.library import run_library_query
+from neuronmap.service.runs import ClusterConfig, run_clustering
 from tests.service.test_pipeline import planted_graph
 
 

@@ -10,8 +10,8 @@ import pydantic
 from neuronmap.cypher import CypherError
 from neuronmap.loaders.errors import LoadError
 
-from ..config import Settings
-from ..errors import ServiceError
+from neuronmap.service.config import Settings
+from neuronmap.service.errors import ServiceError
 
 
 def one_line_per_field(error: pydantic.ValidationError) -> str:
@@ -46,8 +46,8 @@ def main() -> None:
     cli(prog_name="neuronmap")
 
 
-from . import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest, query as _query  # noqa: E402
-from . import activations as _activations, assess as _assess, serve as _serve  # noqa: E402
+from neuronmap.service.cli import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest, query as _query  # noqa: E402
+from neuronmap.service.cli import activations as _activations, assess as _assess, serve as _serve  # noqa: E402
 
 for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from neuronmap.loaders.activation_edges import compute_correlations, sparsify
-from neuronmap.loaders.activation_ingest import ingest_activation_graph, list_graphs
+from neuronmap.loaders.activations.correlate import compute_correlations, sparsify
+from neuronmap.loaders.ingest.activations import ingest_activation_graph, list_graphs
 from neuronmap.loaders.datasets import load_dataset
 
-from ..model_source import reload_module
-from .common import console, progress, store_from
-from .output import emit
+from neuronmap.service.store.model_source import reload_module
+from neuronmap.service.cli.common import console, progress, store_from
+from neuronmap.service.cli.output import emit
 
 
 @click.command()

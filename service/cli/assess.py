@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import StageBars, console, progress, store_from
-from .output import emit
+from neuronmap.service.cli.common import StageBars, console, progress, store_from
+from neuronmap.service.cli.output import emit
 
 _IMPORTANCE_COLUMNS = ["layer_name", "cluster", "size", "accuracy", "delta_accuracy", "null_delta_mean", "p_value",
                        "p_adjusted", "range_statistic", "p_range", "category"]
@@ -35,7 +35,7 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
     neuronmap importance mnist-mlp-a --partition latest --data digits --random-sets 200
     neuronmap query important-modules --model mnist-mlp-a
     """
-    from ..importance import run_double_lesion, run_importance
+    from neuronmap.service.assessment.importance import run_double_lesion, run_importance
 
     options = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
@@ -79,7 +79,7 @@ def coherence(ctx: click.Context, model: str, partition: str, dataset: str, meth
     neuronmap coherence mnist-mlp-a --partition latest --data digits --method features,examples
     neuronmap query coherent-modules --model mnist-mlp-a
     """
-    from ..coherence import run_coherence
+    from neuronmap.service.assessment.coherence.features import run_coherence
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     unknown = [m for m in chosen if m not in ("features", "examples")]

@@ -6,9 +6,9 @@ import warnings
 
 import click
 
-from ..pipeline import ClusterConfig, PartitionResult, run_clustering
-from .common import console, store_from
-from .output import emit
+from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
+from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.cli.output import emit
 
 
 def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
@@ -83,7 +83,7 @@ def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) ->
     neuronmap partitions mnist-mlp-a
     neuronmap partitions mnist-mlp-a --drop mnist-mlp-a/p-1a2b3c4d
     """
-    from ..errors import ModelNotFoundError, PartitionNotFoundError
+    from neuronmap.service.errors import ModelNotFoundError, PartitionNotFoundError
 
     with store_from(ctx) as store:
         if not store.run("ingest.model_status", model=model):

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from neuronmap.cypher import Store
 
-from .. import local_neo4j
-from ..config import Settings
-from ..store_access import open_store
+from neuronmap.service.store import local_neo4j
+from neuronmap.service.config import Settings
+from neuronmap.service.store.open import open_store
 
 console = Console(stderr=True)
 

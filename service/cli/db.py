@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .. import local_neo4j
-from ..config import Settings
-from .common import console, store_from
+from neuronmap.service.store import local_neo4j
+from neuronmap.service.config import Settings
+from neuronmap.service.cli.common import console, store_from
 
 
 @click.group()

@@ -12,13 +12,13 @@ from neuronmap.examples import nets
 from neuronmap.examples.train import train
 from neuronmap.loaders import load_graph
 from neuronmap.loaders.datasets import digits
-from neuronmap.loaders.ingest import ingest as ingest_graph
+from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 
-from ..coherence import run_coherence
-from ..importance import run_importance
-from ..pipeline import ClusterConfig, run_clustering
-from .common import StageBars, console, progress, store_from
-from .output import emit
+from neuronmap.service.assessment.coherence.features import run_coherence
+from neuronmap.service.assessment.importance import run_importance
+from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.cli.common import StageBars, console, progress, store_from
+from neuronmap.service.cli.output import emit
 
 
 def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from neuronmap.loaders import load_graph
-from neuronmap.loaders.ingest import delete_model, ingest as ingest_graph
+from neuronmap.loaders.ingest.weights import delete_model, ingest as ingest_graph
 
-from .common import console, progress, store_from
+from neuronmap.service.cli.common import console, progress, store_from
 
 KERNEL_NORMS = ["entry_l1", "induced1", "spectral2", "fro"]
 
@@ -67,7 +67,7 @@ def models(ctx: click.Context, fmt: str) -> None:
     \b
     neuronmap models
     """
-    from .output import emit
+    from neuronmap.service.cli.output import emit
 
     with store_from(ctx) as store:
         rows = store.run("admin.list_models")

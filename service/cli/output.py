@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any, Sequence
 
-from .common import print_table
+from neuronmap.service.cli.common import print_table
 
 
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str | None = None) -> None:

@@ -8,9 +8,9 @@ import click
 
 from neuronmap.cypher import catalog
 
-from ..library import LibraryQuery, library_queries, library_query, run_library_query
-from .common import console, store_from
-from .output import emit
+from neuronmap.service.store.library import LibraryQuery, library_queries, library_query, run_library_query
+from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.cli.output import emit
 
 # Short spellings of parameters that the issue's examples use (compare-partitions --a/--b).
 _ALIASES = {"a": "partition_a", "b": "partition_b"}
@@ -85,7 +85,7 @@ def query(ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: 
         rows = run_library_query(store, name, **params)
         comparison = None
         if described.name == "compare_partitions":
-            from ..compare import compare_partitions
+            from neuronmap.service.store.compare import compare_partitions
 
             comparison = compare_partitions(store, str(params.get("partition_a", "latest")),
                                             str(params.get("partition_b", "latest")),
@@ -109,7 +109,7 @@ def report(ctx: click.Context, model: str, partition: str, out: Path) -> None:
     \b
     neuronmap report mnist-mlp-a --out report/
     """
-    from ..report import write_report
+    from neuronmap.service.report import write_report
 
     with store_from(ctx) as store:
         page = write_report(store, model, partition, out)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..pipeline import ClusterConfig
-from ..worker import enqueue, serve as serve_jobs
-from .common import console, store_from
-from .output import emit
+from neuronmap.service.runs import ClusterConfig
+from neuronmap.service.worker import enqueue, serve as serve_jobs
+from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.cli.output import emit
 
 
 @click.command()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from neuronmap.cypher import QueryParameterError, Store, StoreAuthError, StoreUnavailableError, apply_schema
-from neuronmap.loaders.ingest import model_status
-from neuronmap.service.local_neo4j import free_port
+from neuronmap.loaders.ingest.weights import model_status
+from neuronmap.service.store.local_neo4j import free_port
 
 
 def test_schema_is_safe_to_apply_twice(store):

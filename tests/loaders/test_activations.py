@@ -10,17 +10,17 @@ from torch import nn
 
 from neuronmap.examples import nets
 from neuronmap.loaders import graph_from_module
-from neuronmap.loaders import activation_edges
-from neuronmap.loaders.activation_edges import (ActivationRecorder, centered_ranks, compute_correlations,
+from neuronmap.loaders.activations import correlate as activation_edges
+from neuronmap.loaders.activations.correlate import (ActivationRecorder, centered_ranks, compute_correlations,
                                                 correlate, count_edges, sparsify, _rank_rows_torch)
-from neuronmap.loaders.activation_ingest import (ModelNotReadyForActivationsError, delete_activation_graph,
+from neuronmap.loaders.ingest.activations import (ModelNotReadyForActivationsError, delete_activation_graph,
                                                  graph_status, ingest_activation_graph, list_graphs)
 from neuronmap.loaders.datasets import load_dataset
 from neuronmap.loaders.errors import (ActivationError, ActivationGraphExistsError, ActivationLayoutError,
                                       OptionError, UnknownActivationGraphError)
-from neuronmap.loaders.ingest import UnknownModelError, ingest
+from neuronmap.loaders.ingest.weights import UnknownModelError, ingest
 
-from .test_ingest import Crash, crash_after
+from tests.loaders.test_ingest import Crash, crash_after
 
 
 @pytest.fixture(scope="module")

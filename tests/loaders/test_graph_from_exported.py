@@ -11,7 +11,7 @@ from neuronmap.examples import nets
 from neuronmap.loaders import (ModelGraph, NonFiniteWeightsError, UnsupportedLayerError, graph_from_exported,
                                graph_from_module)
 
-from .test_graph_from_module import Concat, WithNorm, conv_bn_net, tiny_mlp
+from tests.loaders.test_graph_from_module import Concat, WithNorm, conv_bn_net, tiny_mlp
 
 
 def export(net: nn.Module, shape: tuple[int, ...] | None = None) -> torch.export.ExportedProgram:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from neuronmap.loaders.ingest import ModelExistsError, UnknownModelError, delete_model, ingest, model_status
+from neuronmap.loaders.ingest.weights import ModelExistsError, UnknownModelError, delete_model, ingest, model_status
 from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta
 
 

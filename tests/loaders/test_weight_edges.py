@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuronmap.loaders import OptionError, kernel_slice_norm
-from neuronmap.loaders.weight_edges import conv_edges, flatten_linear_edges, linear_edges
+from neuronmap.loaders.tracing.weight_edges import conv_edges, flatten_linear_edges, linear_edges
 
 SLICE = np.array([[1.0, -2.0], [3.0, 4.0]])  # |.| has column sums 4 and 6
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph
-from neuronmap.service.blockgraph import BlockGraph
+from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, ServiceError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

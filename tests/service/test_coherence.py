@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from neuronmap.examples.nets import digits_cnn, residual_cnn
-from neuronmap.service.coherence import (ExamplesConfig, FeatureConfig, _Renderer, assess_examples, assess_features,
+from neuronmap.service.assessment.coherence.features import (ExamplesConfig, FeatureConfig, _Renderer, assess_examples, assess_features,
                                          mean_pairwise_cosine, qualifying)
-from neuronmap.service.importance import load_split
-from neuronmap.service.lesion import LesionNetwork, redirected_relu
+from neuronmap.service.assessment.importance import load_split
+from neuronmap.service.assessment.lesion import LesionNetwork, redirected_relu
 from tests.conftest import DEVICES
 from tests.service.test_importance import POOLS, planted_net, planted_subclusters, random_subclusters
 

@@ -14,10 +14,10 @@ from torch import nn
 
 from neuronmap.examples.nets import digits_cnn, digits_mlp, residual_mlp
 from neuronmap.loaders.datasets import load_dataset
-from neuronmap.service.assessment_store import SubClusterRef
+from neuronmap.service.store.assessments import SubClusterRef
 from neuronmap.service.errors import AssessmentInputError
-from neuronmap.service.importance import ImportanceConfig, assess_double_lesion, assess_importance, load_split
-from neuronmap.service.lesion import (LesionNetwork, draw_random_sets, keep_masks, lesion_correct_counts,
+from neuronmap.service.assessment.importance import ImportanceConfig, assess_double_lesion, assess_importance, load_split
+from neuronmap.service.assessment.lesion import (LesionNetwork, draw_random_sets, keep_masks, lesion_correct_counts,
                                       one_at_a_time_correct_counts)
 from neuronmap.service.stats import (adjust_pvalues, chi2_uniformity_pvalue, empirical_pvalues,
                                      fisher_combined_pvalue, range_statistic)
@@ -188,7 +188,7 @@ def test_batched_lesions_equal_one_lesion_at_a_time(factory, device):
 
 
 def test_exported_programs_lesion_like_their_modules():
-    from neuronmap.loaders.trace_export import trace_export
+    from neuronmap.loaders.tracing.trace_export import trace_export
 
     torch.manual_seed(0)
     module = digits_cnn().eval()
@@ -209,7 +209,7 @@ def test_delta_path_equals_the_mask_path_up_to_rounding():
     x = torch.rand(50, 64)
     env = net.run(x, keep=True)
     sets = list(draw_random_sets(np.arange(64), 9, 5, np.random.default_rng(0))) + [np.array([3])]
-    from neuronmap.service.lesion import padded_indices
+    from neuronmap.service.assessment.lesion import padded_indices
 
     masked = net.run_lesioned(env, masks={point.value: keep_masks(sets, 64)})
     delta = net.run_lesioned(env, delta=(point.delta, padded_indices(sets, 64)))

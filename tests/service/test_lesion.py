@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuronmap.service.lesion import (LesionBuffers, LesionNetwork, _class_counts, draw_random_sets, keep_masks,
+from neuronmap.service.assessment.lesion import (LesionBuffers, LesionNetwork, _class_counts, draw_random_sets, keep_masks,
                                       lesion_correct_counts, one_at_a_time_correct_counts, padded_indices)
 
 

@@ -13,14 +13,14 @@ import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from neuronmap.cypher import UnknownQueryError, catalog
-from neuronmap.loaders.ingest import ingest
+from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.loaders.records import ModelGraph
-from neuronmap.service.compare import (adjusted_rand_index, compare_partitions, contingency_table,
+from neuronmap.service.store.compare import (adjusted_rand_index, compare_partitions, contingency_table,
                                        normalized_mutual_info)
 from neuronmap.service.errors import (LibraryQueryInputError, ModelNotFoundError, NeuronNotFoundError,
                                       NoPartitionError, PartitionNotFoundError)
-from neuronmap.service.library import library_queries, library_query, resolve_partition, run_library_query
-from neuronmap.service.writeback import write_partition
+from neuronmap.service.store.library import library_queries, library_query, resolve_partition, run_library_query
+from neuronmap.service.store.writeback import write_partition
 from tests.loaders.test_ingest import layered_graph
 
 REL = 1e-9  # sums in Neo4j and numpy add in different orders

@@ -11,7 +11,7 @@ import pytest
 
 from click.testing import CliRunner
 
-from neuronmap.service import local_neo4j
+from neuronmap.service.store import local_neo4j
 from neuronmap.service.cli import cli
 from neuronmap.service.config import Settings
 from neuronmap.service.errors import LocalServerError

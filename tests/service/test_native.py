@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from neuronmap.service import native
-from neuronmap.service.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
+from neuronmap.service.assessment import kernels as native
+from neuronmap.service.assessment.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
                                       one_at_a_time_correct_counts, padded_indices)
 
 KERNELS = native.lesion_kernels()

@@ -10,12 +10,12 @@ import torch
 from click.testing import CliRunner
 from sklearn.metrics import adjusted_rand_score
 
-from neuronmap.loaders.ingest import ingest
+from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph
 from neuronmap.service.cli import cli
 from neuronmap.service.errors import ClusteringInputError, DeviceError, ModelNotFoundError, ModelNotReadyError
-from neuronmap.service.pipeline import ClusterConfig, run_clustering
-from neuronmap.service.writeback import read_labels
+from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.store.writeback import read_labels
 
 
 def planted_graph(sizes=(24, 24, 24, 24), k=3, inside=1.0, across=0.05, seed=0) -> tuple[ModelGraph, np.ndarray]:

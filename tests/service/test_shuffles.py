@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from neuronmap.service.blockgraph import BlockGraph
+from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
-from neuronmap.service.shuffles import numpy_generator, sample_seeds, shuffle_graph, shuffle_matrix, \
+from neuronmap.service.clustering.shuffles import numpy_generator, sample_seeds, shuffle_graph, shuffle_matrix, \
     shuffled_block_stacks, shuffled_graphs, torch_generator
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -10,12 +10,12 @@ import torch
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
-from neuronmap.service import spectral
-from neuronmap.service.blockgraph import BlockGraph
+from neuronmap.service.clustering import spectral
+from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning, ServiceError
-from neuronmap.service.ncut import ncut
-from neuronmap.service.shuffles import torch_generator
-from neuronmap.service.spectral import kmeans_batched, spectral_clustering
+from neuronmap.service.clustering.ncut import ncut
+from neuronmap.service.clustering.shuffles import torch_generator
+from neuronmap.service.clustering.spectral import kmeans_batched, spectral_clustering
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SOLVERS = ["dense", "lanczos", "lobpcg"]

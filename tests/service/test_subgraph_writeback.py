@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neuronmap.loaders.ingest import ingest
+from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.errors import ClusteringInputError, PartitionWriteError, ModelNotFoundError, ModelNotReadyError
-from neuronmap.service.subgraph import pull_subgraph, resolve_layers
-from neuronmap.service.writeback import new_partition_id, read_labels, write_partition
+from neuronmap.service.store.pull import pull_subgraph, resolve_layers
+from neuronmap.service.store.writeback import new_partition_id, read_labels, write_partition
 from tests.loaders.test_ingest import layered_graph
 
 

@@ -6,9 +6,9 @@ import json
 
 from click.testing import CliRunner
 
-from neuronmap.loaders.ingest import ingest
+from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.cli import cli
-from neuronmap.service.pipeline import ClusterConfig
+from neuronmap.service.runs import ClusterConfig
 from neuronmap.service.worker import enqueue, run_one
 from tests.service.test_pipeline import planted_graph
 

@@ -1,0 +1,1 @@
+"""Coherence of sub-clusters: feature visualisation, data-set examples and their image sheets."""

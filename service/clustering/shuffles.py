@@ -1,0 +1,134 @@
+"""Shuffled-network nulls (methods.md §4), reproducible from one seed.
+
+Each null sample ``i`` owns the child ``i`` of ``numpy.random.SeedSequence(random_state)``: the child seeds a
+numpy ``Generator`` that draws the permutations, and (see :func:`torch_generator`) the torch generator that the
+clustering of that sample uses. So a sample's result depends only on the seed and its index, never on the batch it
+was computed in, nor on the device (permutations are drawn on the CPU).
+
+Methods
+-------
+``layer``
+    A uniform permutation of **all** entries of each block, zeros included: a pruned net's sparsity pattern is
+    re-randomised. The reference's default, used for every published table.
+``layer_nonzero``
+    A uniform permutation of the non-zero entries of each block; the zero mask is kept.
+
+Shuffle the graph *after* its isolated neurons are dropped; each shuffled graph then gets its own isolated-neuron
+removal when it is clustered (:mod:`neuronmap.service.clusterability` does both).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Literal
+
+import numpy as np
+import torch
+
+from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.errors import ClusteringInputError
+
+ShuffleMethod = Literal["layer", "layer_nonzero"]
+SHUFFLE_METHODS: tuple[str, ...] = ("layer", "layer_nonzero")
+
+
+def _check_method(method: str) -> None:
+    if method not in SHUFFLE_METHODS:
+        raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}. "
+                                   "The KDE variants of the reference are not implemented.")
+
+
+def seed_sequence(random_state: int | np.random.SeedSequence | None) -> np.random.SeedSequence:
+    """The root SeedSequence: fresh OS entropy for None (its ``.entropy`` reproduces the run)."""
+    if isinstance(random_state, np.random.SeedSequence):
+        return random_state
+    if random_state is not None and (not isinstance(random_state, (int, np.integer)) or random_state < 0):
+        raise ClusteringInputError(f"random_state must be a non-negative int or None, got {random_state!r}.")
+    return np.random.SeedSequence(None if random_state is None else int(random_state))
+
+
+def sample_seeds(random_state: int | np.random.SeedSequence | None, n_samples: int) -> list[np.random.SeedSequence]:
+    """One child SeedSequence per null sample, the same for the same root whatever was spawned before."""
+    root = seed_sequence(random_state)
+    # Rebuild the root so earlier spawn() calls on a caller's SeedSequence do not shift the children.
+    root = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key, pool_size=root.pool_size)
+    return root.spawn(n_samples)
+
+
+def torch_generator(seed: np.random.SeedSequence | int | None) -> torch.Generator:
+    """A CPU torch.Generator seeded from a SeedSequence (or an int; None = fresh entropy)."""
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = seed_sequence(seed)
+    # The fourth 64-bit word: numpy's PCG64 for the same child is seeded from the leading words.
+    state = int(seed.generate_state(4, np.uint64)[3]) & ((1 << 63) - 1)
+    return torch.Generator().manual_seed(state)
+
+
+def numpy_generator(seed: np.random.SeedSequence | int | None) -> np.random.Generator:
+    """The numpy Generator that draws a sample's permutations."""
+    return np.random.default_rng(seed if isinstance(seed, np.random.SeedSequence) else seed_sequence(seed))
+
+
+def shuffle_matrix(weight: torch.Tensor, method: ShuffleMethod, rng: np.random.Generator) -> torch.Tensor:
+    """One shuffled copy of a (n_src, n_dst) weight matrix; same dtype and device."""
+    _check_method(method)
+    return _shuffle_stack(weight, method, [rng])[0]
+
+
+def _shuffle_stack(weight: torch.Tensor, method: str, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+    """(S, n_src, n_dst): one shuffled copy of ``weight`` per generator."""
+    flat = weight.reshape(-1)
+    n_samples = len(rngs)
+    if method == "layer":
+        perm = torch.from_numpy(_permutations(rngs, flat.numel())).to(weight.device)
+        out = flat[perm]
+    else:
+        nz = torch.nonzero(flat, as_tuple=True)[0]
+        values = flat[nz]
+        out = torch.zeros(n_samples, flat.numel(), dtype=weight.dtype, device=weight.device)
+        out[:, nz] = values[torch.from_numpy(_permutations(rngs, nz.numel())).to(weight.device)]
+    return out.reshape(n_samples, *weight.shape)
+
+
+def _permutations(rngs: Sequence[np.random.Generator], size: int) -> np.ndarray:
+    """(S, size) int64: one uniform permutation per generator, drawn in parallel threads (numpy's Fisher–Yates
+    shuffle releases the GIL), each generator used by one thread only."""
+    out = np.empty((len(rngs), size), dtype=np.int64)
+
+    def draw(i: int) -> None:
+        out[i] = np.arange(size)
+        rngs[i].shuffle(out[i])
+
+    workers = min(len(rngs), os.cpu_count() or 1, 8)
+    if workers > 1 and size >= 4096:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(draw, range(len(rngs))))
+    else:
+        for i in range(len(rngs)):
+            draw(i)
+    return out
+
+
+def shuffled_block_stacks(graph: BlockGraph, method: ShuffleMethod,
+                          rngs: Sequence[np.random.Generator]) -> list[tuple[int, int, torch.Tensor]]:
+    """Every block of ``graph`` shuffled once per generator, stacked: ``(src, dst, (S, n_src, n_dst))``.
+
+    Blocks are shuffled independently, in the order they are stored, each generator drawing one permutation per
+    block in turn.
+    """
+    _check_method(method)
+    return [(src, dst, _shuffle_stack(w, method, rngs)) for src, dst, w in graph.blocks]
+
+
+def shuffle_graph(graph: BlockGraph, method: ShuffleMethod, rng: np.random.Generator) -> BlockGraph:
+    """One shuffled copy of ``graph`` (isolated neurons are not dropped here)."""
+    stacks = shuffled_block_stacks(graph, method, [rng])
+    return BlockGraph(graph.sizes, [(s, d, w[0]) for s, d, w in stacks], validate=False)
+
+
+def shuffled_graphs(graph: BlockGraph, n_shuffles: int, method: ShuffleMethod = "layer", *,
+                    random_state: int | np.random.SeedSequence | None = None) -> list[BlockGraph]:
+    """``n_shuffles`` shuffled copies, sample ``i`` drawn from child ``i`` of the seed (as clusterability does)."""
+    return [shuffle_graph(graph, method, numpy_generator(seed)) for seed in sample_seeds(random_state, n_shuffles)]

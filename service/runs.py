@@ -1,0 +1,121 @@
+"""run_clustering(): pull → cluster → (null models) → write back, returning a pydantic summary."""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuronmap.cypher import Store
+
+from neuronmap.service.clustering.clusterability import clusterability
+from neuronmap.service.clustering.ncut import ncut as compute_ncut
+from neuronmap.service.clustering.spectral import resolve_device, spectral_clustering
+from neuronmap.service.store.pull import Subgraph, pull_subgraph
+from neuronmap.service.store.writeback import new_partition_id, write_partition
+
+
+class ClusterConfig(BaseModel):
+    """How to partition one model; sklearn's parameter names where they exist."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n_clusters: int = Field(default=12, ge=2)
+    edges: str = "weight"  # "weight", or the name of an activation graph of the model
+    layers: str | None = None  # "first:last" by layer name or index; None = every layer
+    min_weight: float = Field(default=0.0, ge=0.0)
+    n_shuffles: int = Field(default=0, ge=0)
+    # None: "layer" for weight graphs, "upper_triangle" for activation graphs (methods.md §2, §4)
+    null_method: Literal["layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"] | None = None
+    random_state: int | None = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eigen_solver: Literal["auto", "dense", "lanczos", "lobpcg"] = "auto"
+    n_init: int | None = Field(default=None, ge=1)
+    parity: bool = False
+
+
+class PartitionResult(BaseModel):
+    """What one clustering run found, as stored on its (:Partition)."""
+
+    id: str
+    model: str
+    k: int
+    edges: str
+    layers: str
+    seed: int | None
+    ncut: float
+    n_neurons: int
+    n_isolated: int
+    n_components: int
+    cluster_sizes: list[int]
+    solver: str
+    device: str
+    eigen_residual: float
+    null_method: str | None = None
+    n_null: int = 0
+    null_mean: float | None = None
+    null_sd: float | None = None
+    z: float | None = None
+    percentile: float | None = None
+    null_ncuts: list[float] = Field(default_factory=list)
+    pull_seconds: float
+    cluster_seconds: float
+    null_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def stored_properties(self) -> dict[str, object]:
+        """The Partition node's properties (Neo4j takes no nested maps; lists of floats are fine)."""
+        return self.model_dump(exclude={"id", "model"}, exclude_none=True)
+
+
+def pull_for(store: Store, model: str, config: ClusterConfig) -> Subgraph:
+    if config.edges == "weight":
+        return pull_subgraph(store, model, layers=config.layers, min_weight=config.min_weight)
+    from neuronmap.service.store.activation_pull import pull_activation_graph
+
+    return pull_activation_graph(store, model, config.edges)
+
+
+def run_clustering(store: Store, model: str, config: ClusterConfig,
+                   on_stage: Callable[[str], None] = lambda stage: None) -> PartitionResult:
+    """Partition one ready model and store the partition; see ``neuronmap cluster``."""
+    device = str(resolve_device(config.device))  # a CUDA request without CUDA fails here, before any work
+    on_stage("pull")
+    sub = pull_for(store, model, config)
+    on_stage("cluster")
+    start = time.perf_counter()
+    null: dict[str, object] = {}
+    null_seconds = 0.0
+    null_method = config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
+    if config.n_shuffles:
+        # clusterability() clusters the real network too, with the same seed and settings as the nulls.
+        stats = clusterability(sub.graph, config.n_clusters, config.n_shuffles, method=null_method,
+                               random_state=config.random_state, device=device, eigen_solver=config.eigen_solver,
+                               n_init=config.n_init, parity=config.parity)
+        result, ncut_value = stats.spectral, stats.ncut
+        null_seconds = stats.timings["total"] - stats.timings["real"]
+        null = {"null_method": null_method, "n_null": config.n_shuffles, "null_mean": stats.mean,
+                "null_sd": stats.sd, "z": stats.z_score, "percentile": stats.percentile,
+                "null_ncuts": stats.null_ncuts.tolist()}
+    else:
+        result = spectral_clustering(sub.graph, config.n_clusters, eigen_solver=config.eigen_solver,
+                                     n_init=config.n_init, random_state=config.random_state, device=device,
+                                     parity=config.parity)
+        ncut_value = compute_ncut(sub.graph, result.labels)
+    labels = result.labels.numpy()
+    cluster_seconds = time.perf_counter() - start - null_seconds
+    sizes = np.bincount(labels[labels >= 0], minlength=config.n_clusters).tolist()
+    summary = PartitionResult(
+        id=new_partition_id(model), model=model, k=config.n_clusters, edges=config.edges,
+        layers=config.layers or "all", seed=config.random_state, ncut=float(ncut_value),
+        n_neurons=int(labels.size), n_isolated=int(result.n_isolated), n_components=int(result.n_components),
+        cluster_sizes=sizes, solver=result.eigen_solver, device=result.device,
+        eigen_residual=float(result.eigen_residual), pull_seconds=sub.seconds, cluster_seconds=cluster_seconds,
+        null_seconds=null_seconds, **null)
+    on_stage("write")
+    start = time.perf_counter()
+    write_partition(store, model, summary.id, summary.stored_properties(), labels, sub.ordinals)
+    summary.write_seconds = time.perf_counter() - start
+    return summary

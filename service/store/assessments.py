@@ -1,0 +1,239 @@
+"""Sub-clusters and assessments in the store: read a partition's sub-clusters, write and read assessment runs.
+
+The graph (``cypher/queries/assessment/*``)::
+
+    (:Partition)-[:HAS_CLUSTER]->(:Cluster)-[:HAS_SUBCLUSTER]->(:SubCluster)-[:IN_LAYER]->(:Layer)
+    (:Partition)-[:HAS_ASSESSMENT]->(:Assessment)-[:SCORED {statistics}]->(:SubCluster)
+    (:SubCluster)-[:INTERACTS {assessment, statistics}]->(:SubCluster)          (double lesions)
+
+- ``SubCluster {uid, model, partition, cluster, layer, layer_name, size}``: a cluster's neurons within one layer
+  (``layer`` is the layer index, ``layer_name`` its module path), keyed by (partition, cluster, layer). Created the
+  first time an assessment scores it, and shared by every later run.
+- ``Assessment {id, model, partition, method, created_at, dataset, split, n_null, seed, device, …}``: one run of
+  one method (``importance``, ``importance_pairs``, ``coherence_features``, ``coherence_examples``), with its
+  settings and its network-level statistics (``fisher_p``, ``chi2_p``, …; see each result's
+  ``stored_properties``). Runs are never overwritten: a run with another N, data set or seed is another node, and
+  the library queries read the newest run of each method.
+- ``SCORED``: the statistics of one sub-cluster in one run (``p_value``, ``p_adjusted``, …), flat properties.
+
+Deleting a partition or a model deletes its sub-clusters and assessments (``admin.delete_partition``,
+``admin.delete_model``).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from typing import Any, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from neuronmap.cypher import Store
+
+from neuronmap.service.errors import AssessmentInputError, AssessmentNotFoundError, PartitionWriteError
+from neuronmap.service.store.library import resolve_partition
+
+
+class LayerInfo(BaseModel):
+    """A stored layer, as ``admin.model_layers`` lists it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    index: int
+    name: str
+    kind: str
+    role: str
+    size: int
+
+
+class SubClusterRef(BaseModel):
+    """One sub-cluster of a partition: the units (indices within their layer) of a cluster in one layer."""
+
+    model_config = ConfigDict(frozen=True)
+
+    cluster: int
+    layer: int  # layer index, 0 is the input
+    layer_name: str
+    units: tuple[int, ...]  # ascending unit indices within the layer
+    pool_size: int  # the layer's units in the partition: random sets are drawn from these
+
+    @property
+    def size(self) -> int:
+        return len(self.units)
+
+    @property
+    def complete(self) -> bool:
+        """The sub-cluster is the whole layer (of the partition's units), so a random set would be itself."""
+        return self.size == self.pool_size
+
+
+class PartitionLayout(BaseModel):
+    """A partition's hidden-layer sub-clusters and, per layer, the units random sets are drawn from."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    model: str
+    partition: str
+    layers: tuple[LayerInfo, ...]
+    subclusters: tuple[SubClusterRef, ...]  # hidden layers only, ordered by (layer, cluster)
+    pools: dict[int, np.ndarray]  # layer index → the layer's units in the partition, ascending
+
+
+def read_partition_layout(store: Store, model: str | None, partition: str) -> PartitionLayout:
+    """The sub-clusters of a partition's hidden layers (methods.md §5: inputs and outputs are never lesioned).
+
+    Parameters
+    ----------
+    store : Store
+    model : str or None
+        The model; required for ``partition='latest'``, else checked against the partition's.
+    partition : str
+        A partition id, or ``'latest'``.
+
+    Returns
+    -------
+    PartitionLayout
+
+    Raises
+    ------
+    ModelNotFoundError, PartitionNotFoundError, NoPartitionError, LibraryQueryInputError
+        As ``library.resolve_partition`` raises them.
+    AssessmentInputError
+        The partition has no neuron in any hidden layer.
+    """
+    partition_id = resolve_partition(store, model, partition)
+    model = store.run("library.partition_stats", partition=partition_id)[0]["model"]
+    layers = tuple(LayerInfo(index=row["index"], name=row["name"], kind=row["kind"], role=row["role"] or "",
+                             size=row["size"]) for row in store.run("admin.model_layers", model=model))
+    offsets = np.cumsum([0] + [layer.size for layer in layers])
+    rows = store.run("admin.partition_labels", partition=partition_id)
+    ordinals = np.array([row["ordinal"] for row in rows], dtype=np.int64)
+    clusters = np.array([row["cluster"] for row in rows], dtype=np.int64)
+    layer_of = np.searchsorted(offsets, ordinals, side="right") - 1
+    subclusters, pools = [], {}
+    for layer in layers:
+        if layer.role != "hidden":
+            continue
+        here = layer_of == layer.index
+        units = ordinals[here] - offsets[layer.index]
+        if units.size == 0:
+            continue
+        pools[layer.index] = np.sort(units)
+        for cluster in np.unique(clusters[here]):
+            members = np.sort(units[clusters[here] == cluster])
+            subclusters.append(SubClusterRef(cluster=int(cluster), layer=layer.index, layer_name=layer.name,
+                                             units=tuple(int(u) for u in members), pool_size=int(units.size)))
+    if not subclusters:
+        raise AssessmentInputError(f"Partition {partition_id!r} has no neuron in a hidden layer of model {model!r}, "
+                                   "so it has no sub-cluster to assess. Cluster the hidden layers (--layers).")
+    return PartitionLayout(model=model, partition=partition_id, layers=layers, subclusters=tuple(subclusters),
+                           pools=pools)
+
+
+def _storable(value: Any, in_list: bool = False) -> Any:
+    if isinstance(value, (np.floating, float)):
+        # A missing scalar is left out; inside a list (which cannot hold null) it stays NaN to keep the positions.
+        return float(value) if (in_list or math.isfinite(float(value))) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_storable(v, in_list=True) for v in value]
+    return value
+
+
+def storable(props: dict[str, Any]) -> dict[str, Any]:
+    """``props`` as Neo4j stores them: numpy values as Python ones, scalar NaN/inf and None left out.
+
+    Neo4j properties are primitives or lists of primitives; a list keeps NaN where a value is undefined (e.g. the
+    recall of a class without test inputs).
+    """
+    out = {key: _storable(value) for key, value in props.items()}
+    return {key: value for key, value in out.items() if value is not None}
+
+
+def new_assessment_id(partition: str, method: str) -> str:
+    return f"{partition}/{method}-{secrets.token_hex(4)}"
+
+
+def write_assessment(store: Store, layout: PartitionLayout, method: str, props: dict[str, Any],
+                     scores: Sequence[dict[str, Any]], *,
+                     interactions: Sequence[dict[str, Any]] = ()) -> str:
+    """Store one assessment run in one transaction; returns its id.
+
+    Parameters
+    ----------
+    store : Store
+    layout : PartitionLayout
+        The partition the run assessed.
+    method : str
+        ``importance``, ``importance_pairs``, ``coherence_features`` or ``coherence_examples``.
+    props : dict
+        Settings and network-level statistics, stored on the (:Assessment).
+    scores : sequence of dict
+        One per sub-cluster: ``cluster``, ``layer`` and ``stats`` (a flat dict), stored on ``SCORED``.
+    interactions : sequence of dict, optional
+        Double lesions: ``cluster_a``, ``layer_a``, ``cluster_b``, ``layer_b`` and ``stats``.
+
+    Raises
+    ------
+    PartitionWriteError
+        A score found no sub-cluster (the partition changed meanwhile); nothing is stored.
+    """
+    assessment_id = new_assessment_id(layout.partition, method)
+    names = {layer.index: layer.name for layer in layout.layers}
+    keys = {(s.cluster, s.layer): s for s in layout.subclusters}
+    rows = [{"cluster": s.cluster, "layer": s.layer, "layer_name": names[s.layer], "size": s.size}
+            for s in keys.values()]
+    scores = [{"cluster": int(row["cluster"]), "layer": int(row["layer"]), "stats": storable(row["stats"])}
+              for row in scores]
+    pairs = [{**{k: int(row[k]) for k in ("cluster_a", "layer_a", "cluster_b", "layer_b")},
+              "stats": storable(row["stats"])} for row in interactions]
+    with store.transaction("assessment.write") as tx:
+        merged = tx.run("assessment.merge_subclusters", model=layout.model, partition=layout.partition, rows=rows)
+        if not merged or merged[0]["subclusters"] != len(rows):
+            raise PartitionWriteError(layout.model, len(rows), merged[0]["subclusters"] if merged else 0)
+        tx.run("assessment.create_assessment", partition=layout.partition, id=assessment_id, method=method,
+               props=storable(props))
+        if scores:
+            written = tx.run("assessment.create_scores", assessment=assessment_id, partition=layout.partition,
+                             rows=scores)
+            if written[0]["scores"] != len(scores):
+                raise PartitionWriteError(layout.model, len(scores), written[0]["scores"])
+        if pairs:
+            written = tx.run("assessment.create_interactions", assessment=assessment_id,
+                             partition=layout.partition, rows=pairs)
+            if written[0]["pairs"] != len(pairs):
+                raise PartitionWriteError(layout.model, len(pairs), written[0]["pairs"])
+    return assessment_id
+
+
+def list_assessments(store: Store, partition: str, model: str | None = None) -> list[dict[str, Any]]:
+    """The assessments of a partition (an id, or ``'latest'`` with ``model``), newest first."""
+    partition_id = resolve_partition(store, model, partition)
+    return store.run("assessment.list_assessments", partition=partition_id)
+
+
+def read_assessment(store: Store, assessment_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the Assessment's properties, its per-sub-cluster rows with ``stats``) of one run.
+
+    Raises
+    ------
+    AssessmentNotFoundError
+    """
+    partition = assessment_id.rsplit("/", 1)[0]
+    found = [row for row in store.run("assessment.list_assessments", partition=partition)
+             if row["id"] == assessment_id]
+    if not found:
+        raise AssessmentNotFoundError(repr(assessment_id))
+    if found[0]["method"] == "importance_pairs":
+        return found[0]["summary"], store.run("assessment.assessment_interactions", assessment=assessment_id)
+    return found[0]["summary"], store.run("assessment.assessment_scores", assessment=assessment_id)
+
+
+def latest_assessment(store: Store, partition: str, method: str) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """The newest assessment of ``method`` for a partition id, or None."""
+    for row in store.run("assessment.list_assessments", partition=partition):
+        if row["method"] == method:
+            return read_assessment(store, row["id"])
+    return None
