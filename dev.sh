@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # neuronmap's two entry points on a fresh machine. Each one does all set-up first (idempotent, cached):
 #   ./dev.sh demo   the main job end to end: local Neo4j, train small nets on digits, ingest, cluster
-#   ./dev.sh test   the test suite against a real Neo4j (what CI runs)
+#   ./dev.sh test   lint (ruff, ruff format, mypy), then the test suite against a real Neo4j (what CI runs)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,6 +15,16 @@ setup() {
   .venv/bin/neuronmap db fetch
 }
 
+# mypy sees the installed layout (loaders/ as neuronmap.loaders, ...) through a tree of links under build/.
+lint() {
+  .venv/bin/ruff check .
+  .venv/bin/ruff format --check --quiet .
+  rm -rf build/typecheck && mkdir -p build/typecheck/neuronmap
+  for f in neuronmap/*.py; do ln -s "../../../$f" "build/typecheck/$f"; done
+  for d in loaders service cypher examples; do ln -s "../../../$d" "build/typecheck/neuronmap/$d"; done
+  (cd build/typecheck && ../../.venv/bin/mypy --config-file ../../pyproject.toml -p neuronmap)
+}
+
 case "${1:-}" in
   setup)
     setup ;;
@@ -22,11 +32,15 @@ case "${1:-}" in
     setup
     shift
     .venv/bin/neuronmap demo "$@" ;;
+  lint)
+    setup
+    lint ;;
   test)
     setup
     shift
+    lint
     .venv/bin/python -m pytest -q "$@" ;;
   *)
-    echo "usage: ./dev.sh demo | test [pytest args] | setup" >&2
+    echo "usage: ./dev.sh demo | test [pytest args] | lint | setup" >&2
     exit 2 ;;
 esac

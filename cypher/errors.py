@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
+from neuronmap.errors import NeuronmapError
 
-class CypherError(Exception):
+
+class CypherError(NeuronmapError):
     """Base of the errors this package raises on purpose."""
 
 

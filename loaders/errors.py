@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from neuronmap.errors import NeuronmapError
 
-class LoadError(Exception):
+
+class LoadError(NeuronmapError):
     """Base of the errors this package raises on purpose; the CLI prints them without a traceback."""
 
 

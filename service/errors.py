@@ -6,8 +6,12 @@ Each error derives from :class:`ServiceError` and from the builtin that fits, so
 
 from __future__ import annotations
 
+from neuronmap.errors import DeviceError, NeuronmapError, SeedError
 
-class ServiceError(Exception):
+__all__ = ["DeviceError", "SeedError"]  # shared with loaders; kept here so service users find every error in one place
+
+
+class ServiceError(NeuronmapError):
     """Base of the errors the service package raises on purpose."""
 
 
@@ -21,12 +25,6 @@ class ModelNotFoundError(ServiceError, LookupError):
         self.model = model
 
 
-class DeviceError(ServiceError, RuntimeError):
-    """The requested compute device is not available."""
-
-    def __init__(self, device: str, reason: str) -> None:
-        super().__init__(f"Cannot compute on device {device!r}: {reason}")
-        self.device = device
 
 
 class ClusteringInputError(ServiceError, ValueError):

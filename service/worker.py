@@ -30,7 +30,7 @@ def run_one(store: Store, worker: str) -> dict[str, str] | None:
     try:
         config = ClusterConfig.model_validate_json(job["config"])
         result = run_clustering(store, job["model"], config)
-    except (ServiceError, CypherError, LoadError, ValueError) as error:  # the job's fault: record it, go on
+    except (NeuronmapError, ValueError) as error:  # the job's fault: record it, go on
         store.run("jobs.finish", id=job["id"], status="failed", partition="", error=str(error)[:1000])
         return {"id": job["id"], "status": "failed", "error": str(error)}
     store.run("jobs.finish", id=job["id"], status="done", partition=result.id, error="")

@@ -7,11 +7,8 @@ from typing import Any
 import click
 import pydantic
 
-from neuronmap.cypher import CypherError
-from neuronmap.loaders.errors import LoadError
-
+from neuronmap.errors import NeuronmapError
 from neuronmap.service.config import Settings
-from neuronmap.service.errors import ServiceError
 
 
 def one_line_per_field(error: pydantic.ValidationError) -> str:
@@ -24,7 +21,7 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (CypherError, LoadError, ServiceError) as error:
+        except NeuronmapError as error:
             raise click.ClickException(str(error)) from error
         except pydantic.ValidationError as error:
             raise click.ClickException(one_line_per_field(error)) from error
