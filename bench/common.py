@@ -10,7 +10,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from neuronmap.cypher import Store, apply_schema
+from neuronmap.cypher import Store
+from neuronmap.service.store.open import connect
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
@@ -23,9 +24,7 @@ def bench_store() -> Iterator[Store]:
     environ.setdefault("NEURONMAP_NEO4J_HEAP", "2g")
     environ.setdefault("NEURONMAP_NEO4J_PAGECACHE", "2g")
     with local_neo4j.running(Settings.from_env(environ)) as connection:
-        with Store.connect(connection.uri, connection.user, connection.password.get_secret_value(),
-                           connection.database) as store:
-            apply_schema(store)
+        with connect(connection) as store:
             yield store
 
 

@@ -31,7 +31,8 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
-from neuronmap.cypher import Store, apply_schema, catalog  # noqa: E402
+from neuronmap.cypher import Store, catalog  # noqa: E402
+from neuronmap.service.store.open import connect  # noqa: E402
 from neuronmap.loaders.ingest.weights import ingest, model_status  # noqa: E402
 from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta  # noqa: E402
 from neuronmap.service.store import local_neo4j  # noqa: E402
@@ -105,10 +106,9 @@ def main() -> None:
     environ.setdefault("NEURONMAP_NEO4J_PAGECACHE", "2g")
     with local_neo4j.running(Settings.from_env(environ)) as connection:
         password = connection.password.get_secret_value()
-        with Store.connect(connection.uri, connection.user, password, connection.database) as store, \
+        with connect(connection) as store, \
                 neo4j.GraphDatabase.driver(connection.uri, auth=(connection.user, password),
                                            notifications_min_severity="OFF") as driver:
-            apply_schema(store)
             start = time.perf_counter()
             names = []
             for i in range(args.models):

@@ -8,7 +8,8 @@ from typing import Iterator
 import pytest
 import torch
 
-from neuronmap.cypher import Store, apply_schema
+from neuronmap.cypher import Store
+from neuronmap.service.store.open import connect
 from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
 
@@ -24,9 +25,7 @@ def connection() -> Iterator[local_neo4j.Connection]:
 
 @pytest.fixture(scope="session")
 def store(connection: local_neo4j.Connection) -> Iterator[Store]:
-    with Store.connect(connection.uri, connection.user, connection.password.get_secret_value(),
-                       connection.database) as store:
-        apply_schema(store)
+    with connect(connection) as store:
         yield store
 
 
