@@ -16,8 +16,8 @@ from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.clustering.activation_nulls import (shuffle_activation_graph, shuffle_upper_triangle,
                                                 upper_triangle_null_stacks, upper_triangle_nulls,
                                                 upper_triangle_values)
-from neuronmap.service.store.activation_pull import activation_block_graph, block_graph_from_edges, \
-    pull_activation_graph
+from neuronmap.service.clustering.activation_graph import activation_block_graph, block_graph_from_edges
+from neuronmap.service.store.activation_pull import pull_activation_graph
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import (ActivationGraphNotFoundError, ActivationGraphNotReadyError,
                                       ClusteringInputError, ModelNotFoundError)
