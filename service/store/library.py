@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 
 from neuronmap.cypher import Store, catalog
 from neuronmap.cypher.catalog import NamedQuery, QueryParam
+from neuronmap.results import Rows
 
 from neuronmap.service.errors import (LibraryQueryInputError, ModelNotFoundError, NeuronNotFoundError, NoPartitionError,
                      PartitionNotFoundError)
@@ -160,7 +161,7 @@ def resolve_partition(store: Store, model: str | None, partition_or_latest: str)
     return partition_or_latest
 
 
-def run_library_query(store: Store, name: str, /, **params: Any) -> list[dict[str, Any]]:
+def run_library_query(store: Store, name: str, /, **params: Any) -> Rows:
     """Run a library query by name, resolving what the ``.cypher`` file takes only as plain values.
 
     Parameters
@@ -176,8 +177,8 @@ def run_library_query(store: Store, name: str, /, **params: Any) -> list[dict[st
 
     Returns
     -------
-    list of dict
-        One dict per row, keyed by the query's columns.
+    Rows
+        A list with one dict per row, keyed by the query's columns; ``.to_frame()`` gives a DataFrame.
 
     Raises
     ------
@@ -204,7 +205,7 @@ def run_library_query(store: Store, name: str, /, **params: Any) -> list[dict[st
     check = _CHECK.get(query.name)
     if check is not None:
         check(store, values, rows)
-    return rows
+    return Rows(rows, query=query.name, columns=query.columns)
 
 
 def _resolve(store: Store, query: LibraryQuery, model: str | None, key: str, value: str, *,
