@@ -14,9 +14,10 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 
+from neuronmap.options import KernelNorm
+
 LayerKind = Literal["input", "linear", "conv"]
 Role = Literal["input", "hidden", "output"]
-KernelNorm = Literal["entry_l1", "induced1", "spectral2", "fro"]
 
 
 class LayerRecord(BaseModel):

@@ -49,7 +49,29 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "NeuronmapError": ("neuronmap.errors", "NeuronmapError"),
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "ClusterConfig",
+    "ModelGraph",
+    "NeuronmapError",
+    "PartitionResult",
+    "Settings",
+    "Store",
+    "cluster",
+    "coherence",
+    "connect",
+    "delete_model",
+    "graph_from_exported",
+    "graph_from_module",
+    "importance",
+    "ingest",
+    "library_queries",
+    "load_graph",
+    "open_store",
+    "run_query",
+    "spectral_clustering",
+    "write_report",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

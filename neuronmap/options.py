@@ -10,6 +10,7 @@ from typing import Any, Literal, get_args
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 OutputFormat = Literal["table", "json", "csv"]
+SummaryFormat = Literal["table", "json"]  # one record: a field/value table or a JSON object
 
 # loaders: weight graphs
 KernelNorm = Literal["entry_l1", "induced1", "spectral2", "fro"]

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from neuronmap.options import DeviceName
 
 _ENV = {
     "neo4j_uri": "NEO4J_URI",
@@ -41,7 +43,7 @@ class Settings(BaseModel):
     local_port: int = Field(default=7687, ge=1, le=65535)
     local_heap: str = Field(default="1g", pattern=r"^\d+[kmg]$")
     local_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)  # edges per write transaction
 
     @classmethod

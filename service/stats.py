@@ -7,14 +7,12 @@ percentile ``(#{null < value} + 1) / (N + 1)``, whose smallest value is ``1 / (N
 from __future__ import annotations
 
 import math
-from typing import Literal
 
 import numpy as np
 import torch
 
+from neuronmap.options import Direction, PValueAdjustment, Ties
 from neuronmap.service.errors import ClusteringInputError
-
-Direction = Literal["less", "greater"]
 
 
 def _null_array(null: object) -> np.ndarray:
@@ -79,7 +77,7 @@ def cohens_d(a: object, b: object) -> float:
     return (float(x.mean()) - float(y.mean())) / pooled
 
 
-def adjust_pvalues(pvalues: object, method: Literal["bonferroni", "bh"] = "bh") -> np.ndarray:
+def adjust_pvalues(pvalues: object, method: PValueAdjustment = "bh") -> np.ndarray:
     """Multiple-comparison correction (methods.md §9.5).
 
     Parameters
@@ -109,8 +107,6 @@ def adjust_pvalues(pvalues: object, method: Literal["bonferroni", "bh"] = "bh") 
 
 
 # -- assessing a partition: lesions and coherence against random same-size sets (methods.md §5, §6) ---------------
-
-Ties = Literal["conservative", "strict"]
 
 
 def empirical_pvalues(values: object, nulls: object, direction: Direction = "less",

@@ -7,15 +7,13 @@ map into one edge per (channel, unit), over that unit's H×W weights on the chan
 
 from __future__ import annotations
 
-from typing import get_args
-
 import numpy as np
 import torch
 
 from neuronmap.loaders.errors import OptionError
-from neuronmap.loaders.records import KernelNorm
+from neuronmap.options import KernelNorm, choices
 
-KERNEL_NORMS: tuple[str, ...] = get_args(KernelNorm)
+KERNEL_NORMS = choices(KernelNorm)
 
 
 def check_kernel_norm(norm: str) -> KernelNorm:

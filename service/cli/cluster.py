@@ -6,9 +6,10 @@ import warnings
 
 import click
 
-from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
-from neuronmap.service.cli.common import console, store_from
+from neuronmap.options import EigenSolver, NullMethod, SummaryFormat
+from neuronmap.service.cli.common import choice, console, device_option, format_option, store_from
 from neuronmap.service.cli.output import emit
+from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
 
 
 def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
@@ -31,20 +32,19 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
 @click.option("-k", "--k", "n_clusters", default=12, show_default=True, help="Number of clusters.")
 @click.option("--shuffles", "n_shuffles", default=0, show_default=True,
               help="Shuffled networks for the clusterability null (0: none).")
-@click.option("--null-method", type=click.Choice(["layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"]),
+@click.option("--null-method", type=choice(NullMethod),
               help="Default: layer for weight graphs, upper_triangle for activation graphs.")
 @click.option("--layers", help="first:last layer (names or indexes) to cluster, e.g. conv1:conv3.")
 @click.option("--edges", default="weight", show_default=True,
               help="'weight', or the name of an activation graph of the model.")
 @click.option("--min-weight", default=0.0, show_default=True, help="Drop edges with |w| below this.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="Where to compute (default NEURONMAP_DEVICE, else auto).")
+@device_option()
 @click.option("--seed", default=0, show_default=True, help="Makes labels and nulls identical run to run.")
-@click.option("--solver", "eigen_solver", type=click.Choice(["auto", "dense", "lanczos", "lobpcg"]), default="auto",
+@click.option("--solver", "eigen_solver", type=choice(EigenSolver), default="auto",
               show_default=True)
 @click.option("--n-init", type=int, help="k-means restarts (default 10; 25/100 with --parity).")
 @click.option("--parity", is_flag=True, help="The reference code's settings (methods.md §3).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@format_option(SummaryFormat)
 @click.pass_context
 def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, null_method: str | None,
             layers: str | None, edges: str, min_weight: float, device: str | None, seed: int, eigen_solver: str,
@@ -74,7 +74,7 @@ def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, nu
 @click.command()
 @click.argument("model")
 @click.option("--drop", "drop_id", help="Remove this partition (its clusters and memberships).")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@format_option()
 @click.pass_context
 def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) -> None:
     """List the partitions stored for a model, newest first; or drop one.

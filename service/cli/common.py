@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import click
 from rich.console import Console
@@ -11,12 +11,28 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from neuronmap.cypher import Store
-
-from neuronmap.service.store import local_neo4j
+from neuronmap.options import DeviceName, OutputFormat, choices
 from neuronmap.service.config import Settings
+from neuronmap.service.store import local_neo4j
 from neuronmap.service.store.open import open_store
 
 console = Console(stderr=True)
+
+
+def choice(option: Any) -> click.Choice:
+    """A click.Choice of a Literal option type from neuronmap.options."""
+    return click.Choice(choices(option))
+
+
+def format_option(formats: Any = OutputFormat) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format``: how rows come out (a table for people, JSON or CSV for export)."""
+    return click.option("--format", "fmt", type=choice(formats), default="table", show_default=True)
+
+
+def device_option(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--device``: where to compute; unset means NEURONMAP_DEVICE, else auto."""
+    kwargs.setdefault("help", "Where to compute (default NEURONMAP_DEVICE, else auto).")
+    return click.option("--device", type=choice(DeviceName), default=None, **kwargs)
 
 
 def _starting(server: local_neo4j.LocalServer) -> None:

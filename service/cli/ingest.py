@@ -7,11 +7,10 @@ from pathlib import Path
 import click
 
 from neuronmap.loaders import load_graph
-from neuronmap.loaders.ingest.weights import delete_model, ingest as ingest_graph
-
-from neuronmap.service.cli.common import console, progress, store_from
-
-KERNEL_NORMS = ["entry_l1", "induced1", "spectral2", "fro"]
+from neuronmap.loaders.ingest.weights import delete_model
+from neuronmap.loaders.ingest.weights import ingest as ingest_graph
+from neuronmap.options import KernelNorm
+from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -31,7 +30,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 @click.option("--name", help="The model's name in the store (default: the file's stem).")
 @click.option("--arch", help="module:factory that builds the nn.Module for a state dict (.pt/.pth/.safetensors).")
 @click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (conv nets).")
-@click.option("--kernel-norm", type=click.Choice(KERNEL_NORMS), default="entry_l1", show_default=True,
+@click.option("--kernel-norm", type=choice(KernelNorm), default="entry_l1", show_default=True,
               help="Conv kernel-slice norm; induced1 is the reference code's (parity).")
 @click.option("--no-fold-batchnorm", is_flag=True, help="Ignore BatchNorm scaling (the reference code's VGG graphs).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
@@ -59,7 +58,7 @@ def ingest(ctx: click.Context, checkpoint: Path, name: str | None, arch: str | N
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@format_option()
 @click.pass_context
 def models(ctx: click.Context, fmt: str) -> None:
     """List every model in the store: status, layers, neurons, edges.

@@ -7,10 +7,9 @@ from pathlib import Path
 import click
 
 from neuronmap.cypher import catalog
-
-from neuronmap.service.store.library import LibraryQuery, library_queries, library_query, run_library_query
-from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
+from neuronmap.service.store.library import LibraryQuery, library_queries, library_query, run_library_query
 
 # Short spellings of parameters that the examples use (compare-partitions --a/--b).
 _ALIASES = {"a": "partition_a", "b": "partition_b"}
@@ -60,7 +59,7 @@ def _show(name: str) -> None:
 @click.option("--list", "list_", is_flag=True, help="List every named query, its parameters and columns.")
 @click.option("--show", "show", is_flag=True, help="Print the query's parameters and Cypher text.")
 @click.option("-p", "--param", "pairs", type=(str, str), multiple=True, help="A parameter as NAME VALUE.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@format_option()
 @click.pass_context
 def query(ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: tuple[tuple[str, str], ...],
           fmt: str) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import click
 
-from neuronmap.service.runs import ClusterConfig
-from neuronmap.service.worker import enqueue, serve as serve_jobs
-from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
+from neuronmap.service.runs import ClusterConfig
+from neuronmap.service.worker import enqueue
+from neuronmap.service.worker import serve as serve_jobs
 
 
 @click.command()
@@ -67,7 +68,7 @@ def add(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, layers
 
 @jobs.command(name="list")
 @click.option("--limit", default=50, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@format_option()
 @click.pass_context
 def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
     """List jobs, newest first, with their status and the partition each wrote.
