@@ -113,7 +113,8 @@ def _parse_default(raw: str | None) -> tuple[Any, bool]:
 
 def parse(name: str, source: str) -> NamedQuery:
     """Parse one .cypher file's header and body."""
-    header, body = [], []
+    header: list[str] = []
+    body: list[str] = []
     for line in source.splitlines():
         if not body and line.startswith("//"):
             header.append(line[2:].strip())

@@ -127,13 +127,17 @@ class Store:
                     if len(pending) >= 2 * workers:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         settle(done)
-                    pending.add(pool.submit(lambda p=params, c=count: (self.run(name, **p), c)[1]))
+                    pending.add(pool.submit(self._run_counted, name, params, count))
                 settle(pending)
             except BaseException:
                 for future in pending:
                     future.cancel()
                 raise
         return written
+
+    def _run_counted(self, name: str, params: dict[str, Any], count: int) -> int:
+        self.run(name, **params)
+        return count
 
     @contextlib.contextmanager
     def transaction(self, name: str) -> Iterator[Transaction]:

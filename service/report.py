@@ -328,7 +328,7 @@ def render_assessments(data: ReportData) -> str:
         table = _table(["layer", "cluster", "size", *columns],
                        [[row["layer_name"], row["cluster"], row["size"], *[row["stats"].get(c) for c in columns]]
                         for row in rows])
-        images = []
+        images: list[str] = []
         for row in rows:
             path = row["stats"].get("image")
             if path and Path(path).is_file() and len(images) < MAX_ASSESSMENT_IMAGES:

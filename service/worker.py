@@ -7,10 +7,8 @@ import socket
 import time
 from typing import Callable
 
-from neuronmap.cypher import CypherError, Store
-from neuronmap.loaders.errors import LoadError
-
-from neuronmap.service.errors import ServiceError
+from neuronmap.cypher import Store
+from neuronmap.errors import NeuronmapError
 from neuronmap.service.runs import ClusterConfig, run_clustering
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from neuronmap.cypher import Store
@@ -76,7 +76,8 @@ class StageBars:
     """Feeds the library's on_progress(stage, done, total) into one rich bar per stage."""
 
     def __init__(self, bar: Progress) -> None:
-        self.bar, self.tasks = bar, {}
+        self.bar = bar
+        self.tasks: dict[str, TaskID] = {}
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage not in self.tasks:

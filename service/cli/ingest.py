@@ -36,7 +36,7 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.pass_context
 def ingest(ctx: click.Context, checkpoint: Path, name: str | None, arch: str | None, input_shape: str | None,
-           kernel_norm: str, no_fold_batchnorm: bool, replace: bool) -> None:
+           kernel_norm: KernelNorm, no_fold_batchnorm: bool, replace: bool) -> None:
     """Load a model file and write its neurons and weighted edges into the store.
 
     \b

@@ -59,10 +59,10 @@ def pull_activation_graph(store: Store, model: str, graph_name: str, *, weight: 
     start = time.perf_counter()
     check_weight(weight)
     check_ready(store, model)
-    info = store.run("activations.graph_info", model=model, name=graph_name)
-    if not info:
+    found = store.run("activations.graph_info", model=model, name=graph_name)
+    if not found:
         raise ActivationGraphNotFoundError(model, graph_name)
-    info = info[0]
+    info = found[0]
     if info["status"] != "ready":
         raise ActivationGraphNotReadyError(model, graph_name, info["status"])
     all_layers = store.run("admin.model_layers", model=model)

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Iterator
@@ -270,7 +271,7 @@ class LocalServer:
 
 
 def resolve_connection(settings: Settings, *, autostart: bool = True,
-                       on_start: "callable | None" = None) -> Connection:
+                       on_start: Callable[[LocalServer], None] | None = None) -> Connection:
     """NEO4J_URI if set; else the managed local server, started on first use."""
     if settings.neo4j_uri:
         return Connection(uri=settings.neo4j_uri, user=settings.neo4j_user, password=settings.neo4j_password,
