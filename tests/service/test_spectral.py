@@ -10,7 +10,7 @@ import torch
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
-from neuronmap.service.clustering import spectral
+from neuronmap.service.clustering import eigensolvers, kmeans, operators, spectral
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning, ServiceError
 from neuronmap.service.clustering.ncut import ncut
@@ -262,9 +262,9 @@ def test_model_graph_and_edge_list_inputs_agree():
     assert adjusted_rand_score(truth, from_model.labels.numpy()) >= 0.99
 
 
-def layered_problem(graph: BlockGraph, dtype: torch.dtype = torch.float64) -> spectral._Layered:
+def layered_problem(graph: BlockGraph, dtype: torch.dtype = torch.float64) -> operators._Layered:
     blocks = [(s, d, w.unsqueeze(0)) for s, d, w in graph.blocks]
-    return spectral._Layered(graph.sizes, blocks, dtype, graph.layer_sides())
+    return operators._Layered(graph.sizes, blocks, dtype, graph.layer_sides())
 
 
 @pytest.mark.parametrize("skips", [[], [(0, 2)]], ids=["bipartite", "skip"])
@@ -298,7 +298,7 @@ def test_iterative_residual_is_the_true_residual_of_m(operator):
     # operator they are those of the lifted eigenvectors of M.
     graph = glorot([300, 260, 280, 60], seed=26, density=0.5)
     problem = layered_problem(graph, torch.float32)
-    eig = spectral._eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
+    eig = eigensolvers._eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
                                allow_gram=operator == "gram")
     assert eig.solver == "lanczos" and eig.operator == operator
     v, mu = eig.vectors.double(), eig.mu.double()
@@ -315,7 +315,7 @@ def test_orthonormalize_cleans_columns_inside_the_span():
     against = torch.linalg.qr(torch.randn(1, 200, 6, generator=generator)).Q
     x = torch.randn(1, 200, 4, generator=generator)
     x[:, :, 1] = against[:, :, :3].sum(2) + 1e-9 * x[:, :, 1]  # almost entirely in span(against)
-    q = spectral._orthonormalize(x, against)
+    q = eigensolvers._orthonormalize(x, against)
     torch.testing.assert_close(q.mT @ q, torch.eye(4).unsqueeze(0), atol=1e-5, rtol=0)
     assert float((against.mT @ q).abs().max()) < 1e-5
 
@@ -327,9 +327,9 @@ def test_kmeans_in_cache_sized_slices_gives_the_same_result(n_sets):
     valid = torch.ones(n_sets, 1500, dtype=torch.bool)
     valid[0, :40] = False
     k, runs = 7, 5
-    u = 1.0 - spectral._rand([torch_generator(i) for i in range(n_sets)], (runs, 1 + (k - 1) * (2 + int(np.log(k)))),
+    u = 1.0 - kmeans._rand([torch_generator(i) for i in range(n_sets)], (runs, 1 + (k - 1) * (2 + int(np.log(k)))),
                              points.device)
-    whole = spectral._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4)
-    sliced = spectral._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4, chunk_elements=2000)
+    whole = kmeans._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4)
+    sliced = kmeans._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4, chunk_elements=2000)
     assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[2], sliced[2])
     torch.testing.assert_close(whole[1], sliced[1])
