@@ -1,15 +1,8 @@
 """Every Cypher statement of neuronmap, parsed once from the named ``.cypher`` files under ``queries/``.
 
-The path is the name: ``queries/ingest/create_edges.cypher`` is ``ingest.create_edges``. The leading ``//`` comment
-is the query's docstring: a summary, then ``mode``, ``param`` and ``returns`` lines that the runner and the CLI rely
-on::
-
-    // One line that says what the query answers.
-    //
-    // mode: read | write | autocommit | system
-    // param model: str              the model's name
-    // param limit: int = 10         a parameter with a default
-    // returns: name: str, size: int
+The path is the name (``queries/ingest/create_edges.cypher`` is ``ingest.create_edges``). The leading ``//``
+comment is the query's typed header: a summary, then ``mode``, ``param NAME: TYPE [= DEFAULT]`` and ``returns``
+lines, which the runner and the CLI rely on (docs/architecture.md shows one).
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """A partition as one self-contained HTML page: four figures and the numbers behind them.
 
-``write_report`` writes ``report.html`` with its PNG figures embedded as data URIs, so the page opens offline
-and can be mailed as one file; the same PNGs are written next to it for slides and papers:
-
-- ``adjacency.png``  the |w| adjacency with neurons sorted by cluster (then layer), cluster blocks outlined;
-  large models are aggregated into at most ``MAX_CELLS`` × ``MAX_CELLS`` cells (mean |w| per cell);
-- ``span.png``       clusters × layers heatmap of neuron counts (``library.module_span``);
-- ``null.png``       the partition's n-cut against the histogram of its shuffled-network n-cuts;
-- ``flow.png``       layers as columns, clusters as stacked boxes (height ∝ share of the layer's neurons), and
-  lines between them with width ∝ the summed |w| that flows along them (``library.module_flow``).
-
-Every figure has a fixed pixel size (``FIGURES``): ``figsize × DPI``, saved without tight bounding boxes.
-
-When the partition has been assessed (``neuronmap importance`` / ``neuronmap coherence``), the page adds a table per
-method from its newest run (the sub-clusters' statistics and the network-level tests), and embeds the images that
-run saved (feature visualisations, top data-set examples) when their files are still there.
+``write_report`` writes ``report.html`` with its PNG figures embedded (it opens offline and mails as one file), and
+the same PNGs beside it: the adjacency sorted by cluster, the clusters × layers span, the n-cut against its nulls,
+and the module flow between layers. An assessed partition adds its newest importance and coherence tables and
+images.
 """
 
 from __future__ import annotations
