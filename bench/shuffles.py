@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from neuronmap.device import numpy_generator, sample_seeds, seed_sequence
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.clusterability import clusterability
 from neuronmap.service.clustering.ncut import ncut
-from neuronmap.service.clustering.shuffles import numpy_generator, sample_seeds, seed_sequence, shuffle_graph
+from neuronmap.service.clustering.shuffles import shuffle_graph
 from neuronmap.service.clustering.spectral import reference_n_init
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -8,11 +8,12 @@ from typing import Callable, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from neuronmap.device import resolve_device
 from neuronmap.cypher import Store
 
 from neuronmap.service.clustering.clusterability import clusterability
 from neuronmap.service.clustering.ncut import ncut as compute_ncut
-from neuronmap.service.clustering.spectral import resolve_device, spectral_clustering
+from neuronmap.service.clustering.spectral import spectral_clustering
 from neuronmap.service.store.pull import Subgraph, pull_subgraph
 from neuronmap.service.store.writeback import new_partition_id, write_partition
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from neuronmap.device import resolve_device
 from neuronmap.cypher import Store
 from neuronmap.loaders.datasets import Dataset, load_dataset
 
@@ -34,7 +35,6 @@ from neuronmap.service.store.assessments import PartitionLayout, SubClusterRef, 
 from neuronmap.service.errors import AssessmentInputError
 from neuronmap.service.assessment.lesion import (BatchNormLesion, LesionMethod, LesionNetwork, draw_random_sets, intact_correct_counts,
                      lesion_correct_counts, load_network)
-from neuronmap.service.clustering.spectral import resolve_device
 from neuronmap.service.stats import (Ties, adjust_pvalues, chi2_uniformity_pvalue, effect_factor, empirical_pvalues,
                     fisher_combined_pvalue, range_statistic)
 

@@ -33,9 +33,9 @@ from typing import Literal
 import numpy as np
 import torch
 
+from neuronmap.device import numpy_generator, sample_seeds
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
-from neuronmap.service.clustering.shuffles import numpy_generator, sample_seeds
 
 NullMethod = Literal["all", "nonzero"]
 NULL_METHODS: tuple[str, ...] = ("all", "nonzero")

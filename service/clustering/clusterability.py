@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from neuronmap.device import numpy_generator, resolve_device, sample_seeds, seed_sequence, torch_generator
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, DisconnectedGraphWarning
 from neuronmap.service.clustering.ncut import ncut as ncut_of
 from neuronmap.service.clustering.ncut import ncut_batched_blocks
-from neuronmap.service.clustering.shuffles import SHUFFLE_METHODS, ShuffleMethod, numpy_generator, sample_seeds, seed_sequence, \
-    shuffled_block_stacks, torch_generator
-from neuronmap.service.clustering.spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, resolve_device, spectral_clustering
+from neuronmap.service.clustering.shuffles import SHUFFLE_METHODS, ShuffleMethod, shuffled_block_stacks
+from neuronmap.service.clustering.spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, spectral_clustering
 from neuronmap.service.stats import percentile_pvalue, z_score
 
 # Activation graphs (methods.md §2) are complete over all units, so their null permutes the whole upper triangle.

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from neuronmap.device import numpy_generator, sample_seeds
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
 
@@ -38,37 +39,6 @@ def _check_method(method: str) -> None:
     if method not in SHUFFLE_METHODS:
         raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}. "
                                    "The KDE variants of the reference are not implemented.")
-
-
-def seed_sequence(random_state: int | np.random.SeedSequence | None) -> np.random.SeedSequence:
-    """The root SeedSequence: fresh OS entropy for None (its ``.entropy`` reproduces the run)."""
-    if isinstance(random_state, np.random.SeedSequence):
-        return random_state
-    if random_state is not None and (not isinstance(random_state, (int, np.integer)) or random_state < 0):
-        raise ClusteringInputError(f"random_state must be a non-negative int or None, got {random_state!r}.")
-    return np.random.SeedSequence(None if random_state is None else int(random_state))
-
-
-def sample_seeds(random_state: int | np.random.SeedSequence | None, n_samples: int) -> list[np.random.SeedSequence]:
-    """One child SeedSequence per null sample, the same for the same root whatever was spawned before."""
-    root = seed_sequence(random_state)
-    # Rebuild the root so earlier spawn() calls on a caller's SeedSequence do not shift the children.
-    root = np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key, pool_size=root.pool_size)
-    return root.spawn(n_samples)
-
-
-def torch_generator(seed: np.random.SeedSequence | int | None) -> torch.Generator:
-    """A CPU torch.Generator seeded from a SeedSequence (or an int; None = fresh entropy)."""
-    if not isinstance(seed, np.random.SeedSequence):
-        seed = seed_sequence(seed)
-    # The fourth 64-bit word: numpy's PCG64 for the same child is seeded from the leading words.
-    state = int(seed.generate_state(4, np.uint64)[3]) & ((1 << 63) - 1)
-    return torch.Generator().manual_seed(state)
-
-
-def numpy_generator(seed: np.random.SeedSequence | int | None) -> np.random.Generator:
-    """The numpy Generator that draws a sample's permutations."""
-    return np.random.default_rng(seed if isinstance(seed, np.random.SeedSequence) else seed_sequence(seed))
 
 
 def shuffle_matrix(weight: torch.Tensor, method: ShuffleMethod, rng: np.random.Generator) -> torch.Tensor:

@@ -33,13 +33,13 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from neuronmap.device import resolve_device, seed_sequence, torch_generator
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.eigensolvers import _Eigen, _eigenpairs
 from neuronmap.service.clustering.kmeans import kmeans_batched
 from neuronmap.service.clustering.operators import _Layered, _Matrix
 from neuronmap.service.clustering.threads import _cpu_thread_budget, _intra_op_threads
-from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
-from neuronmap.service.clustering.shuffles import seed_sequence, torch_generator
+from neuronmap.service.errors import ClusteringInputError, DisconnectedGraphWarning
 
 EigenSolver = Literal["auto", "dense", "lobpcg", "lanczos"]
 EIGEN_SOLVERS: tuple[str, ...] = ("auto", "dense", "lobpcg", "lanczos")
@@ -50,27 +50,6 @@ CONNECTIVITY_GAP = 1e-3  # μ₂ ≥ 1 − gap → count the connected component
 
 
 # ----------------------------------------------------------------------------------------------- small helpers
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cuda" without CUDA raises DeviceError."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise DeviceError(str(device), "not a device name; use 'auto', 'cpu' or 'cuda'.") from error
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(str(device), "this torch build sees no CUDA device. Use device='cpu' or 'auto'.")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(str(device), f"only {torch.cuda.device_count()} CUDA device(s) are visible.")
-    elif dev.type != "cpu":
-        raise DeviceError(str(device), "neuronmap runs on 'cpu' or 'cuda'.")
-    return dev
-
 
 def _check_dtype(dtype: torch.dtype | None) -> None:
     if dtype not in (None, torch.float32, torch.float64):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from neuronmap.device import torch_generator
 from neuronmap.examples import nets
 from neuronmap.loaders import graph_from_module
 from neuronmap.loaders.activations.correlate import compute_correlations, sparsify
@@ -23,7 +24,6 @@ from neuronmap.service.errors import (ActivationGraphNotFoundError, ActivationGr
                                       ClusteringInputError, ModelNotFoundError)
 from neuronmap.service.clustering.ncut import ncut, ncut_batched_blocks
 from neuronmap.service.runs import ClusterConfig, run_clustering
-from neuronmap.service.clustering.shuffles import torch_generator
 from neuronmap.service.clustering.spectral import cluster_batch, spectral_clustering
 
 

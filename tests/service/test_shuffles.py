@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from neuronmap.device import numpy_generator, sample_seeds, torch_generator
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
-from neuronmap.service.clustering.shuffles import numpy_generator, sample_seeds, shuffle_graph, shuffle_matrix, \
-    shuffled_block_stacks, shuffled_graphs, torch_generator
+from neuronmap.service.clustering.shuffles import shuffle_graph, shuffle_matrix, shuffled_block_stacks, shuffled_graphs
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -10,11 +10,12 @@ import torch
 from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
+from neuronmap.device import torch_generator
 from neuronmap.service.clustering import eigensolvers, kmeans, operators, spectral
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning, ServiceError
+from neuronmap.errors import NeuronmapError, SeedError
+from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
 from neuronmap.service.clustering.ncut import ncut
-from neuronmap.service.clustering.shuffles import torch_generator
 from neuronmap.service.clustering.spectral import kmeans_batched, spectral_clustering
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -203,13 +204,15 @@ def test_errors():
         spectral_clustering(asymmetric, 2)
     with pytest.raises(ClusteringInputError, match="no edges"):
         spectral_clustering(BlockGraph([3, 3], [(0, 1, torch.zeros(3, 3))]), 2)
+    with pytest.raises(SeedError, match="random_state"):  # neuronmap.device checks seeds for every caller
+        spectral_clustering(graph, 2, random_state=-1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_cuda_is_a_device_error():
     with pytest.raises(DeviceError, match="cuda") as info:
         spectral_clustering(glorot([5, 4], seed=20), 2, device="cuda")
-    assert isinstance(info.value, ServiceError) and isinstance(info.value, RuntimeError)
+    assert isinstance(info.value, NeuronmapError) and isinstance(info.value, RuntimeError)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -41,13 +41,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from neuronmap.device import resolve_device
 from neuronmap.cypher import Store
 
 from neuronmap.service.store.assessments import PartitionLayout, SubClusterRef, read_partition_layout, write_assessment
 from neuronmap.service.errors import AssessmentInputError
 from neuronmap.service.assessment.importance import Progress, _no_progress, _none_if_nan, load_split, subcluster_generators
 from neuronmap.service.assessment.lesion import LesionNetwork, LayerPoint, draw_random_sets, load_network, _prepare_inputs
-from neuronmap.service.clustering.spectral import resolve_device
 from neuronmap.service.stats import (Ties, adjust_pvalues, chi2_uniformity_pvalue, effect_factor, empirical_pvalues, entropy_nats,
                     fisher_combined_pvalue)
 
