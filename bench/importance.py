@@ -13,10 +13,10 @@ Both sides compute the same thing, the correct predictions per class of every le
   run as masks over an expanded batch, only from the lesioned layer on (``"mask"``), or through the next Linear's
   columns (``"auto"``, the default: ``"delta"`` for sets of at most half their layer, the complement form for
   larger ones);
-  where the compiled kernels of ``neuronmap.service.native`` can be built (a C compiler and AVX-512), lesions of the
-  last two hidden layers run in them: one fused pass per input and lesion that skips the layer's zeros; with AMX,
-  the layer before those too, its dense hidden product on bfloat16 tiles with a certified fallback to float32; the
-  run also times ``"auto"`` with ``native=False`` (torch only);
+  where the compiled kernels of ``neuronmap.service.assessment.kernels`` can be built (a C compiler and AVX-512),
+  lesions of the last two hidden layers run in them: one fused pass per input and lesion that skips the layer's
+  zeros; with AMX, the layer before those too, its dense hidden product on bfloat16 tiles with a certified fallback
+  to float32; the run also times ``"auto"`` with ``native=False`` (torch only);
 - **one at a time** (``one_at_a_time_correct_counts(how="weights")``): what the reference did — zero the lesion's
   incoming weights and bias, run all 2,000 inputs through the network in one batch, restore the weights.
 
@@ -42,13 +42,13 @@ import torch
 
 from neuronmap.examples.nets import mlp_4x256
 from neuronmap.loaders import graph_from_module
-from neuronmap.service.store.assessments import SubClusterRef
-from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.assessment.importance import subcluster_generators
-from neuronmap.service.assessment.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
-                                      one_at_a_time_correct_counts)
 from neuronmap.service.assessment.kernels import lesion_kernels
+from neuronmap.service.assessment.lesion import draw_random_sets, lesion_correct_counts, one_at_a_time_correct_counts
+from neuronmap.service.assessment.network import LesionNetwork
+from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.spectral import spectral_clustering
+from neuronmap.service.store.assessments import SubClusterRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
@@ -73,8 +73,8 @@ def partition(module: torch.nn.Module, k: int, seed: int) -> tuple[list[SubClust
     return subclusters, pools
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--sets", type=int, default=200, help="random sets per sub-cluster")
     parser.add_argument("--inputs", type=int, default=2000)
     parser.add_argument("--k", type=int, default=12)
@@ -87,7 +87,46 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.sets, args.inputs, args.sample = 20, 500, 16
+    return args
 
+
+def build_lesions(subclusters: list[SubClusterRef], pools: dict[int, np.ndarray], sets: int,
+                  seed: int) -> list[dict[int, np.ndarray]]:
+    """Every sub-cluster, each followed by its random same-size sets, as ``assess_importance`` draws them."""
+    lesions: list[dict[int, np.ndarray]] = []
+    for sub, rng in zip(subclusters, subcluster_generators(seed, len(subclusters))):
+        lesions.append({sub.layer: np.asarray(sub.units)})
+        if not sub.complete:  # as assess_importance: a whole layer has no random set but itself
+            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, sets, rng))
+    return lesions
+
+
+def time_paths(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, lesions: list[dict[int, np.ndarray]],
+               sample: np.ndarray, rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
+    """Best seconds of each path (one at a time: per lesion), the batched counts, and the sampled baseline counts.
+
+    Rounds alternate the four paths, keeping each one's best time: the machine is shared, and its load drifts within
+    a run; the minimum is the least disturbed measurement of each.
+    """
+    best = {"auto": np.inf, "torch": np.inf, "mask": np.inf, "one": np.inf}
+    counts: dict[str, np.ndarray] = {}
+    for _ in range(rounds):
+        for method in ("auto", "torch", "mask"):
+            start = time.perf_counter()
+            result = lesion_correct_counts(net, x, y, 10, lesions, method="auto" if method == "torch" else method,
+                                           batch_size=x.shape[0], native=method != "torch")
+            best[method] = min(best[method], time.perf_counter() - start)
+            assert method not in counts or np.array_equal(counts[method], result)
+            counts[method] = result
+        start = time.perf_counter()
+        baseline = one_at_a_time_correct_counts(net, x, y, 10, [lesions[i] for i in sample], how="weights",
+                                                batch_size=x.shape[0])
+        best["one"] = min(best["one"], (time.perf_counter() - start) / sample.size)
+    return best, counts, baseline
+
+
+def main() -> None:
+    args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -101,11 +140,7 @@ def main() -> None:
     noisy = torch.rand(args.inputs, generator=generator) < 0.25
     y[noisy] = torch.randint(0, 10, (int(noisy.sum()),), generator=generator)
 
-    lesions: list[dict[int, np.ndarray]] = []
-    for sub, rng in zip(subclusters, subcluster_generators(args.seed, len(subclusters))):
-        lesions.append({sub.layer: np.asarray(sub.units)})
-        if not sub.complete:  # as assess_importance: a whole layer has no random set but itself
-            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, args.sets, rng))
+    lesions = build_lesions(subclusters, pools, args.sets, args.seed)
     per_layer = {layer: sum(1 for s in subclusters if s.layer == layer) for layer in pools}
     sizes = sorted(s.size for s in subclusters)
     print(f"MLP 784-256×4-10, random Glorot weights; K={args.k}: {len(subclusters)} hidden-layer sub-clusters "
@@ -116,22 +151,7 @@ def main() -> None:
     lesion_correct_counts(net, x[:50], y[:50], 10, lesions[:50])  # warm-up
     sample = np.linspace(0, len(lesions) - 1, min(args.sample, len(lesions))).round().astype(int)
     load_before = os.getloadavg()[0]
-    # Rounds that alternate the four paths, keeping each one's best time: the machine is shared, and its load
-    # drifts within a run; the minimum is the least disturbed measurement of each.
-    best = {"auto": np.inf, "torch": np.inf, "mask": np.inf, "one": np.inf}
-    counts: dict[str, np.ndarray] = {}
-    for _ in range(args.rounds):
-        for method in ("auto", "torch", "mask"):
-            start = time.perf_counter()
-            result = lesion_correct_counts(net, x, y, 10, lesions, method="auto" if method == "torch" else method,
-                                           batch_size=args.inputs, native=method != "torch")
-            best[method] = min(best[method], time.perf_counter() - start)
-            assert method not in counts or np.array_equal(counts[method], result)
-            counts[method] = result
-        start = time.perf_counter()
-        baseline = one_at_a_time_correct_counts(net, x, y, 10, [lesions[i] for i in sample], how="weights",
-                                                batch_size=args.inputs)
-        best["one"] = min(best["one"], (time.perf_counter() - start) / sample.size)
+    best, counts, baseline = time_paths(net, x, y, lesions, sample, args.rounds)
     per_lesion = best["one"]
     one_at_a_time = per_lesion * len(lesions)
     timings = {"auto": best["auto"], "torch": best["torch"], "mask": best["mask"]}

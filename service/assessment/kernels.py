@@ -1,13 +1,11 @@
-"""Native lesion kernels: C compiled on first use with the machine's compiler, cached, loaded with ctypes.
+"""The native lesion kernels (``lesion_kernels.c``): compiled on first use with the machine's compiler, cached, loaded
+with ctypes.
 
-The kernels (``lesion_kernels.c``) fuse what the torch path of a lesioned MLP tail does in separate passes
-over memory (gather, batched product, ReLU, last Linear, argmax, class counts) and skip the zeros of a ReLU layer,
-which a dense product cannot. Where the CPU has AMX tiles (and Linux grants them), one more hidden Linear runs on
-them in bfloat16 parts with a certified error bound (``DeepHidden``): a prediction the bound cannot certify is
-recomputed in float32. They are an accelerator only: without a C compiler, on another device or dtype, or
-when the build fails, ``lesion_kernels()`` returns None and the torch path runs. The build is cached per source,
-compiler and CPU (it uses ``-march=native``) under neuronmap's home, written atomically, so concurrent first uses
-do not see half a library.
+They fuse what the torch path of a lesioned MLP tail does in separate passes (gather, batched product, ReLU, last
+Linear, argmax, class counts) and skip a ReLU layer's zeros; with AMX, one more hidden Linear runs in bfloat16 parts
+with a certified error bound (``DeepHidden``). An accelerator only: where they cannot be built, ``lesion_kernels()``
+returns None and the torch path runs. The build is cached per source, compiler and CPU (``-march=native``) under
+neuronmap's home, written atomically, so concurrent first uses do not see half a library.
 """
 
 from __future__ import annotations
@@ -20,12 +18,12 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -67,7 +65,7 @@ def _build(source: Path, target: Path, compiler: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def lesion_kernels(cache_dir: Path | None = None) -> "LesionKernels | None":
+def lesion_kernels(cache_dir: Path | None = None) -> LesionKernels | None:
     """The compiled kernels, or None where they cannot be built here (the caller uses torch instead)."""
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
@@ -160,9 +158,8 @@ class LesionKernels:
         _in_threads(run, m, threads)
         return counts
 
-
     def lesion_counts_deep(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
-                           subtract: bool, hidden: "DeepHidden", wout: torch.Tensor, bout: torch.Tensor, n_out: int,
+                           subtract: bool, hidden: DeepHidden, wout: torch.Tensor, bout: torch.Tensor, n_out: int,
                            y: torch.Tensor, n_classes: int, threads: int) -> tuple[np.ndarray, int]:
         """Like ``lesion_counts`` with one more hidden step, ReLU → ``hidden`` → ReLU → (wout, bout), on AMX.
 
@@ -196,7 +193,7 @@ class LesionKernels:
         _in_threads(run, m, threads)
         return counts, int(fallbacks.sum())
 
-    def hidden_product(self, a: torch.Tensor, hidden: "DeepHidden") -> torch.Tensor:
+    def hidden_product(self, a: torch.Tensor, hidden: DeepHidden) -> torch.Tensor:
         """(rows, H2) float32: ``hidden``'s product with the rows of ``a`` (rows ≤ 32, H a multiple of 32) as
         ``lesion_counts_deep`` computes it on AMX, without the bias: for checking it against an emulation."""
         if not self.amx:
@@ -234,8 +231,8 @@ class DeepHidden:
 
     Through |W_out| and with a ≥ 0, (|W_out| |W| a)_c ≤ max(|W_out| |W|)·Σa, so every logit is off by at most
     E = coef_h·Σa + coef_h2·Σrelu(z) + coef_abs (each coefficient 1 % larger, for the rounding of E itself and of
-    the margin; the flushing terms go into coef_h and coef_abs through the row sums of |W_out| and |W_out| |W|). A prediction whose logit leads the others by more than 2E is the exact one; the others are
-    recomputed in float32.
+    the margin; the flushing terms go into coef_h and coef_abs through the row sums of |W_out| and |W_out| |W|).
+    A prediction whose logit leads the others by more than 2E is the exact one; the others are recomputed in float32.
     """
 
     hi: torch.Tensor = field(repr=False)  # bfloat16 parts of the weight as int16, in AMX's tile layout
@@ -249,7 +246,7 @@ class DeepHidden:
 
     @classmethod
     def prepare(cls, weight: torch.Tensor, bias: torch.Tensor | None, wout: torch.Tensor,
-                bout: torch.Tensor | None, in_width: int) -> "DeepHidden":
+                bout: torch.Tensor | None, in_width: int) -> DeepHidden:
         """``weight`` (H2, H) and ``bias`` of the hidden Linear, ``wout`` (n_out, H2) and ``bout`` of the last one;
         ``in_width`` is H padded to a multiple of 32."""
         out_width = -(-weight.shape[0] // 32) * 32

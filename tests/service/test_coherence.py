@@ -11,7 +11,7 @@ from neuronmap.examples.nets import digits_cnn, residual_cnn
 from neuronmap.service.assessment.coherence.features import (ExamplesConfig, FeatureConfig, _Renderer, assess_examples, assess_features,
                                          mean_pairwise_cosine, qualifying)
 from neuronmap.service.assessment.importance import load_split
-from neuronmap.service.assessment.lesion import LesionNetwork, redirected_relu
+from neuronmap.service.assessment.network import LesionNetwork, redirected_relu
 from tests.conftest import DEVICES
 from tests.service.test_importance import POOLS, planted_net, planted_subclusters, random_subclusters
 

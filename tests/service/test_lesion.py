@@ -7,8 +7,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from neuronmap.service.assessment.lesion import (LesionBuffers, LesionNetwork, _class_counts, draw_random_sets, keep_masks,
-                                      lesion_correct_counts, one_at_a_time_correct_counts, padded_indices)
+from neuronmap.service.assessment.lesion import (
+    _class_counts,
+    draw_random_sets,
+    keep_masks,
+    lesion_correct_counts,
+    one_at_a_time_correct_counts,
+    padded_indices,
+)
+from neuronmap.service.assessment.network import LesionNetwork
+from neuronmap.service.assessment.tails import LesionBuffers
 
 
 def deep_mlp() -> nn.Module:

@@ -11,8 +11,13 @@ import torch
 from torch import nn
 
 from neuronmap.service.assessment import kernels as native
-from neuronmap.service.assessment.lesion import (LesionNetwork, draw_random_sets, lesion_correct_counts,
-                                      one_at_a_time_correct_counts, padded_indices)
+from neuronmap.service.assessment.lesion import (
+    draw_random_sets,
+    lesion_correct_counts,
+    one_at_a_time_correct_counts,
+    padded_indices,
+)
+from neuronmap.service.assessment.network import LesionNetwork
 
 KERNELS = native.lesion_kernels()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="no C compiler or no AVX-512 here: torch paths only")
