@@ -33,8 +33,10 @@ from neuronmap.loaders.datasets import Dataset, load_dataset
 
 from neuronmap.service.store.assessments import PartitionLayout, SubClusterRef, read_partition_layout, write_assessment
 from neuronmap.service.errors import AssessmentInputError
-from neuronmap.service.assessment.lesion import (BatchNormLesion, LesionMethod, LesionNetwork, draw_random_sets, intact_correct_counts,
-                     lesion_correct_counts, load_network)
+from neuronmap.options import BatchNormLesion, LesionMethod
+from neuronmap.service.assessment.lesion import draw_random_sets, intact_correct_counts, lesion_correct_counts
+from neuronmap.service.assessment.network import LesionNetwork
+from neuronmap.service.store.model_source import load_network
 from neuronmap.service.stats import (Ties, adjust_pvalues, chi2_uniformity_pvalue, effect_factor, empirical_pvalues,
                     fisher_combined_pvalue, range_statistic)
 

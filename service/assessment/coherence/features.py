@@ -47,7 +47,9 @@ from neuronmap.cypher import Store
 from neuronmap.service.store.assessments import PartitionLayout, SubClusterRef, read_partition_layout, write_assessment
 from neuronmap.service.errors import AssessmentInputError
 from neuronmap.service.assessment.importance import Progress, _no_progress, _none_if_nan, load_split, subcluster_generators
-from neuronmap.service.assessment.lesion import LesionNetwork, LayerPoint, draw_random_sets, load_network, _prepare_inputs
+from neuronmap.service.assessment.lesion import draw_random_sets
+from neuronmap.service.assessment.network import LayerPoint, LesionNetwork, prepare_inputs
+from neuronmap.service.store.model_source import load_network
 from neuronmap.service.stats import (Ties, adjust_pvalues, chi2_uniformity_pvalue, effect_factor, empirical_pvalues, entropy_nats,
                     fisher_combined_pvalue)
 
@@ -460,7 +462,7 @@ def assess_features(net: LesionNetwork, subclusters: Sequence[SubClusterRef], po
 
 def layer_activations(net: LesionNetwork, x: torch.Tensor, layer: LayerPoint, batch_size: int = 1000) -> torch.Tensor:
     """(N, C) post-activation values of a layer over a data set (channels: spatial means), on the network's device."""
-    x = _prepare_inputs(net, x)
+    x = prepare_inputs(net, x)
     with torch.no_grad():
         return torch.cat([net.activations(x[lo:lo + batch_size].to(net.device), layer)
                           for lo in range(0, x.shape[0], batch_size)])
@@ -515,7 +517,7 @@ def assess_examples(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_clas
         raise AssessmentInputError(f"k={config.k} top inputs are more than the {x.shape[0]} inputs of the data set.")
     subs, skipped = qualifying(subclusters, config)
     all_sets = _sets(subs, pools, config.n_null, config.random_state)
-    flat = _prepare_inputs(net, x).reshape(x.shape[0], -1).to(net.device, torch.float32)
+    flat = prepare_inputs(net, x).reshape(x.shape[0], -1).to(net.device, torch.float32)
     unit = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-12)
     labels = y.to(net.device)
     layers = sorted({sub.layer for sub in subs})
