@@ -28,8 +28,9 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402
 
 from neuronmap.examples.nets import mlp_4x256  # noqa: E402
-from neuronmap.loaders.activations import correlate as activation_edges  # noqa: E402
-from neuronmap.loaders.activations.correlate import ActivationRecorder, compute_correlations, correlate  # noqa: E402
+from neuronmap.loaders.activations import ActivationRecorder, compute_correlations, correlate, gram  # noqa: E402
 
 
 def alternate(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:
@@ -75,7 +75,7 @@ def main() -> None:
     varying = (activations.amax(0) > activations.amin(0)).numpy()
     matrix = activations.numpy()
     kept = np.ascontiguousarray(matrix[:, varying])
-    int8 = activation_edges._use_int8(torch.device(args.device))
+    int8 = gram._use_int8(torch.device(args.device))
     print(f"mlp_4x256 on {args.device}: {recorder.n_units:,} hidden units ({int((~varying).sum())} constant, "
           f"excluded), {n_inputs:,} inputs, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
           f"Spearman Gram {'int8 (torch._int_mm)' if int8 else 'float64'}, "
@@ -88,11 +88,11 @@ def main() -> None:
     rows.append(["spearman, from activations", ours, theirs, f"{theirs / ours:.1f}×",
                  f"{np.abs(result.r.numpy() - reference).max():.1e}"])
 
-    activation_edges.INT8_GRAM = False
+    gram.INT8_GRAM = False
     ours, theirs, result, reference = alternate(
         lambda: correlate(activations, method="spearman", device=args.device),
         lambda: stats.spearmanr(kept).statistic, args.repeats)
-    activation_edges.INT8_GRAM = None
+    gram.INT8_GRAM = None
     rows.append(["spearman, from activations, float64 Gram (int8 off)", ours, theirs, f"{theirs / ours:.1f}×",
                  f"{np.abs(result.r.numpy() - reference).max():.1e}"])
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from neuronmap.cypher import Store
 
-from neuronmap.loaders.activations.correlate import ActivationEdges
+from neuronmap.loaders.activations import ActivationEdges
 from neuronmap.loaders.errors import (ActivationError, ActivationGraphExistsError, ActivationLayoutError, LoadError,
                      UnknownActivationGraphError)
 from neuronmap.loaders.ingest.weights import UnknownModelError, model_status
@@ -107,7 +107,7 @@ def ingest_activation_graph(store: Store, model: str, name: str, edges: Activati
     name : str
         The graph's name, unique within the model (e.g. ``"digits-spearman"``); clustering takes it as ``edges``.
     edges : ActivationEdges
-        From :func:`neuronmap.loaders.activation_edges.sparsify`.
+        From :func:`neuronmap.loaders.activations.sparsify`.
     replace : bool, default=False
         Replace a ready graph of the same name. Leftovers of a failed or interrupted ingest are always replaced.
     batch_size : int, default=20_000

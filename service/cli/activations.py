@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from neuronmap.loaders.activations.correlate import compute_correlations, sparsify
+from neuronmap.loaders.activations import compute_correlations, sparsify
 from neuronmap.loaders.ingest.activations import ingest_activation_graph, list_graphs
 from neuronmap.loaders.datasets import load_dataset
+from neuronmap.options import ChannelReduction, CorrelationMethod, DeviceName, choices
 
 from neuronmap.service.store.model_source import reload_module
 from neuronmap.service.cli.common import console, progress, store_from
@@ -17,21 +18,21 @@ from neuronmap.service.cli.output import emit
 @click.argument("model")
 @click.option("--data", default="digits", show_default=True,
               help="A named data set (digits, digits-image, line, poly, halves, …), an .npz file or an image folder.")
-@click.option("--corr", "method", type=click.Choice(["spearman", "pearson"]), default="spearman", show_default=True,
+@click.option("--corr", "method", type=click.Choice(choices(CorrelationMethod)), default="spearman", show_default=True,
               help="Edges are r² of this correlation (the reference's squared Spearman by default).")
 @click.option("--min-r2", default=0.0, show_default=True, help="Keep only edges with r² at least this.")
 @click.option("--top-k", type=int, help="Keep each neuron's k strongest edges (the union over both ends).")
-@click.option("--reduction", type=click.Choice(["l2", "mean", "spectral"]), default="l2", show_default=True,
+@click.option("--reduction", type=click.Choice(choices(ChannelReduction)), default="l2", show_default=True,
               help="Conv channel per image: L2 (Frobenius), mean, or the reference's spectral norm (parity).")
 @click.option("--name", help="The graph's name (default: DATA-CORR); `cluster --edges NAME` uses it.")
 @click.option("--batch-size", default=512, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--device", type=click.Choice(choices(DeviceName)), default=None)
 @click.option("--replace", is_flag=True, help="Replace an activation graph of the same name.")
 @click.option("--list", "list_", is_flag=True, help="List the model's activation graphs instead.")
 @click.pass_context
-def activations(ctx: click.Context, model: str, data: str, method: str, min_r2: float, top_k: int | None,
-                reduction: str, name: str | None, batch_size: int, device: str | None, replace: bool,
-                list_: bool) -> None:
+def activations(ctx: click.Context, model: str, data: str, method: CorrelationMethod, min_r2: float,
+                top_k: int | None, reduction: ChannelReduction, name: str | None, batch_size: int,
+                device: str | None, replace: bool, list_: bool) -> None:
     """Correlate a model's hidden units over a data set and store the graph as CORRELATION edges.
 
     \b

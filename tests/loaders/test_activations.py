@@ -10,16 +10,33 @@ from torch import nn
 
 from neuronmap.examples import nets
 from neuronmap.loaders import graph_from_module
-from neuronmap.loaders.activations import correlate as activation_edges
-from neuronmap.loaders.activations.correlate import (ActivationRecorder, centered_ranks, compute_correlations,
-                                                correlate, count_edges, sparsify, _rank_rows_torch)
-from neuronmap.loaders.ingest.activations import (ModelNotReadyForActivationsError, delete_activation_graph,
-                                                 graph_status, ingest_activation_graph, list_graphs)
+from neuronmap.loaders.activations import (
+    ActivationRecorder,
+    centered_ranks,
+    compute_correlations,
+    correlate,
+    count_edges,
+    gram,
+    ranks,
+    sparsify,
+)
+from neuronmap.loaders.activations.ranks import _rank_rows_torch
 from neuronmap.loaders.datasets import load_dataset
-from neuronmap.loaders.errors import (ActivationError, ActivationGraphExistsError, ActivationLayoutError,
-                                      OptionError, UnknownActivationGraphError)
+from neuronmap.loaders.errors import (
+    ActivationError,
+    ActivationGraphExistsError,
+    ActivationLayoutError,
+    OptionError,
+    UnknownActivationGraphError,
+)
+from neuronmap.loaders.ingest.activations import (
+    ModelNotReadyForActivationsError,
+    delete_activation_graph,
+    graph_status,
+    ingest_activation_graph,
+    list_graphs,
+)
 from neuronmap.loaders.ingest.weights import UnknownModelError, ingest
-
 from tests.loaders.test_ingest import Crash, crash_after
 
 
@@ -107,9 +124,9 @@ def test_functional_activations_and_residual_nets_are_recorded():
 @pytest.fixture(params=["int8", "float64"])
 def gram_path(request, monkeypatch):
     """Run a test on both Spearman Gram paths of the CPU: int8 products (where torch._int_mm works) and float64."""
-    if request.param == "int8" and not activation_edges._int8_matmul_works():
+    if request.param == "int8" and not gram._int8_matmul_works():
         pytest.skip("torch._int_mm does not work on this CPU and torch")
-    monkeypatch.setattr(activation_edges, "INT8_GRAM", request.param == "int8")
+    monkeypatch.setattr(gram, "INT8_GRAM", request.param == "int8")
     return request.param
 
 
@@ -153,8 +170,8 @@ def test_streaming_in_any_batch_size_equals_one_shot(method, gram_path, monkeypa
     where = set()
     for pipeline in (True, False):
         if not pipeline:
-            monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 0)
-            monkeypatch.setattr(activation_edges, "GRAM_CHUNK_BYTES", 0)  # 256 inputs a chunk: two chunks
+            monkeypatch.setattr(gram, "RANK_COPY_BYTES", 0)
+            monkeypatch.setattr(gram, "GRAM_CHUNK_BYTES", 0)  # 256 inputs a chunk: two chunks
         for n_inputs in (300, None):
             for memory_limit in (1 << 30, 0):
                 got = correlate(batches(), method=method, n_inputs=n_inputs, memory_limit=memory_limit, device="cpu")
@@ -171,7 +188,7 @@ def test_spearman_of_many_units_and_inputs_equals_scipy_on_every_path(gram_path,
     direct = correlate(torch.from_numpy(x), device="cpu")
     assert direct.buffer == "none"
     np.testing.assert_allclose(direct.r.numpy(), expected, rtol=0, atol=1e-12)
-    monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 0)
+    monkeypatch.setattr(gram, "RANK_COPY_BYTES", 0)
     in_place = correlate(torch.from_numpy(x), batch_size=1000, device="cpu")
     assert in_place.buffer == "memory"
     np.testing.assert_allclose(in_place.r.numpy(), expected, rtol=0, atol=1e-12)
@@ -199,7 +216,7 @@ def test_ranks_equal_scipy_rankdata_with_ties_signed_zeros_and_negatives():
     np.testing.assert_array_equal(_rank_rows_torch(torch.from_numpy(values)).numpy(), expected)
     for use_torch in (False, True):  # in place, through a strided view, as a GPU buffer is ranked
         buffer = torch.from_numpy(values.T.copy())
-        activation_edges._rank_in_place(buffer.T, use_torch=use_torch)
+        ranks._rank_in_place(buffer.T, use_torch=use_torch)
         np.testing.assert_array_equal(buffer.T.numpy(), expected)
 
 
@@ -221,25 +238,25 @@ def test_ranks_of_random_blocks_equal_scipy_on_every_path(kind):
             x[:rows // 2] = 3.0
         expected = stats.rankdata(x, axis=1) - (n + 1) / 2
         np.testing.assert_array_equal(centered_ranks(torch.from_numpy(x)).numpy(), expected)
-        digits = activation_edges._int8_digits(n)
+        digits = gram._int8_digits(n)
         planes = np.zeros((digits, rows, n), np.int8)
-        activation_edges._rank_rows_numpy(torch.from_numpy(x.T.copy()).T, planes)  # strided, as a buffer's view
+        ranks._rank_rows_numpy(torch.from_numpy(x.T.copy()).T, planes)  # strided, as a buffer's view
         doubled = sum(planes[d].astype(np.int64) * 256 ** d for d in range(digits))
         np.testing.assert_array_equal(doubled, 2 * expected)
 
 
 @pytest.mark.parametrize("n, digits", [(2, 1), (128, 1), (129, 2), (32640, 2), (32641, 3), (1 << 20, 3)])
 def test_int8_digits_hold_every_doubled_rank(n, digits):
-    assert activation_edges._int8_digits(n) == digits
+    assert gram._int8_digits(n) == digits
     v = np.arange(-(n - 1), n, dtype=np.int32)  # every integer a doubled rank of n inputs can be
     planes = np.empty((digits, 1, v.size), np.int8)
-    activation_edges._split_digits(v[None].copy(), planes)
+    ranks._split_digits(v[None].copy(), planes)
     np.testing.assert_array_equal(sum(planes[d, 0].astype(np.int64) * 256 ** d for d in range(digits)), v)
 
 
 def test_int8_sums_stay_within_int32_and_int64():
-    assert activation_edges.INT8_CHUNK * 128 ** 2 < 2 ** 31  # |digit| ≤ 128 in every product
-    assert activation_edges._int8_digits(1 << 22) is None  # Σ v² could pass int64: float64 takes over
+    assert gram.INT8_CHUNK * 128 ** 2 < 2 ** 31  # |digit| ≤ 128 in every product
+    assert gram._int8_digits(1 << 22) is None  # Σ v² could pass int64: float64 takes over
 
 
 def exact_gram(x: np.ndarray) -> np.ndarray:
@@ -250,7 +267,7 @@ def exact_gram(x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("n, p", [(300, 13), (4100, 40), (33000, 6)])  # 33,000 inputs need 3 digits
 def test_int8_gram_equals_the_exact_and_the_float64_gram(n, p, monkeypatch):
-    if not activation_edges._int8_matmul_works():
+    if not gram._int8_matmul_works():
         pytest.skip("torch._int_mm does not work on this CPU and torch")
     rng = np.random.default_rng(n)
     x = np.maximum(rng.normal(size=(n, p)) @ rng.normal(size=(p, p)), 0).astype(np.float32)
@@ -260,27 +277,27 @@ def test_int8_gram_equals_the_exact_and_the_float64_gram(n, p, monkeypatch):
     expected = exact_gram(x)
     cpu = torch.device("cpu")
 
-    def gram(int8: bool, copy: bool, chunk: int) -> np.ndarray:
-        monkeypatch.setattr(activation_edges, "INT8_GRAM", int8)
-        monkeypatch.setattr(activation_edges, "RANK_COPY_BYTES", 1 << 30 if copy else 0)  # 0: rank in place
-        monkeypatch.setattr(activation_edges, "INT8_CHUNK", chunk)
-        monkeypatch.setattr(activation_edges, "GRAM_CHUNK_BYTES", 0)  # in place: 256 inputs a chunk at most
+    def gram_of(int8: bool, copy: bool, chunk: int) -> np.ndarray:
+        monkeypatch.setattr(gram, "INT8_GRAM", int8)
+        monkeypatch.setattr(gram, "RANK_COPY_BYTES", 1 << 30 if copy else 0)  # 0: rank in place
+        monkeypatch.setattr(gram, "INT8_CHUNK", chunk)
+        monkeypatch.setattr(gram, "GRAM_CHUNK_BYTES", 0)  # in place: 256 inputs a chunk at most
         values = torch.from_numpy(x.copy())
-        got = activation_edges._spearman_gram(values.T, cpu, 1 << 30)
+        got = gram._spearman_gram(values.T, cpu, 1 << 30)
         assert got.dtype == torch.float64 and got.shape == (p, p)
         return got.numpy()
 
     for copy in (True, False):
-        np.testing.assert_array_equal(gram(False, copy, 1 << 16), expected)
+        np.testing.assert_array_equal(gram_of(False, copy, 1 << 16), expected)
         for chunk in (1 << 16, 64):  # 64: the int32 sums end every 64 inputs and add up in int64
-            np.testing.assert_array_equal(gram(True, copy, chunk), expected)
+            np.testing.assert_array_equal(gram_of(True, copy, chunk), expected)
 
 
 def test_spearman_falls_back_to_float64_where_int_mm_is_missing(monkeypatch):
     monkeypatch.delattr(torch, "_int_mm", raising=False)  # as in an older torch
-    monkeypatch.setattr(activation_edges, "_INT8_MATMUL", None)  # probe again
-    monkeypatch.setattr(activation_edges, "INT8_GRAM", None)
-    assert not activation_edges._use_int8(torch.device("cpu"))
+    monkeypatch.setattr(gram, "_INT8_MATMUL", None)  # probe again
+    monkeypatch.setattr(gram, "INT8_GRAM", None)
+    assert not gram._use_int8(torch.device("cpu"))
     rng = np.random.default_rng(8)
     x = np.maximum(rng.normal(size=(500, 30)), 0).astype(np.float32)
     np.testing.assert_allclose(correlate(torch.from_numpy(x), device="cpu").r.numpy(), stats.spearmanr(x).statistic,
@@ -288,7 +305,7 @@ def test_spearman_falls_back_to_float64_where_int_mm_is_missing(monkeypatch):
 
 
 def test_int8_gram_is_for_the_cpu_only():
-    assert not activation_edges._use_int8(torch.device("cuda"))
+    assert not gram._use_int8(torch.device("cuda"))
 
 
 def test_bad_inputs_are_refused_with_the_rule():

@@ -10,7 +10,7 @@ import torch
 from neuronmap.device import torch_generator
 from neuronmap.examples import nets
 from neuronmap.loaders import graph_from_module
-from neuronmap.loaders.activations.correlate import compute_correlations, sparsify
+from neuronmap.loaders.activations import compute_correlations, sparsify
 from neuronmap.loaders.ingest.activations import ingest_activation_graph
 from neuronmap.loaders.datasets import load_dataset
 from neuronmap.loaders.ingest.weights import ingest
