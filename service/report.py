@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from neuronmap.cypher import Store
-
+from neuronmap.service.store import admin
 from neuronmap.service.store.assessments import latest_assessment
 from neuronmap.service.store.library import resolve_partition, run_library_query
 from neuronmap.service.store.pull import pull_subgraph
@@ -85,8 +85,8 @@ def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
     ReportData
     """
     partition_id = resolve_partition(store, model, partition_id)
-    stats = store.run("library.partition_stats", partition=partition_id)[0]
-    layers = store.run("admin.model_layers", model=model)
+    stats = run_library_query(store, "partition_stats", partition=partition_id)[0]
+    layers = admin.model_layers(store, model)
     subgraph = pull_subgraph(store, model)  # every layer, so local indexes are ordinals
     n_neurons = int(subgraph.ordinals.size)
     return ReportData(

@@ -10,28 +10,26 @@ from typing import Callable
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
 from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.store import jobs
 
 
 def enqueue(store: Store, model: str, config: ClusterConfig) -> str:
     """Queue a clustering job; returns its id."""
-    job_id = f"job-{secrets.token_hex(4)}"
-    store.run("jobs.enqueue", id=job_id, model=model, config=config.model_dump_json())
-    return job_id
+    return jobs.enqueue(store, model, config.model_dump_json())
 
 
 def run_one(store: Store, worker: str) -> dict[str, str] | None:
     """Claim and run the oldest queued job; None when the queue is empty."""
-    claimed = store.run("jobs.claim", worker=worker)
-    if not claimed:
+    job = jobs.claim(store, worker)
+    if job is None:
         return None
-    job = claimed[0]
     try:
         config = ClusterConfig.model_validate_json(job["config"])
         result = run_clustering(store, job["model"], config)
     except (NeuronmapError, ValueError) as error:  # the job's fault: record it, go on
-        store.run("jobs.finish", id=job["id"], status="failed", partition="", error=str(error)[:1000])
+        jobs.finish(store, job["id"], error=str(error) or type(error).__name__)
         return {"id": job["id"], "status": "failed", "error": str(error)}
-    store.run("jobs.finish", id=job["id"], status="done", partition=result.id, error="")
+    jobs.finish(store, job["id"], partition=result.id)
     return {"id": job["id"], "status": "done", "partition": result.id}
 
 

@@ -10,6 +10,7 @@ from neuronmap.options import EigenSolver, NullMethod, SummaryFormat
 from neuronmap.service.cli.common import choice, console, device_option, format_option, store_from
 from neuronmap.service.cli.output import emit
 from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
+from neuronmap.service.store import admin
 
 
 def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
@@ -83,19 +84,12 @@ def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) ->
     neuronmap partitions mnist-mlp-a
     neuronmap partitions mnist-mlp-a --drop mnist-mlp-a/p-1a2b3c4d
     """
-    from neuronmap.service.errors import ModelNotFoundError, PartitionNotFoundError
-
     with store_from(ctx) as store:
-        if not store.run("ingest.model_status", model=model):
-            raise ModelNotFoundError(model)
         if drop_id:
-            listed = {row["id"] for row in store.run("admin.list_partitions", model=model)}
-            if drop_id not in listed:
-                raise PartitionNotFoundError(drop_id, model)
-            store.run("admin.delete_partition", partition=drop_id)
+            admin.drop_partition(store, model, drop_id)
             click.echo(f"Dropped partition {drop_id}.")
             return
-        rows = store.run("admin.list_partitions", model=model)
+        rows = admin.list_partitions(store, model)
     emit(rows, ["id", "k", "edges", "layers", "seed", "ncut", "n_null", "null_mean", "z", "percentile", "created_at"],
          fmt, title=f"partitions of {model}")
 

@@ -11,6 +11,7 @@ from neuronmap.loaders.ingest.weights import delete_model
 from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.options import KernelNorm
 from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
+from neuronmap.service.store import admin
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -69,7 +70,7 @@ def models(ctx: click.Context, fmt: str) -> None:
     from neuronmap.service.cli.output import emit
 
     with store_from(ctx) as store:
-        rows = store.run("admin.list_models")
+        rows = admin.list_models(store)
     emit(rows, ["name", "status", "n_layers", "n_neurons", "n_edges", "arch", "created_at"], fmt, title="models")
 
 

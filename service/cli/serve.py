@@ -7,6 +7,7 @@ import click
 from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
 from neuronmap.service.runs import ClusterConfig
+from neuronmap.service.store import jobs as jobs_store
 from neuronmap.service.worker import enqueue
 from neuronmap.service.worker import serve as serve_jobs
 
@@ -77,7 +78,7 @@ def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
     neuronmap jobs list --format json
     """
     with store_from(ctx) as store:
-        rows = store.run("jobs.list", limit=limit)
+        rows = jobs_store.list_jobs(store, limit)
     emit(rows, ["id", "model", "status", "partition", "error", "worker", "created_at", "finished_at"], fmt,
          title="jobs")
 
