@@ -186,6 +186,17 @@ def run_library_query(store: Store, name: str, /, **params: Any) -> Rows:
         An unknown query, or parameters that do not match its header.
     ModelNotFoundError, PartitionNotFoundError, NeuronNotFoundError, LibraryQueryInputError
         When the rows would otherwise come back empty for a reason the caller should hear about.
+
+    Examples
+    --------
+    >>> partition = nm.cluster(store, model, nm.ClusterConfig(n_clusters=4))
+    >>> rows = nm.run_query(store, "module-span", model=model, partition="latest")
+    >>> sorted(row["cluster"] for row in rows)
+    [0, 1, 2, 3]
+    >>> sum(row["size"] for row in rows) == partition.n_neurons - partition.n_isolated
+    True
+    >>> rows.to_frame().columns[:3].tolist()
+    ['cluster', 'size', 'first_layer']
     """
     query = library_query(name)
     given = {key: value for key, value in params.items() if value is not None}
