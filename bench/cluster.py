@@ -21,6 +21,7 @@ neuronmap then each solver, round by round, so a change of load on the machine h
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -68,6 +69,16 @@ def alternating_best(runs: dict[str, tuple[int, Callable[[], Any]]], budget: flo
     return best
 
 
+def sklearn_labels(adjacency: Any, k: int, solver: str, n_init: int, seed: int) -> np.ndarray:
+    """The reference's clustering: sklearn's SpectralClustering on the precomputed adjacency."""
+    from sklearn.cluster import SpectralClustering  # imported when a run needs it: the bench starts faster
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching the requested tolerance"
+        return SpectralClustering(k, affinity="precomputed", eigen_solver=solver, n_init=n_init,
+                                  random_state=seed).fit(adjacency).labels_
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--graphs", default=None, help="which of a,b,c (default all; a,b with --quick)")
@@ -85,7 +96,6 @@ def main() -> None:
     parser.add_argument("--deltas", default="0.6,1.0",
                         help="module strengths δ (weights across modules ×δ; 1.0 = unstructured)")
     args = parser.parse_args()
-    from sklearn.cluster import SpectralClustering
 
     names = (args.graphs or ("a,b" if args.quick else "a,b,c")).split(",")
     deltas = [float(v) for v in (("0.6" if args.quick else args.deltas).split(","))]
@@ -103,17 +113,10 @@ def main() -> None:
         n_init = reference_n_init(graph.n_nodes) if args.parity else args.n_init
         adjacency = graph.to_scipy().astype(np.float64)
 
-        def sklearn_run(solver: str) -> Callable[[], np.ndarray]:
-            def run() -> np.ndarray:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching the requested tolerance"
-                    return SpectralClustering(args.k, affinity="precomputed", eigen_solver=solver, n_init=n_init,
-                                              random_state=args.seed).fit(adjacency).labels_
-            return run
-
-        runs: dict[str, tuple[int, Callable[[], Any]]] = {"ours": (args.repeat, lambda: spectral_clustering(
-            graph, args.k, n_init=n_init, random_state=args.seed, device=args.device))}
-        runs.update({solver: (sk_repeat, sklearn_run(solver)) for solver in solvers})
+        runs: dict[str, tuple[int, Callable[[], Any]]] = {"ours": (args.repeat, functools.partial(
+            spectral_clustering, graph, args.k, n_init=n_init, random_state=args.seed, device=args.device))}
+        runs.update({solver: (sk_repeat, functools.partial(sklearn_labels, adjacency, args.k, solver, n_init,
+                                                           args.seed)) for solver in solvers})
         timed = alternating_best(runs, args.sk_budget)
         ours_s, ours = timed["ours"]
         ours_ncut = ncut(graph, ours.labels)

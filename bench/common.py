@@ -5,16 +5,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 
 from neuronmap.cypher import Store
-from neuronmap.service.store.open import connect
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
+from neuronmap.service.store import local_neo4j
+from neuronmap.service.store.open import connect
 
 
 @contextlib.contextmanager

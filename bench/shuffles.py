@@ -25,7 +25,7 @@ import torch
 
 from neuronmap.device import numpy_generator, sample_seeds, seed_sequence
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.clustering.clusterability import clusterability
+from neuronmap.service.clustering.clusterability import ClusterabilityResult, clusterability
 from neuronmap.service.clustering.ncut import ncut
 from neuronmap.service.clustering.shuffles import shuffle_graph
 from neuronmap.service.clustering.spectral import reference_n_init
@@ -75,7 +75,7 @@ def main() -> None:
 
     clusterability(graph, args.k, 2, random_state=args.seed + 1, device=args.device, parity=True)  # warm-up
 
-    def run_ours() -> tuple[float, object]:
+    def run_ours() -> tuple[float, ClusterabilityResult]:
         start = time.perf_counter()
         out = clusterability(graph, args.k, n_shuffles, random_state=args.seed, device=args.device, parity=True)
         return time.perf_counter() - start, out

@@ -1,49 +1,31 @@
-"""The null model of activation graphs (methods.md §2): permute the upper-triangle entries, then symmetrise.
+"""The null model of activation graphs (methods.md §2, §4.1): permute the strict upper triangle, then symmetrise.
 
-A correlation graph is complete (or sparsified) over all its units, within and across layers, so the per-block
-shuffles of weight graphs (:mod:`neuronmap.service.shuffles`) do not apply: the reference draws every null as a
-uniform permutation of *all* n(n−1)/2 entries of the strict upper triangle of A, zeros included, and mirrors it.
-
-The entries are enumerated in one fixed order, the row-major strict upper triangle of the dense n×n matrix
-(``torch.triu_indices(n, n, 1)``), whatever the storage, so the same generator gives the same null from a dense
-matrix (:func:`shuffle_upper_triangle`) and from a BlockGraph (:func:`shuffle_activation_graph`). Sample ``i`` of
-:func:`upper_triangle_nulls` draws from child ``i`` of ``SeedSequence(random_state)``, as the weight nulls do
-(:func:`neuronmap.service.shuffles.sample_seeds`), so a sample depends only on the seed and its index.
-
-Methods
--------
-``all``
-    A uniform permutation of every upper-triangle entry, zeros included (the reference).
-``nonzero``
-    A uniform permutation of the non-zero entries only; the zero pattern (e.g. of a ``top_k`` graph) is kept.
-
-Drop isolated neurons before drawing nulls (``BlockGraph.drop_isolated``), as the clustering does for weight
-graphs; each null gets its own isolated-neuron removal when it is clustered. A null BlockGraph has one block per
-pair of layers ``a <= b`` (within-layer blocks strictly upper triangular), the layout
-:func:`neuronmap.service.activation_subgraph.pull_activation_graph` produces; :func:`upper_triangle_null_stacks`
-returns them stacked as ``(src, dst, (S, n_src, n_dst))``, the form ``spectral.cluster_batch`` and
-``ncut.ncut_batched_blocks`` take.
+A correlation graph joins units within and across layers, so the per-block shuffles of weight graphs do not apply.
+``all`` permutes every upper-triangle entry, zeros included (the reference); ``nonzero`` only the non-zero ones, so
+a sparsified graph keeps its zero pattern. Entries are enumerated row-major (``torch.triu_indices(n, n, 1)``)
+whatever the storage, so a dense matrix and a BlockGraph give the same null for the same generator; sample ``i``
+draws from child ``i`` of the seed, as the weight nulls do (methods.md §4.3). A null BlockGraph has one block per
+pair of layers ``a <= b`` (within-layer blocks strictly upper triangular).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
 
 import numpy as np
 import torch
 
-from neuronmap.device import numpy_generator, sample_seeds
+from neuronmap.device import RandomState, numpy_generator, sample_seeds
+from neuronmap.options import UpperTriangleMethod, choices
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
 
-NullMethod = Literal["all", "nonzero"]
-NULL_METHODS: tuple[str, ...] = ("all", "nonzero")
+UPPER_TRIANGLE_METHODS = choices(UpperTriangleMethod)
 Stack = tuple[int, int, torch.Tensor]
 
 
 def _check(method: str) -> None:
-    if method not in NULL_METHODS:
+    if method not in UPPER_TRIANGLE_METHODS:
         raise ClusteringInputError(f"Unknown activation null method {method!r}; choose 'all' (permute every "
                                    "upper-triangle entry, the reference) or 'nonzero' (keep the zero pattern).")
 
@@ -105,13 +87,13 @@ def _permuted(values: torch.Tensor, method: str, rngs: Sequence[np.random.Genera
     nz = torch.nonzero(values).flatten()
     out = values.expand(len(rngs), -1).clone()
     if nz.numel():
-        perms = torch.from_numpy(np.stack([rng.permutation(nz.numel()) for rng in rngs]))
-        out[:, nz] = values[nz][perms]
+        nz_perms = torch.from_numpy(np.stack([rng.permutation(nz.numel()) for rng in rngs]))
+        out[:, nz] = values[nz][nz_perms]
     return out
 
 
 def upper_triangle_null_stacks(graph: BlockGraph, rngs: Sequence[np.random.Generator], *,
-                               method: NullMethod = "all") -> list[Stack]:
+                               method: UpperTriangleMethod = "all") -> list[Stack]:
     """One upper-triangle null per generator, stacked per block: ``[(a, b, (S, n_a, n_b)) for a <= b]``.
 
     The stacks have the graph's dtype and device; memory is about S·n²/2 values.
@@ -129,14 +111,14 @@ def upper_triangle_null_stacks(graph: BlockGraph, rngs: Sequence[np.random.Gener
 
 
 def shuffle_activation_graph(graph: BlockGraph, rng: np.random.Generator, *,
-                             method: NullMethod = "all") -> BlockGraph:
+                             method: UpperTriangleMethod = "all") -> BlockGraph:
     """One upper-triangle null of a layered graph, as a BlockGraph with a block per pair of layers a <= b."""
     stacks = upper_triangle_null_stacks(graph, [rng], method=method)
     return BlockGraph(graph.sizes, [(a, b, w[0]) for a, b, w in stacks], validate=False)
 
 
 def shuffle_upper_triangle(adjacency: torch.Tensor, rng: np.random.Generator, *,
-                           method: NullMethod = "all") -> torch.Tensor:
+                           method: UpperTriangleMethod = "all") -> torch.Tensor:
     """One upper-triangle null of a dense symmetric (n, n) adjacency: permute, place above the diagonal, mirror.
 
     The diagonal of the result is 0 (the reference zeroes it before shuffling). Same dtype and device.
@@ -154,8 +136,8 @@ def shuffle_upper_triangle(adjacency: torch.Tensor, rng: np.random.Generator, *,
     return out.to(device=adjacency.device, dtype=adjacency.dtype)
 
 
-def upper_triangle_nulls(graph: BlockGraph | torch.Tensor, n_samples: int, *, method: NullMethod = "all",
-                         random_state: int | np.random.SeedSequence | None = None
+def upper_triangle_nulls(graph: BlockGraph | torch.Tensor, n_samples: int, *, method: UpperTriangleMethod = "all",
+                         random_state: RandomState = None
                          ) -> list[BlockGraph] | list[torch.Tensor]:
     """``n_samples`` upper-triangle nulls, sample ``i`` drawn from child ``i`` of ``SeedSequence(random_state)``.
 

@@ -1,22 +1,28 @@
-"""Eigensolvers for the top algebraic eigenpairs of a batch of symmetric operators: dense, restarted block
-Lanczos and LOBPCG, on M or on the Gram matrix of a bipartite graph."""
+"""Eigensolvers for the top algebraic eigenpairs of M (methods.md §3.2), batched over the samples of a problem.
+
+Dense (LAPACK's MRRR on a CPU, batched ``eigh`` on a GPU), restarted block Lanczos, or LOBPCG, on M or on the Gram
+matrix BᵀB of a bipartite graph (methods.md §3.1). Every random start is drawn on the CPU from the sample's
+generator, so a seed gives the same start on every device.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 
-from neuronmap.service.clustering.threads import _map_independent
+from neuronmap.service.clustering.operators import EigenProblem, GramProblem
+from neuronmap.service.clustering.threads import map_independent
 
-# "auto" solves densely when the eigenproblem (the Gram side, or the whole graph) is at most this big; the
-# measured crossover with Lanczos on 2 CPU cores lies between 800 and 1200.
+Apply = Callable[[torch.Tensor], torch.Tensor]  # a block product x (S, size, b) → A x
+
+# "auto" solves densely when the eigenproblem (the Gram side, or the whole graph) is at most this big: about where
+# dense and Lanczos cost the same (bench/cluster.py).
 DENSE_MAX_SIZE = 1000
 GRAM_MIN_SIGMA = 1e-3  # the Gram reduction needs σ_k clearly above 0
 ORTHO_CANCELLATION = 1e-2  # a column that keeps less of its norm than this after projection is projected again
@@ -56,19 +62,19 @@ def _rayleigh_ritz(basis: torch.Tensor, abasis: torch.Tensor, b: int
     return basis @ top, abasis @ top, theta, top
 
 
-def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Tensor], torch.Tensor]],
-                  x0: torch.Tensor, n_want: int, *, method: str, tol: float, max_applies: int,
-                  depth: int, gram: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def _block_krylov(make_apply: Callable[[torch.Tensor | None], Apply], x0: torch.Tensor, n_want: int, *,
+                  method: str, tol: float, max_applies: int, depth: int,
+                  gram: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The top-``b`` algebraic eigenpairs of a batch of symmetric operators, ``b = x0.shape[2]``.
 
     ``method="lanczos"``: restarted block Lanczos with full reorthogonalisation (a block Krylov basis of depth
     ``depth`` grown from the current Ritz block, then Rayleigh–Ritz on all of it), restarted thick: up to ``b``
-    further Ritz vectors stay in the next basis. ``method="lobpcg"``:
-    Rayleigh–Ritz on [X, R, P] each step (Knyazev's LOBPCG, orthonormalised basis). Every operator product is
-    computed explicitly, so Rayleigh–Ritz is exact on the basis. A sample stops once its first ``n_want``
-    residual norms are ≤ tol (or the product budget is spent); finished samples are compacted out of the batch.
-    With ``gram=True`` the operator is BᵀB and the test is on the residual of M that its pairs lift to,
-    ‖BᵀBv − σ²v‖ / (σ√2).
+    further Ritz vectors stay in the next basis. ``method="lobpcg"``: Rayleigh–Ritz on [X, R, P] each step
+    (Knyazev's LOBPCG, orthonormalised basis). ``make_apply(active)`` gives the product of the samples ``active``
+    (None: all). Every product is computed explicitly, so Rayleigh–Ritz is exact on the basis. A sample stops once
+    its first ``n_want`` residual norms are ≤ tol (or the product budget is spent); finished samples are compacted
+    out of the batch. With ``gram=True`` the operator is BᵀB and the test is on the residual of M that its pairs
+    lift to, ‖BᵀBv − σ²v‖ / (σ√2).
 
     Returns
     -------
@@ -108,36 +114,50 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Callable[[torch.Te
             apply = make_apply(active)
             n_since_compaction = 0
         if method == "lanczos":
-            # [kept Ritz vectors | K blocks grown from A·X_block], written into one buffer (no growing concatenation)
-            width = x.shape[2]
-            basis = x.new_empty(x.shape[0], size, width + depth * b)
-            abasis = torch.empty_like(basis)
-            basis[:, :, :width], abasis[:, :, :width] = x, ax
-            grow, cols = ax[:, :, :b], width
-            for _ in range(depth):
-                q = _orthonormalize(grow, basis[:, :, :cols])
-                grow = apply(q)
-                basis[:, :, cols:cols + b], abasis[:, :, cols:cols + b] = q, grow
-                cols += b
-                applies += 1
+            basis, abasis = _lanczos_basis(apply, x, ax, b, depth)
+            applies += depth
         else:
-            rq = _orthonormalize(ax - x * theta.unsqueeze(1), x)
-            parts, aparts = [x, rq], [ax, apply(rq)]
-            applies += 1
-            if p is not None:
-                pq = _orthonormalize(p, torch.cat(parts, 2))
-                parts.append(pq)
-                aparts.append(apply(pq))
-                applies += 1
-            basis, abasis = torch.cat(parts, 2), torch.cat(aparts, 2)
+            basis, abasis = _lobpcg_basis(apply, x, ax, theta, p)
+            applies += 1 if p is None else 2
         x, ax, theta, top = _rayleigh_ritz(basis, abasis, keep)
         if method == "lobpcg":
             p = basis[:, :, b:] @ top[:, b:, :]  # the step taken outside span(X): LOBPCG's search direction
     return theta_out, v_out, res_out, applies
 
 
+def _lanczos_basis(apply: Apply, x: torch.Tensor, ax: torch.Tensor, b: int,
+                   depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[kept Ritz vectors | ``depth`` blocks grown from A·X_block] and its products (``depth`` block products)."""
+    # Written into one buffer (no growing concatenation).
+    width = x.shape[2]
+    basis = x.new_empty(x.shape[0], x.shape[1], width + depth * b)
+    abasis = torch.empty_like(basis)
+    basis[:, :, :width], abasis[:, :, :width] = x, ax
+    grow, cols = ax[:, :, :b], width
+    for _ in range(depth):
+        q = _orthonormalize(grow, basis[:, :, :cols])
+        grow = apply(q)
+        basis[:, :, cols:cols + b], abasis[:, :, cols:cols + b] = q, grow
+        cols += b
+    return basis, abasis
+
+
+def _lobpcg_basis(apply: Apply, x: torch.Tensor, ax: torch.Tensor, theta: torch.Tensor,
+                  p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """LOBPCG's [X, R, P] and its products (one block product, two with a search direction P)."""
+    rq = _orthonormalize(ax - x * theta.unsqueeze(1), x)
+    parts, aparts = [x, rq], [ax, apply(rq)]
+    if p is not None:
+        pq = _orthonormalize(p, torch.cat(parts, 2))
+        parts.append(pq)
+        aparts.append(apply(pq))
+    return torch.cat(parts, 2), torch.cat(aparts, 2)
+
+
 @dataclass
-class _Eigen:
+class EigenPairs:
+    """The top eigenpairs of M for every sample of a problem."""
+
     mu: torch.Tensor  # (S, n_eig) eigenvalues of M, descending
     vectors: torch.Tensor  # (S, n, n_eig) unit eigenvectors of M
     residual: torch.Tensor  # (S,) max_j ‖M v_j − μ_j v_j‖
@@ -167,8 +187,8 @@ def _block_size(n_eig: int) -> int:
 def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``n_eig`` eigenpairs (descending) of a batch of dense symmetric matrices (S, m, m).
 
-    On the CPU, LAPACK's MRRR (``?syevr``) computes only the wanted eigenvectors, about twice as fast as the
-    full ``eigh`` for the sizes used here; on a GPU, the batched full ``eigh`` is the fast path.
+    On the CPU, LAPACK's MRRR (``?syevr``) computes only the wanted eigenvectors, faster than the full ``eigh`` for
+    the sizes used here; on a GPU, the batched full ``eigh`` is the fast path.
     """
     size = mat.shape[-1]
     if mat.device.type == "cpu" and n_eig < size // 4:
@@ -178,7 +198,7 @@ def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tup
             return w[::-1].copy(), v[:, ::-1].copy()
 
         if mat.shape[0] > 1:
-            pairs = _map_independent(top, list(mat.numpy()), mat.device, workers)
+            pairs = map_independent(top, list(mat.numpy()), mat.device, workers)
         else:
             with threadpool_limits(limits=1):  # LAPACK's many small BLAS-2 steps: one thread is as fast, and robust
                 pairs = [top(mat[0].numpy())]
@@ -187,53 +207,71 @@ def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tup
     return evals[:, -n_eig:].flip(-1), evecs[:, :, -n_eig:].flip(-1)
 
 
-def _eigenpairs(problem: Any, n_eig: int, solver: str, generators: Sequence[torch.Generator], tol: float,
-                *, allow_gram: bool = True, warm: torch.Tensor | None = None) -> _Eigen:
-    """The top ``n_eig`` algebraic eigenpairs of M for every sample of ``problem``."""
-    use_gram = allow_gram and problem.gram_ok(n_eig)
-    size = problem.n_small if use_gram else problem.n
+
+def eigenpairs(problem: EigenProblem, n_eig: int, solver: str, generators: Sequence[torch.Generator], tol: float,
+               *, allow_gram: bool = True, warm: torch.Tensor | None = None) -> EigenPairs:
+    """The top ``n_eig`` algebraic eigenpairs of M for every sample of ``problem``.
+
+    ``solver`` is an :data:`~neuronmap.options.EigenSolver`; ``tol`` the residual at which the iterative solvers
+    stop; ``warm`` (S, n, ≤ block) vectors to start them from (the float64 retry starts from the float32 ones).
+    """
+    gram = problem.gram_form(n_eig) if allow_gram else None
+    size = problem.n if gram is None else gram.n_small
     b = min(_block_size(n_eig), size)
     how = _resolve_solver(solver, size, b)
     applies = 0
     if how == "dense":
-        lam, vec = _dense_top(problem.gram_dense() if use_gram else problem.m_dense(), n_eig, problem.threads)
+        lam, vec = _dense_top(problem.m_dense() if gram is None else gram.gram_dense(), n_eig, problem.threads)
     else:
-        depth = _krylov_depth(size, b)
-        if warm is not None:
-            x0 = warm[:, problem.small_idx] if use_gram else warm
-            x0 = x0.to(problem.dtype)
-            if x0.shape[2] < b:
-                extra = _randn(generators, (size, b - x0.shape[2]), problem.device, problem.dtype)
-                x0 = torch.cat([x0, extra], 2)
-        else:
-            x0 = _randn(generators, (size, b), problem.device, problem.dtype)
-            # Start from the known top eigenvector √d (eigenvalue 1 of M and of BᵀB).
-            sd = problem.sqrt_deg[:, problem.small_idx] if use_gram else problem.sqrt_deg
-            x0[:, :, 0] = sd.to(problem.dtype)
-
-        problem.prepare_products()
-
-        def make_apply(idx: torch.Tensor | None) -> Callable[[torch.Tensor], torch.Tensor]:
-            sub = problem if idx is None else problem.subset(idx)
-            return sub.gram_apply if use_gram else sub.m_apply
-
-        max_applies = 60 * (depth + 1) if how == "lanczos" else 600
-        theta, vec, res, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol,
-                                                 max_applies=max_applies, depth=depth, gram=use_gram)
-        lam, vec = theta[:, :n_eig], vec[:, :, :n_eig]
-        # The solvers' own residuals are those of M (for the Gram operator, of the lifted pairs), from products
-        # made explicitly: no need to spend another product on checking them.
-        krylov_residual = res[:, :n_eig].amax(1)
-    if use_gram:
+        lam, vec, krylov_residual, applies = _iterative_top(problem, gram, n_eig, how, b, generators, tol, warm)
+    if gram is not None:
         sigma = lam.clamp_min(0).sqrt()
         if float(sigma[:, -1].min()) < GRAM_MIN_SIGMA:  # σ_k ≈ 0: the Gram side cannot give k vectors
-            return _eigenpairs(problem, n_eig, solver, generators, tol, allow_gram=False, warm=warm)
-        vectors, mu = problem.lift(vec, sigma), sigma
+            return eigenpairs(problem, n_eig, solver, generators, tol, allow_gram=False, warm=warm)
+        vectors, mu = gram.lift(vec, sigma), sigma
     else:
         vectors, mu = vec, lam
     if how == "dense":
         residual = (problem.m_apply(vectors) - vectors * mu.unsqueeze(1)).norm(dim=1).amax(1)
     else:
         residual = krylov_residual
-    return _Eigen(mu, vectors, residual, how, "gram" if use_gram else "adjacency", applies)
+    return EigenPairs(mu, vectors, residual, how, "adjacency" if gram is None else "gram", applies)
 
+
+def _start_block(problem: EigenProblem, gram: GramProblem | None, b: int, generators: Sequence[torch.Generator],
+                 warm: torch.Tensor | None) -> torch.Tensor:
+    """The iterative solvers' first block (S, size, b): ``warm`` filled up with random vectors, or the known top
+    eigenvector √d (eigenvalue 1 of M and of BᵀB) and random ones."""
+    size = problem.n if gram is None else gram.n_small
+    if warm is not None:
+        x0 = (warm if gram is None else warm[:, gram.small_idx]).to(problem.dtype)
+        if x0.shape[2] < b:
+            extra = _randn(generators, (size, b - x0.shape[2]), problem.device, problem.dtype)
+            x0 = torch.cat([x0, extra], 2)
+        return x0
+    x0 = _randn(generators, (size, b), problem.device, problem.dtype)
+    sd = problem.sqrt_deg if gram is None else problem.sqrt_deg[:, gram.small_idx]
+    x0[:, :, 0] = sd.to(problem.dtype)
+    return x0
+
+
+def _iterative_top(problem: EigenProblem, gram: GramProblem | None, n_eig: int, how: str, b: int,
+                   generators: Sequence[torch.Generator], tol: float,
+                   warm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Top pairs of M, or of BᵀB when ``gram`` is given, by block Lanczos or LOBPCG: (λ, vectors, residual, applies)."""
+    size = problem.n if gram is None else gram.n_small
+    depth = _krylov_depth(size, b)
+    x0 = _start_block(problem, gram, b, generators, warm)
+    problem.prepare_products()
+
+    def make_apply(idx: torch.Tensor | None) -> Apply:
+        if gram is not None:
+            return (gram if idx is None else gram.subset(idx)).gram_apply
+        return (problem if idx is None else problem.subset(idx)).m_apply
+
+    max_applies = 60 * (depth + 1) if how == "lanczos" else 600
+    theta, vec, res, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol, max_applies=max_applies,
+                                             depth=depth, gram=gram is not None)
+    # The solvers' own residuals are those of M (for the Gram operator, of the lifted pairs), from products made
+    # explicitly: no need to spend another product on checking them.
+    return theta[:, :n_eig], vec[:, :, :n_eig], res[:, :n_eig].amax(1), applies

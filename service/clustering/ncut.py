@@ -8,7 +8,7 @@ computed as vol = Hᵀd, assoc = diag(HᵀAH), ncut = Σ_c (vol_c − assoc_c)/(
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,9 +16,6 @@ import torch
 
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
-
-if TYPE_CHECKING:
-    from neuronmap.loaders.records import ModelGraph
 
 EPSILON = 1e-8  # the reference's ε: an empty cluster contributes 0 instead of 0/0
 

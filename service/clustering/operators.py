@@ -1,32 +1,100 @@
-"""The eigenproblems of spectral clustering: M = D^-½AD^-½ of S layered graphs held as weight blocks, or of one
-adjacency matrix, with the operator products the eigensolvers need."""
+"""The eigenproblems of spectral clustering (methods.md §3.1): M = D^-½AD^-½ with the products the eigensolvers use.
+
+:class:`LayeredProblem` holds S graphs that share one layer layout as stacks of weight blocks, with the bipartite
+(Gram) form BᵀB when the layers 2-colour; :class:`MatrixProblem` holds one graph as a torch adjacency. Both satisfy
+:class:`EigenProblem`, what :mod:`.eigensolvers` and :mod:`.spectral` need of a problem.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
-from neuronmap.service.clustering.threads import _intra_op_threads
+from neuronmap.service.clustering.threads import intra_op_threads
 
 ISOLATED_SHIFT = -2.0  # masked (isolated) nodes of a batch get this eigenvalue: below M's spectrum [-1, 1]
 
 
 def _transposed_copy(w: torch.Tensor) -> torch.Tensor:
     """A contiguous (S, b, a) copy of w (S, a, b)ᵀ, by strips of rows (the whole transpose at once runs
-    single-threaded and cache-unfriendly, at about a third of the speed)."""
+    single-threaded and cache-unfriendly)."""
     out = w.new_empty(w.shape[0], w.shape[2], w.shape[1])
     for lo in range(0, w.shape[1], 256):
         out[:, :, lo:lo + 256].copy_(w[:, lo:lo + 256].mT)
     return out
 
 
+class EigenProblem(Protocol):
+    """S graphs' M = D^-½AD^-½, batched: what the eigensolvers and the pipeline need of a problem."""
 
-class _Layered:
-    """S graphs sharing one layer layout, with M = D^-½AD^-½ held as normalised block stacks.
+    S: int  # graphs in the batch
+    n: int  # neurons per graph (isolated ones included, masked)
+    device: torch.device
+    dtype: torch.dtype  # of the operator products
+    threads: int | None  # intra-op threads for the big products (threads.cpu_thread_budget)
+    valid: torch.Tensor  # (S, n) bool: neurons with a non-zero degree
+    sqrt_deg: torch.Tensor  # (S, n) float64, √d: the top eigenvector of M
+    dinv: torch.Tensor  # (S, n) float64, D^-½ (0 on isolated neurons)
+
+    def gram_form(self, n_eig: int) -> GramProblem | None:
+        """The problem's bipartite form when it gives the top ``n_eig`` pairs, else None."""
+        ...
+
+    def m_apply(self, x: torch.Tensor) -> torch.Tensor:
+        """M x for a block of vectors (S, n, b)."""
+        ...
+
+    def m_dense(self) -> torch.Tensor:
+        """M as a dense (S, n, n) stack."""
+        ...
+
+    def prepare_products(self) -> None:
+        """Get ready for many products (a no-op where nothing pays)."""
+        ...
+
+    def subset(self, idx: torch.Tensor) -> EigenProblem:
+        """The samples ``idx`` of the batch."""
+        ...
+
+    def astype(self, dtype: torch.dtype) -> EigenProblem:
+        """The same problem with products in ``dtype``."""
+        ...
+
+    def n_components(self, s: int) -> int:
+        """Connected components of sample ``s`` among its non-isolated neurons."""
+        ...
+
+
+class GramProblem(EigenProblem, Protocol):
+    """A bipartite problem solved on the Gram matrix BᵀB of its smaller side (methods.md §3.1)."""
+
+    n_small: int
+    small_idx: torch.Tensor  # (n_small,) the smaller side's neurons, in side order
+
+    def gram_apply(self, v: torch.Tensor) -> torch.Tensor:
+        """BᵀB v for small-side vectors (S, n_small, b)."""
+        ...
+
+    def gram_dense(self) -> torch.Tensor:
+        """BᵀB as a dense (S, n_small, n_small) stack."""
+        ...
+
+    def lift(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """Eigenvectors of M, (S, n, k), from Gram eigenvectors v (S, n_small, k) and σ (S, k)."""
+        ...
+
+    def subset(self, idx: torch.Tensor) -> GramProblem: ...
+
+    def astype(self, dtype: torch.dtype) -> GramProblem: ...
+
+
+class LayeredProblem:
+    """S graphs sharing one layer layout, with M = D^-½AD^-½ applied through their stacked |W| blocks.
 
     Isolated (degree-0) neurons are not removed: D^-½ is 0 there and M gets ``ISOLATED_SHIFT`` on their diagonal,
     so their eigenvalues sit below everything wanted, and the embedding is 0 on them (masked in k-means).
@@ -34,7 +102,7 @@ class _Layered:
 
     def __init__(self, sizes: Sequence[int], raw: Sequence[tuple[int, int, torch.Tensor]], dtype: torch.dtype,
                  sides: list[int] | None, threads: int | None = None) -> None:
-        self.threads = threads  # intra-op threads for the block products (see _cpu_thread_budget)
+        self.threads = threads  # intra-op threads for the block products (see threads.cpu_thread_budget)
         self.sizes = list(sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int).tolist()
         self.raw = list(raw)
@@ -109,7 +177,7 @@ class _Layered:
         product. GPUs' GEMMs take either layout at the same speed.
         """
         if self.weights_t is None and self.device.type == "cpu":
-            with _intra_op_threads(self.threads):
+            with intra_op_threads(self.threads):
                 self.weights_t = [_transposed_copy(w) for _, _, w in self.weights]
 
     def _pairs(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
@@ -121,7 +189,7 @@ class _Layered:
     def _oriented(self) -> list[tuple[int, int, torch.Tensor, torch.Tensor]]:
         out = []
         for src, dst, w, wt in self._pairs():
-            if self.sides[src] == self.gram_side:  # type: ignore[index]
+            if src in self.small_layers:
                 out.append((src, dst, wt, w))
             else:
                 out.append((dst, src, w, wt))
@@ -129,7 +197,7 @@ class _Layered:
 
     # --- the full operator M
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             xs = x * self.dinv_c
             y = torch.zeros_like(x)
             for src, dst, w, wt in self._pairs():
@@ -139,7 +207,7 @@ class _Layered:
             return y.mul_(self.dinv_c).addcmul_(x, self.shift.unsqueeze(-1))
 
     def m_dense(self) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             m = torch.diag_embed(self.shift)
             for src, dst, w in self._normalised():
                 s, d = self._sl(src), self._sl(dst)
@@ -148,6 +216,9 @@ class _Layered:
             return m
 
     # --- the Gram operator BᵀB on the small side, B = D_large^-½ W D_small^-½
+    def gram_form(self, n_eig: int) -> LayeredProblem | None:
+        return self if self.gram_ok(n_eig) else None
+
     def gram_ok(self, n_eig: int) -> bool:
         return self.gram_side is not None and int(self.valid[:, self.small_idx].sum(1).min()) >= n_eig
 
@@ -169,19 +240,19 @@ class _Layered:
         return self._w_apply(v * self.dinv_small).mul_(self.dinv_large)
 
     def gram_apply(self, v: torch.Tensor) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             u = self._w_apply(v * self.dinv_small).mul_(self.dinv2_large)
             return self._wt_apply(u).mul_(self.dinv_small).addcmul_(v, self.small_shift)
 
     def gram_dense(self) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             return self._gram_dense()
 
     def _gram_dense(self) -> torch.Tensor:
         g = torch.diag_embed(self.small_shift[..., 0])
         per_large: dict[int, list[tuple[int, torch.Tensor]]] = {}
         for src, dst, w in self._normalised():
-            if self.sides[src] == self.gram_side:  # type: ignore[index]
+            if src in self.small_layers:
                 per_large.setdefault(dst, []).append((src, w.mT))
             else:
                 per_large.setdefault(src, []).append((dst, w))
@@ -203,7 +274,7 @@ class _Layered:
 
     def lift(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Eigenvectors of M, (S, n, k), from Gram eigenvectors v (S, n_small, k) and σ (S, k)."""
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             u = self.b_apply(v) / sigma.unsqueeze(1)
         full = v.new_zeros(v.shape[0], self.n, v.shape[2])
         full[:, self.small_idx] = v
@@ -211,15 +282,15 @@ class _Layered:
         return full / full.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
     # --- batch plumbing
-    def subset(self, idx: torch.Tensor) -> _Layered:
-        sub = _Layered(self.sizes, [(s, d, w.index_select(0, idx)) for s, d, w in self.raw], self.dtype, self.sides,
-                       self.threads)
+    def subset(self, idx: torch.Tensor) -> LayeredProblem:
+        raw = [(s, d, w.index_select(0, idx)) for s, d, w in self.raw]
+        sub = LayeredProblem(self.sizes, raw, self.dtype, self.sides, self.threads)
         if self.weights_t is not None:
             sub.weights_t = [wt.index_select(0, idx) for wt in self.weights_t]
         return sub
 
-    def astype(self, dtype: torch.dtype) -> _Layered:
-        return self if dtype == self.dtype else _Layered(self.sizes, self.raw, dtype, self.sides, self.threads)
+    def astype(self, dtype: torch.dtype) -> LayeredProblem:
+        return self if dtype == self.dtype else LayeredProblem(self.sizes, self.raw, dtype, self.sides, self.threads)
 
     def n_components(self, s: int) -> int:
         """Connected components of sample s among its non-isolated neurons (scipy, on the CPU)."""
@@ -234,7 +305,7 @@ class _Layered:
         return int(n_comp) - int((~self.valid[s]).sum())
 
 
-class _Matrix:
+class MatrixProblem:
     """One graph given as a symmetric torch adjacency (dense or sparse), already without isolated neurons."""
 
     gram_side = None
@@ -261,25 +332,25 @@ class _Matrix:
         else:
             self.m = dinv[:, None] * adjacency.to(dtype) * dinv[None, :]
 
-    def gram_ok(self, n_eig: int) -> bool:
-        return False
+    def gram_form(self, n_eig: int) -> None:
+        return None
 
     def prepare_products(self) -> None:
         pass
 
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             return (self.m @ x[0]).unsqueeze(0)
 
     def m_dense(self) -> torch.Tensor:
-        with _intra_op_threads(self.threads):
+        with intra_op_threads(self.threads):
             return (self.m.to_dense() if self.m.layout != torch.strided else self.m).unsqueeze(0)
 
-    def subset(self, idx: torch.Tensor) -> _Matrix:
+    def subset(self, idx: torch.Tensor) -> MatrixProblem:
         return self
 
-    def astype(self, dtype: torch.dtype) -> _Matrix:
-        return self if dtype == self.dtype else _Matrix(self.adjacency, dtype, self.threads)
+    def astype(self, dtype: torch.dtype) -> MatrixProblem:
+        return self if dtype == self.dtype else MatrixProblem(self.adjacency, dtype, self.threads)
 
     def n_components(self, s: int) -> int:
         a = self.adjacency

@@ -1,20 +1,9 @@
-"""Shuffled-network nulls (methods.md §4), reproducible from one seed.
+"""Shuffled-network nulls of weight graphs (methods.md §4.1), reproducible from one seed.
 
-Each null sample ``i`` owns the child ``i`` of ``numpy.random.SeedSequence(random_state)``: the child seeds a
-numpy ``Generator`` that draws the permutations, and (see :func:`torch_generator`) the torch generator that the
-clustering of that sample uses. So a sample's result depends only on the seed and its index, never on the batch it
-was computed in, nor on the device (permutations are drawn on the CPU).
-
-Methods
--------
-``layer``
-    A uniform permutation of **all** entries of each block, zeros included: a pruned net's sparsity pattern is
-    re-randomised. The reference's default, used for every published table.
-``layer_nonzero``
-    A uniform permutation of the non-zero entries of each block; the zero mask is kept.
-
-Shuffle the graph *after* its isolated neurons are dropped; each shuffled graph then gets its own isolated-neuron
-removal when it is clustered (:mod:`neuronmap.service.clusterability` does both).
+``layer`` permutes all entries of each block, zeros included (the reference's default); ``layer_nonzero`` permutes
+only the non-zero ones and keeps the zero mask. Sample ``i`` draws its permutations from child ``i`` of
+``SeedSequence(random_state)`` (:func:`neuronmap.device.sample_seeds`), on the CPU, so it depends only on the seed
+and its index (methods.md §4.3). Shuffle after dropping the isolated neurons (:mod:`.clusterability` does).
 """
 
 from __future__ import annotations
@@ -22,21 +11,26 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import TypeGuard
 
 import numpy as np
 import torch
 
-from neuronmap.device import numpy_generator, sample_seeds
+from neuronmap.device import RandomState, numpy_generator, sample_seeds
+from neuronmap.options import ShuffleMethod, choices
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError
 
-ShuffleMethod = Literal["layer", "layer_nonzero"]
-SHUFFLE_METHODS: tuple[str, ...] = ("layer", "layer_nonzero")
+SHUFFLE_METHODS = choices(ShuffleMethod)
+
+
+def is_shuffle_method(method: str) -> TypeGuard[ShuffleMethod]:
+    """Whether ``method`` names a weight-graph shuffle (rather than an activation-graph null, say)."""
+    return method in SHUFFLE_METHODS
 
 
 def _check_method(method: str) -> None:
-    if method not in SHUFFLE_METHODS:
+    if not is_shuffle_method(method):
         raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}. "
                                    "The KDE variants of the reference are not implemented.")
 
@@ -99,6 +93,6 @@ def shuffle_graph(graph: BlockGraph, method: ShuffleMethod, rng: np.random.Gener
 
 
 def shuffled_graphs(graph: BlockGraph, n_shuffles: int, method: ShuffleMethod = "layer", *,
-                    random_state: int | np.random.SeedSequence | None = None) -> list[BlockGraph]:
+                    random_state: RandomState = None) -> list[BlockGraph]:
     """``n_shuffles`` shuffled copies, sample ``i`` drawn from child ``i`` of the seed (as clusterability does)."""
     return [shuffle_graph(graph, method, numpy_generator(seed)) for seed in sample_seeds(random_state, n_shuffles)]

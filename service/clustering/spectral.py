@@ -1,24 +1,10 @@
-"""Spectral clustering of neuron graphs on CPU or GPU (methods.md §3), one graph or a batch of nulls at once.
+"""Spectral clustering of neuron graphs on CPU or GPU (methods.md §3): one graph, or a batch of nulls at once.
 
-The pipeline is sklearn's ``SpectralClustering(affinity="precomputed", assign_labels="kmeans")`` as the reference
-calls it, rebuilt in torch so that it runs on a GPU and batches over many graphs that share one layer layout:
-
-1. drop the isolated neurons (degree 0; they get label −1);
-2. the k smallest eigenpairs of L = I − D^-½AD^-½, i.e. the k largest *algebraic* eigenpairs of
-   M = D^-½AD^-½, by a dense ``eigh`` for small problems or restarted block Lanczos / LOBPCG on the block
-   matvec for large ones, in float32 with a float64 retry when the residual ‖MV − VΛ‖ is poor;
-3. the embedding U_i/√d_i (rows not normalised, the trivial vector kept, as the reference does);
-4. k-means++ (greedy, 2 + ⌊ln k⌋ trials) and Lloyd with ``n_init`` restarts, all restarts batched.
-
-A layered graph whose layers 2-colour (every feed-forward net without skip connections over an even number of
-layers) is bipartite: M = [[0, B], [Bᵀ, 0]] up to a permutation, its spectrum is ±σ(B), and the top eigenvectors
-of M are (Bv/σ, v)/√2 for the top eigenpairs (σ², v) of the Gram matrix BᵀB of the *smaller* side. The solvers
-work on that Gram matrix when they can: a problem of half the size whose wanted end is the only end.
-
-On a CPU the many small ops run with one intra-op thread; the caller's torch thread count goes to the big block
-products and to independent work (the k-means restarts of different graphs, per-null eigenproblems), see
-``_cpu_thread_budget``.
-Randomness is drawn on the CPU from per-graph generators, so one seed gives the same draws on every device.
+The pipeline of sklearn's ``SpectralClustering(affinity="precomputed", assign_labels="kmeans")`` as the reference
+calls it: drop the isolated neurons (label −1), take the top eigenpairs of M = D^-½AD^-½ (:mod:`.eigensolvers` on an
+:mod:`.operators` problem, in float32 with a float64 retry when the residual is poor), embed U_i/√d_i and run
+k-means (:mod:`.kmeans`). :func:`cluster_batch` does the same for S graphs that share one layer layout, masking each
+graph's isolated neurons instead of dropping them. Every random draw comes from a per-graph CPU generator.
 """
 
 from __future__ import annotations
@@ -27,29 +13,27 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from neuronmap.device import resolve_device, seed_sequence, torch_generator
+from neuronmap.device import RandomState, resolve_device, seed_sequence, torch_generator
+from neuronmap.options import EigenSolver, choices
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.clustering.eigensolvers import _Eigen, _eigenpairs
+from neuronmap.service.clustering.eigensolvers import EigenPairs, eigenpairs
 from neuronmap.service.clustering.kmeans import kmeans_batched
-from neuronmap.service.clustering.operators import _Layered, _Matrix
-from neuronmap.service.clustering.threads import _cpu_thread_budget, _intra_op_threads
+from neuronmap.service.clustering.operators import EigenProblem, LayeredProblem, MatrixProblem
+from neuronmap.service.clustering.threads import cpu_thread_budget, intra_op_threads
 from neuronmap.service.errors import ClusteringInputError, DisconnectedGraphWarning
 
-EigenSolver = Literal["auto", "dense", "lobpcg", "lanczos"]
-EIGEN_SOLVERS: tuple[str, ...] = ("auto", "dense", "lobpcg", "lanczos")
+EIGEN_SOLVERS = choices(EigenSolver)
 
 FALLBACK_RESIDUAL = 1e-3  # a float32 eigen-residual above this is recomputed in float64
 DEFAULT_TOL = {torch.float32: 1e-4, torch.float64: 1e-7}  # iterative solvers stop at this residual
 CONNECTIVITY_GAP = 1e-3  # μ₂ ≥ 1 − gap → count the connected components exactly
 
-
-# ----------------------------------------------------------------------------------------------- small helpers
 
 def _check_dtype(dtype: torch.dtype | None) -> None:
     if dtype not in (None, torch.float32, torch.float64):
@@ -60,9 +44,6 @@ def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
-
-
-# ----------------------------------------------------------------------------------------------- the pipeline
 
 @dataclass(frozen=True)
 class SpectralResult:
@@ -123,8 +104,9 @@ def reference_n_init(n_nodes: int) -> int:
     return 100 if n_nodes > 2000 else 25
 
 
-def _solve(problem: Any, n_clusters: int, *, eigen_solver: str, n_init: int, generators: Sequence[torch.Generator],
-           dtype: torch.dtype | None, tol: float | None, check_connectivity: bool) -> BatchOutcome:
+def _solve(problem: EigenProblem, n_clusters: int, *, eigen_solver: str, n_init: int,
+           generators: Sequence[torch.Generator], dtype: torch.dtype | None, tol: float | None,
+           check_connectivity: bool) -> BatchOutcome:
     device = problem.device
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -134,33 +116,14 @@ def _solve(problem: Any, n_clusters: int, *, eigen_solver: str, n_init: int, gen
                                    "after dropping isolated ones. Ask for fewer clusters.")
     n_eig = min(max(n_clusters, 2), int(n_valid.min()))  # μ₂ tells whether the graph is connected
     first_dtype = dtype or torch.float32
-    eig = _eigenpairs(problem, n_eig, eigen_solver, generators, tol or DEFAULT_TOL[first_dtype])
+    eig = eigenpairs(problem, n_eig, eigen_solver, generators, tol or DEFAULT_TOL[first_dtype])
     used_dtype = first_dtype
-    applies = eig.applies
     if dtype is None and bool((eig.residual > FALLBACK_RESIDUAL).any()):
-        redo = torch.nonzero(eig.residual > FALLBACK_RESIDUAL).flatten()
-        sub = problem.subset(redo).astype(torch.float64) if problem.S > 1 else problem.astype(torch.float64)
-        gens = [generators[i] for i in redo.tolist()]
-        eig64 = _eigenpairs(sub, n_eig, eigen_solver, gens, tol or DEFAULT_TOL[torch.float64],
-                            warm=eig.vectors[redo].to(torch.float64))
-        vectors = eig.vectors.to(torch.float64)
-        vectors[redo] = eig64.vectors
-        mu = eig.mu.to(torch.float64)
-        mu[redo] = eig64.mu
-        residual = eig.residual.to(torch.float64)
-        residual[redo] = eig64.residual
-        eig = _Eigen(mu, vectors, residual, eig64.solver, eig64.operator, applies + eig64.applies)
-        applies = eig.applies
+        eig = _retry_in_float64(problem, eig, n_eig, eigen_solver, generators, tol)
         used_dtype = torch.float64
     _sync(device)
     timings["eigen"] = time.perf_counter() - t0
-
-    n_components = [1] * problem.S
-    if check_connectivity:
-        mu2 = eig.mu[:, 1] if eig.mu.shape[1] > 1 else torch.zeros(problem.S, device=device)
-        suspect = (mu2 >= 1 - CONNECTIVITY_GAP) | (eig.residual > FALLBACK_RESIDUAL)
-        for s in torch.nonzero(suspect).flatten().tolist():
-            n_components[s] = problem.n_components(s)
+    n_components = _components(problem, eig) if check_connectivity else [1] * problem.S
 
     t1 = time.perf_counter()
     kdtype = torch.float64 if dtype == torch.float64 else torch.float32
@@ -171,7 +134,34 @@ def _solve(problem: Any, n_clusters: int, *, eigen_solver: str, n_init: int, gen
     timings["kmeans"] = time.perf_counter() - t1
     eigenvalues = (1 - eig.mu[:, :n_clusters].to(torch.float64)).clamp_min(0)
     return BatchOutcome(labels, eigenvalues, eig.residual.to(torch.float64), n_components, inertia, eig.solver,
-                        eig.operator, used_dtype, applies, timings)
+                        eig.operator, used_dtype, eig.applies, timings)
+
+
+def _retry_in_float64(problem: EigenProblem, eig: EigenPairs, n_eig: int, eigen_solver: str,
+                      generators: Sequence[torch.Generator], tol: float | None) -> EigenPairs:
+    """The samples whose float32 residual is poor, solved again in float64 from their float32 vectors."""
+    redo = torch.nonzero(eig.residual > FALLBACK_RESIDUAL).flatten()
+    sub = problem.subset(redo).astype(torch.float64) if problem.S > 1 else problem.astype(torch.float64)
+    gens = [generators[i] for i in redo.tolist()]
+    eig64 = eigenpairs(sub, n_eig, eigen_solver, gens, tol or DEFAULT_TOL[torch.float64],
+                       warm=eig.vectors[redo].to(torch.float64))
+    vectors = eig.vectors.to(torch.float64)
+    vectors[redo] = eig64.vectors
+    mu = eig.mu.to(torch.float64)
+    mu[redo] = eig64.mu
+    residual = eig.residual.to(torch.float64)
+    residual[redo] = eig64.residual
+    return EigenPairs(mu, vectors, residual, eig64.solver, eig64.operator, eig.applies + eig64.applies)
+
+
+def _components(problem: EigenProblem, eig: EigenPairs) -> list[int]:
+    """Connected components per sample: counted exactly where the spectrum hints at several (μ₂ ≈ 1), else 1."""
+    n_components = [1] * problem.S
+    mu2 = eig.mu[:, 1] if eig.mu.shape[1] > 1 else torch.zeros(problem.S, device=problem.device)
+    suspect = (mu2 >= 1 - CONNECTIVITY_GAP) | (eig.residual > FALLBACK_RESIDUAL)
+    for s in torch.nonzero(suspect).flatten().tolist():
+        n_components[s] = problem.n_components(s)
+    return n_components
 
 
 def _check_common(n_clusters: int, eigen_solver: str, n_init: int | None) -> None:
@@ -184,7 +174,7 @@ def _check_common(n_clusters: int, eigen_solver: str, n_init: int | None) -> Non
 
 
 def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.Tensor]], n_clusters: int, *,
-                  generators: Sequence[torch.Generator], eigen_solver: str = "auto", n_init: int = 10,
+                  generators: Sequence[torch.Generator], eigen_solver: EigenSolver = "auto", n_init: int = 10,
                   dtype: torch.dtype | None = None, tol: float | None = None,
                   check_connectivity: bool = True) -> BatchOutcome:
     """Spectral clustering of S graphs that share a layer layout, in one batched pass.
@@ -217,9 +207,9 @@ def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.T
     if len(generators) != blocks[0][2].shape[0]:
         raise ClusteringInputError(f"Need one generator per sample: {len(generators)} for {blocks[0][2].shape[0]}.")
     sides = BlockGraph(sizes, [(s, d, w[0]) for s, d, w in blocks], validate=False).layer_sides()
-    budget = _cpu_thread_budget(blocks[0][2].device)
-    with _intra_op_threads(1 if budget else None):
-        problem = _Layered(sizes, blocks, dtype or torch.float32, sides, budget)
+    budget = cpu_thread_budget(blocks[0][2].device)
+    with intra_op_threads(1 if budget else None):
+        problem = LayeredProblem(sizes, blocks, dtype or torch.float32, sides, budget)
         return _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=generators,
                       dtype=dtype, tol=tol, check_connectivity=check_connectivity)
 
@@ -263,7 +253,7 @@ def _prepare_matrix(adjacency: torch.Tensor, device: torch.device) -> tuple[torc
 
 
 def _prepare(graph: Any, n_clusters: int, device: torch.device, dtype: torch.dtype,
-             budget: int | None) -> tuple[Any, torch.Tensor, int, int]:
+             budget: int | None) -> tuple[EigenProblem, torch.Tensor, int, int]:
     """The eigenproblem of a single graph without its isolated neurons: (problem, keep, n_total, n_left)."""
     if hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a loaders ModelGraph
         graph = BlockGraph.from_model_graph(graph)
@@ -287,13 +277,13 @@ def _prepare(graph: Any, n_clusters: int, device: torch.device, dtype: torch.dty
                                    f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
     if isinstance(graph, BlockGraph):
         blocks = [(s, d, w.unsqueeze(0)) for s, d, w in reduced.blocks if w.numel()]
-        return _Layered(reduced.sizes, blocks, dtype, reduced.layer_sides(), budget), keep, n_total, n_left
-    return _Matrix(reduced_a, dtype, budget), keep, n_total, n_left
+        return LayeredProblem(reduced.sizes, blocks, dtype, reduced.layer_sides(), budget), keep, n_total, n_left
+    return MatrixProblem(reduced_a, dtype, budget), keep, n_total, n_left
 
 
 def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int, *,
                         eigen_solver: EigenSolver = "auto", n_init: int | None = None,
-                        random_state: int | np.random.SeedSequence | None = None, device: str | torch.device = "auto",
+                        random_state: RandomState = None, device: str | torch.device = "auto",
                         parity: bool = False, dtype: torch.dtype | None = None,
                         tol: float | None = None) -> SpectralResult:
     """Partition the neurons of a weighted graph by the relaxed normalised cut.
@@ -356,26 +346,32 @@ def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int,
     _check_dtype(dtype)
     dev = resolve_device(device)
     generator = torch_generator(seed_sequence(random_state))
-    budget = _cpu_thread_budget(dev)
-    with _intra_op_threads(1 if budget else None):
+    budget = cpu_thread_budget(dev)
+    with intra_op_threads(1 if budget else None):
         problem, keep, n_total, n_left = _prepare(graph, n_clusters, dev, dtype or torch.float32, budget)
         n_init = reference_n_init(n_left) if parity else (n_init or 10)
         _sync(dev)
         prepare = time.perf_counter() - start
         out = _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=[generator],
                      dtype=dtype, tol=tol, check_connectivity=True)
-    labels = torch.full((n_total,), -1, dtype=torch.int64)
+    timings = {"prepare": prepare, **out.timings}
+    return _single_result(out, keep, n_total - n_left, n_clusters, n_init, dev, timings, start)
+
+
+def _single_result(out: BatchOutcome, keep: torch.Tensor, n_isolated: int, n_clusters: int, n_init: int,
+                   device: torch.device, timings: dict[str, float], start: float) -> SpectralResult:
+    """The one graph of ``out`` as a SpectralResult, labels in the input's order; warns when it is disconnected."""
+    labels = torch.full((keep.shape[0],), -1, dtype=torch.int64)
     labels[keep.cpu()] = out.labels[0].cpu()
     n_components = out.n_components[0]
-    n_isolated = int(n_total - n_left)
     if n_components > 1:
         warnings.warn(DisconnectedGraphWarning(
             f"The graph has {n_components} connected components after dropping {n_isolated} isolated neurons; "
             "spectral clustering proceeds, but each component's clusters are found separately.", n_components),
-            stacklevel=2)
-    timings = {"prepare": prepare, **out.timings, "total": time.perf_counter() - start}
+            stacklevel=3)  # the caller of spectral_clustering
+    timings = {**timings, "total": time.perf_counter() - start}
     return SpectralResult(labels=labels, n_clusters=n_clusters, eigenvalues=out.eigenvalues[0].cpu(),
                           eigen_residual=float(out.residual[0]), eigen_solver=out.eigen_solver, operator=out.operator,
-                          dtype=str(out.dtype).removeprefix("torch."), device=str(dev), n_components=n_components,
+                          dtype=str(out.dtype).removeprefix("torch."), device=str(device), n_components=n_components,
                           n_isolated=n_isolated, n_init=n_init, inertia=float(out.inertia[0]),
                           n_matvecs=out.n_matvecs, timings=timings)

@@ -12,9 +12,9 @@ from sklearn.cluster import SpectralClustering
 from neuronmap.device import numpy_generator, sample_seeds, seed_sequence
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.clusterability import clusterability
-from neuronmap.service.errors import ClusteringInputError
 from neuronmap.service.clustering.ncut import ncut
 from neuronmap.service.clustering.shuffles import shuffle_graph
+from neuronmap.service.errors import ClusteringInputError
 from neuronmap.service.stats import adjust_pvalues, cohens_d, percentile_pvalue, z_score
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

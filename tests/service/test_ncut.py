@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.errors import ClusteringInputError
 from neuronmap.service.clustering.ncut import ave_in_out, ncut, ncut_batched_blocks, ncut_many
+from neuronmap.service.errors import ClusteringInputError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -10,8 +10,8 @@ import torch
 
 from neuronmap.device import numpy_generator, sample_seeds, torch_generator
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.errors import ClusteringInputError
 from neuronmap.service.clustering.shuffles import shuffle_graph, shuffle_matrix, shuffled_block_stacks, shuffled_graphs
+from neuronmap.service.errors import ClusteringInputError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -11,12 +11,12 @@ from sklearn.cluster import KMeans, SpectralClustering
 from sklearn.metrics import adjusted_rand_score
 
 from neuronmap.device import torch_generator
+from neuronmap.errors import NeuronmapError, SeedError
 from neuronmap.service.clustering import eigensolvers, kmeans, operators, spectral
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.errors import NeuronmapError, SeedError
-from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
 from neuronmap.service.clustering.ncut import ncut
 from neuronmap.service.clustering.spectral import kmeans_batched, spectral_clustering
+from neuronmap.service.errors import ClusteringInputError, DeviceError, DisconnectedGraphWarning
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SOLVERS = ["dense", "lanczos", "lobpcg"]
@@ -265,9 +265,9 @@ def test_model_graph_and_edge_list_inputs_agree():
     assert adjusted_rand_score(truth, from_model.labels.numpy()) >= 0.99
 
 
-def layered_problem(graph: BlockGraph, dtype: torch.dtype = torch.float64) -> operators._Layered:
+def layered_problem(graph: BlockGraph, dtype: torch.dtype = torch.float64) -> operators.LayeredProblem:
     blocks = [(s, d, w.unsqueeze(0)) for s, d, w in graph.blocks]
-    return operators._Layered(graph.sizes, blocks, dtype, graph.layer_sides())
+    return operators.LayeredProblem(graph.sizes, blocks, dtype, graph.layer_sides())
 
 
 @pytest.mark.parametrize("skips", [[], [(0, 2)]], ids=["bipartite", "skip"])
@@ -301,7 +301,7 @@ def test_iterative_residual_is_the_true_residual_of_m(operator):
     # operator they are those of the lifted eigenvectors of M.
     graph = glorot([300, 260, 280, 60], seed=26, density=0.5)
     problem = layered_problem(graph, torch.float32)
-    eig = eigensolvers._eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
+    eig = eigensolvers.eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
                                allow_gram=operator == "gram")
     assert eig.solver == "lanczos" and eig.operator == operator
     v, mu = eig.vectors.double(), eig.mu.double()
