@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 from neuronmap.examples import nets
 from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.cli import cli
-from neuronmap.service.store.library import run_library_query
 from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.store.library import run_library_query
 from tests.service.test_pipeline import planted_graph
 
 

@@ -1,53 +1,37 @@
-"""Importance of a partition's modules: lesion each sub-cluster, against random same-size sets (methods.md §5).
+"""Importance of a partition's modules: lesion each sub-cluster against random same-size sets of its layer
+(methods.md §5), and pairs of sub-clusters together (the double-lesion interaction test).
 
-A *sub-cluster* is a cluster's neurons within one hidden layer. Lesioning it (its neurons' values set to 0:
-zeroing their incoming weights and bias in the stored, BatchNorm-folded graph; ``lesion.py`` documents the
-BatchNorm choice) changes the network's accuracy on a data set. The same is done for N random sets of the same size
-drawn from the partition's units of the same layer; a sub-cluster is *important* when its lesion hurts more than
-nearly all of them. All lesions of a layer run as batches of masks (``lesion.lesion_correct_counts``).
-
-Per sub-cluster: the accuracy with it lesioned (overall and per class) and its change Δ; the percentile p-value of
-the lesioned accuracy among the random sets, p = (#{random ≤ real} + 1)/(N + 1) (ties count against the
-sub-cluster); the range statistic R of the per-class changes (class-specificity) and its p-value; Benjamini–Hochberg
-adjusted p-values over the sub-clusters; the reference's taxonomy. Per network: Fisher's combination of the
-p-values (with the reference's centring shift) and the reference's two-sided χ² uniformity test. ``parity=True``
-reproduces the reference's choices (strict ``<`` counts, balanced accuracy for the combined tests, the 1/N
-significance threshold of the taxonomy).
-
-``run_importance`` (store in, store out) is what ``neuronmap importance`` calls; ``assess_importance`` is the same
-computation on a network and tensors; ``run_double_lesion`` / ``assess_double_lesion`` test pairs.
+``assess_importance`` and ``assess_double_lesion`` work on a network and tensors; ``neuronmap.service.runs`` reads
+their inputs from the store and writes their results back. ``parity=True`` reproduces the reference's choices.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Literal, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from neuronmap.device import resolve_device
-from neuronmap.cypher import Store
-from neuronmap.loaders.datasets import Dataset, load_dataset
-
-from neuronmap.service.store.assessments import PartitionLayout, SubClusterRef, read_partition_layout, write_assessment
-from neuronmap.service.errors import AssessmentInputError
-from neuronmap.options import BatchNormLesion, LesionMethod
+from neuronmap.options import AccuracyMetric, BatchNormLesion, LesionMethod, Significance, Split, Ties
+from neuronmap.service.assessment.common import Progress, finite_mean, no_progress, none_if_nan, subcluster_generators
+from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets, intact_correct_counts, lesion_correct_counts
 from neuronmap.service.assessment.network import LesionNetwork
-from neuronmap.service.store.model_source import load_network
-from neuronmap.service.stats import (Ties, adjust_pvalues, chi2_uniformity_pvalue, effect_factor, empirical_pvalues,
-                    fisher_combined_pvalue, range_statistic)
-
-Progress = Callable[[str, int, int], None]
-"""``on_progress(stage, done, total)``: called as work finishes; ``done`` counts up to ``total`` within a stage."""
+from neuronmap.service.stats import (
+    adjust_pvalues,
+    chi2_uniformity_pvalue,
+    effect_factor,
+    empirical_pvalues,
+    fisher_combined_pvalue,
+    range_statistic,
+)
 
 Category = Literal["complete", "small", "important", "prunable", "sig-but-not-diff", "diff-but-not-sig", "other"]
-
-
-def _no_progress(stage: str, done: int, total: int) -> None:
-    return None
+Lesion = dict[int, np.ndarray]  # layer index → the units set to 0
 
 
 class ImportanceConfig(BaseModel):
@@ -56,13 +40,13 @@ class ImportanceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     dataset: str = "digits"  # a load_dataset name or path; a classification data set the network reads
-    split: Literal["train", "test", "all"] = "test"
+    split: Split = "test"
     n_null: int = Field(default=100, ge=1)  # random sets per sub-cluster
     random_state: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    metric: Literal["overall", "balanced"] = "overall"  # the accuracy behind p_value and the network tests
+    metric: AccuracyMetric = "overall"  # the accuracy behind p_value and the network tests
     ties: Ties = "conservative"
-    significance: Literal["bh", "reference"] = "bh"  # the taxonomy's test: BH-adjusted p < alpha, or p < 1/N
+    significance: Significance = "bh"  # the taxonomy's test: BH-adjusted p < alpha, or p < 1/N
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     small_size: int = Field(default=12, ge=0)  # the taxonomy's "small": at most this many neurons
     min_drop: float = Field(default=0.01, ge=0.0)  # the taxonomy's "diff": accuracy falls by at least this
@@ -147,24 +131,6 @@ class ImportanceResult(BaseModel):
         return self.model_dump(exclude={"assessment", "model", "partition", "subclusters"})
 
 
-def load_split(name: str, split: str) -> tuple[Dataset, torch.Tensor, torch.Tensor]:
-    """A classification data set's inputs and labels of one split."""
-    data = load_dataset(name)
-    if data.task != "classification":
-        raise AssessmentInputError(f"Data set {name!r} is a {data.task} task; lesion and coherence tests measure "
-                                   "class accuracy and label entropy, so they need a classification data set.")
-    x = data.inputs(split)  # type: ignore[arg-type]
-    y = {"train": data.y_train, "test": data.y_test}.get(split)
-    if y is None:
-        y = torch.cat([data.y_train, data.y_test])
-    return data, x, y
-
-
-def subcluster_generators(seed: int, n: int) -> list[np.random.Generator]:
-    """One independent generator per sub-cluster (in layout order), so results never depend on batching or device."""
-    return [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(n)]
-
-
 def taxonomy(sub: SubClusterRef, p_overall: float | None, p_significance: float | None, delta: float,
              config: ImportanceConfig) -> Category:
     """The reference's ``layer_cluster_taxonomify``, checked in its order (methods.md §5).
@@ -195,9 +161,8 @@ def _recall(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
 
 
-def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                   lesions: list[dict[int, np.ndarray]], config: ImportanceConfig, stage: str,
-                   on_progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, lesions: list[Lesion],
+                   config: ImportanceConfig, stage: str, on_progress: Progress) -> tuple[np.ndarray, np.ndarray]:
     """Correct predictions per class of the intact network and of every lesion, reporting ``stage`` progress."""
     total, done = len(lesions) * -(-x.shape[0] // config.batch_size), 0
     on_progress(stage, 0, total)
@@ -213,10 +178,116 @@ def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_class
     return intact, counts
 
 
+def _single_lesions(subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
+                    config: ImportanceConfig) -> tuple[list[Lesion], list[tuple[int, int]]]:
+    """Every lesion to run, and per sub-cluster its rows: the real set, then its random ones (none when complete)."""
+    generators = subcluster_generators(config.random_state, len(subclusters))
+    lesions: list[Lesion] = []
+    spans: list[tuple[int, int]] = []
+    for sub, rng in zip(subclusters, generators):
+        first = len(lesions)
+        lesions.append({sub.layer: np.asarray(sub.units, dtype=np.int64)})
+        if not sub.complete:
+            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, config.n_null,
+                                                                          rng))
+        spans.append((first, len(lesions)))
+    return lesions, spans
+
+
+@dataclass(frozen=True)
+class _Accuracies:
+    """The intact network's accuracies and, per lesion (row), the lesioned ones."""
+
+    acc0: float
+    recall0: np.ndarray  # (n_classes,)
+    balanced0: float
+    acc: np.ndarray  # (n_lesions,)
+    recall: np.ndarray  # (n_lesions, n_classes)
+    balanced: np.ndarray  # (n_lesions,)
+    ranges: np.ndarray  # (n_lesions,): R of the per-class changes
+
+    @classmethod
+    def of(cls, intact: np.ndarray, counts: np.ndarray, y: torch.Tensor, n_classes: int) -> _Accuracies:
+        totals = np.bincount(y.cpu().numpy(), minlength=n_classes).astype(np.float64)
+        present = totals > 0
+        recall0 = _recall(intact, totals)
+        recall = _recall(counts, totals)
+        return cls(acc0=float(intact.sum() / totals.sum()), recall0=recall0, balanced0=float(np.nanmean(recall0)),
+                   acc=counts.sum(axis=1) / totals.sum(), recall=recall,
+                   balanced=np.nanmean(recall[:, present], axis=1),
+                   ranges=range_statistic((recall - recall0)[:, present]))
+
+
+def _subcluster_row(sub: SubClusterRef, lo: int, hi: int, a: _Accuracies, config: ImportanceConfig) -> dict[str, Any]:
+    """One sub-cluster's statistics: its lesion (row ``lo``) against its random sets (rows ``lo + 1 … hi − 1``)."""
+    acc, balanced, ranges = a.acc, a.balanced, a.ranges
+    row: dict[str, Any] = {
+        "cluster": sub.cluster, "layer": sub.layer, "layer_name": sub.layer_name, "size": sub.size,
+        "pool_size": sub.pool_size, "accuracy": float(acc[lo]), "delta_accuracy": float(acc[lo] - a.acc0),
+        "balanced_accuracy": float(balanced[lo]), "delta_balanced": float(balanced[lo] - a.balanced0),
+        "class_accuracy": a.recall[lo].tolist(),
+        "range_statistic": None if np.isnan(ranges[lo]) else float(ranges[lo]),
+    }
+    if hi - lo <= 1:
+        return row
+    null_delta = acc[lo + 1:hi] - a.acc0
+    sd = float(null_delta.std())
+    metric = balanced if config.metric == "balanced" else acc
+    null_ranges = ranges[lo + 1:hi]
+    # A lesion that changes nothing on average has no R; it is never more class-specific than another one.
+    r_true = -np.inf if np.isnan(ranges[lo]) else ranges[lo]
+    row.update({
+        "null_delta_mean": float(null_delta.mean()), "null_delta_sd": sd,
+        "z": (float(acc[lo] - a.acc0) - float(null_delta.mean())) / sd if sd > 0 else None,
+        "p_overall": float(empirical_pvalues([acc[lo]], [acc[lo + 1:hi]], "less", config.ties)[0]),
+        "p_balanced": float(empirical_pvalues([balanced[lo]], [balanced[lo + 1:hi]], "less", config.ties)[0]),
+        "null_range_mean": float(np.nanmean(null_ranges)) if np.isfinite(null_ranges).any() else None,
+        "p_range": float(empirical_pvalues([r_true], [np.nan_to_num(null_ranges, nan=-np.inf)], "greater",
+                                           config.ties)[0]),
+        "effect_mean": float(effect_factor(metric[lo + 1:hi].mean(), metric[lo])),
+    })
+    row["p_value"] = row["p_balanced"] if config.metric == "balanced" else row["p_overall"]
+    return row
+
+
+def _classify(subclusters: Sequence[SubClusterRef], rows: list[dict[str, Any]],
+              config: ImportanceConfig) -> list[SubClusterImportance]:
+    """BH adjustments over the tested sub-clusters (in place) and every sub-cluster's taxonomy."""
+    tested = [i for i, row in enumerate(rows) if row.get("p_value") is not None]
+    adjusted = adjust_pvalues(np.array([rows[i]["p_value"] for i in tested]), "bh") if tested else np.zeros(0)
+    adjusted_range = adjust_pvalues(np.array([rows[i]["p_range"] for i in tested]), "bh") if tested else np.zeros(0)
+    adjusted_overall = adjust_pvalues(np.array([rows[i]["p_overall"] for i in tested]), "bh") if tested else np.zeros(0)
+    significance: dict[int, float] = {}
+    for j, i in enumerate(tested):
+        rows[i]["p_adjusted"] = float(adjusted[j])
+        rows[i]["p_range_adjusted"] = float(adjusted_range[j])
+        significance[i] = float(adjusted_overall[j]) if config.significance == "bh" else rows[i]["p_overall"]
+    return [SubClusterImportance(**row, category=taxonomy(sub, row.get("p_overall"), significance.get(i),
+                                                          row["delta_accuracy"], config))
+            for i, (sub, row) in enumerate(zip(subclusters, rows))]
+
+
+def _network_tests(results: list[SubClusterImportance], n: int) -> dict[str, Any]:
+    """Fisher's and the reference's χ² test over the tested sub-clusters, and the mean effect factors."""
+    tested = [r for r in results if r.p_value is not None]
+    p_values = np.array([r.p_value for r in tested])
+    p_ranges = np.array([r.p_range for r in tested])
+    range_effects = [float(effect_factor(r.null_range_mean, r.range_statistic))
+                     if r.null_range_mean is not None and r.range_statistic is not None else None for r in results]
+    return {
+        "n_tested": len(tested), "n_important": sum(r.category == "important" for r in results),
+        "fisher_p": none_if_nan(fisher_combined_pvalue(p_values, n)) if tested else None,
+        "chi2_p": none_if_nan(chi2_uniformity_pvalue(p_values, n)) if tested else None,
+        "fisher_p_range": none_if_nan(fisher_combined_pvalue(p_ranges, n)) if tested else None,
+        "chi2_p_range": none_if_nan(chi2_uniformity_pvalue(p_ranges, n)) if tested else None,
+        "effect_means": finite_mean([r.effect_mean for r in results]), "effect_ranges": finite_mean(range_effects),
+    }
+
+
 def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                       subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
                       config: ImportanceConfig | None = None, *,
-                      on_progress: Progress = _no_progress) -> ImportanceResult:
+                      on_progress: Progress = no_progress) -> ImportanceResult:
     """Lesion every sub-cluster and N random same-size sets of its layer; the statistics of methods.md §5.
 
     Parameters
@@ -237,176 +308,20 @@ def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_cl
     Returns
     -------
     ImportanceResult
-        Without store ids (``run_importance`` fills them in).
+        Without store ids (``runs.run_importance`` fills them in).
     """
     config = config or ImportanceConfig()
     start = time.perf_counter()
-    n = config.n_null
-    generators = subcluster_generators(config.random_state, len(subclusters))
-    lesions: list[dict[int, np.ndarray]] = []
-    spans: list[tuple[int, int]] = []  # rows of each sub-cluster: the real set, then its random ones
-    for sub, rng in zip(subclusters, generators):
-        first = len(lesions)
-        units = np.asarray(sub.units, dtype=np.int64)
-        lesions.append({sub.layer: units})
-        if not sub.complete:
-            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, n, rng))
-        spans.append((first, len(lesions)))
+    lesions, spans = _single_lesions(subclusters, pools, config)
     intact, counts = _count_correct(net, x, y, n_classes, lesions, config, "lesions", on_progress)
-    totals = np.bincount(y.cpu().numpy(), minlength=n_classes).astype(np.float64)
-    present = totals > 0
-    acc0 = float(intact.sum() / totals.sum())
-    recall0 = _recall(intact, totals)
-    balanced0 = float(np.nanmean(recall0))
-    acc = counts.sum(axis=1) / totals.sum()  # (n_lesions,)
-    recall = _recall(counts, totals)  # (n_lesions, n_classes)
-    balanced = np.nanmean(recall[:, present], axis=1)
-    ranges = range_statistic((recall - recall0)[:, present])
-
-    rows: list[dict[str, Any]] = []
-    for sub, (lo, hi) in zip(subclusters, spans):
-        row: dict[str, Any] = {
-            "cluster": sub.cluster, "layer": sub.layer, "layer_name": sub.layer_name, "size": sub.size,
-            "pool_size": sub.pool_size, "accuracy": float(acc[lo]), "delta_accuracy": float(acc[lo] - acc0),
-            "balanced_accuracy": float(balanced[lo]), "delta_balanced": float(balanced[lo] - balanced0),
-            "class_accuracy": recall[lo].tolist(),
-            "range_statistic": None if np.isnan(ranges[lo]) else float(ranges[lo]),
-        }
-        if hi - lo > 1:
-            null_delta = acc[lo + 1:hi] - acc0
-            sd = float(null_delta.std())
-            metric = balanced if config.metric == "balanced" else acc
-            null_ranges = ranges[lo + 1:hi]
-            # A lesion that changes nothing on average has no R; it is never more class-specific than another one.
-            r_true = -np.inf if np.isnan(ranges[lo]) else ranges[lo]
-            row.update({
-                "null_delta_mean": float(null_delta.mean()), "null_delta_sd": sd,
-                "z": (float(acc[lo] - acc0) - float(null_delta.mean())) / sd if sd > 0 else None,
-                "p_overall": float(empirical_pvalues([acc[lo]], [acc[lo + 1:hi]], "less", config.ties)[0]),
-                "p_balanced": float(empirical_pvalues([balanced[lo]], [balanced[lo + 1:hi]], "less",
-                                                      config.ties)[0]),
-                "null_range_mean": float(np.nanmean(null_ranges)) if np.isfinite(null_ranges).any() else None,
-                "p_range": float(empirical_pvalues([r_true], [np.nan_to_num(null_ranges, nan=-np.inf)], "greater",
-                                                   config.ties)[0]),
-                "effect_mean": float(effect_factor(metric[lo + 1:hi].mean(), metric[lo])),
-            })
-            row["p_value"] = row["p_balanced"] if config.metric == "balanced" else row["p_overall"]
-        rows.append(row)
-
-    tested = [i for i, row in enumerate(rows) if row.get("p_value") is not None]
-    p_values = np.array([rows[i]["p_value"] for i in tested])
-    p_ranges = np.array([rows[i]["p_range"] for i in tested])
-    adjusted = adjust_pvalues(p_values, "bh") if tested else np.zeros(0)
-    adjusted_range = adjust_pvalues(p_ranges, "bh") if tested else np.zeros(0)
-    adjusted_overall = adjust_pvalues(np.array([rows[i]["p_overall"] for i in tested]), "bh") if tested else []
-    significance: dict[int, float] = {}
-    for j, i in enumerate(tested):
-        rows[i]["p_adjusted"] = float(adjusted[j])
-        rows[i]["p_range_adjusted"] = float(adjusted_range[j])
-        significance[i] = float(adjusted_overall[j]) if config.significance == "bh" else rows[i]["p_overall"]
-    results = []
-    for i, (sub, row) in enumerate(zip(subclusters, rows)):
-        category = taxonomy(sub, row.get("p_overall"), significance.get(i), row["delta_accuracy"], config)
-        results.append(SubClusterImportance(**row, category=category))
-
-    def finite_mean(values: list[float | None]) -> float | None:
-        arr = np.array([v for v in values if v is not None], dtype=np.float64)
-        arr = arr[np.isfinite(arr)]
-        return float(arr.mean()) if arr.size else None
-
-    range_effects = [float(effect_factor(r.null_range_mean, r.range_statistic))
-                     if r.null_range_mean is not None and r.range_statistic is not None else None for r in results]
+    a = _Accuracies.of(intact, counts, y, n_classes)
+    rows = [_subcluster_row(sub, lo, hi, a, config) for sub, (lo, hi) in zip(subclusters, spans)]
+    results = _classify(subclusters, rows, config)
     return ImportanceResult(
-        dataset=config.dataset, split=config.split, n_inputs=int(x.shape[0]), n_classes=n_classes, n_null=n,
-        seed=config.random_state, device=str(net.device), metric=config.metric, ties=config.ties, accuracy=acc0,
-        balanced_accuracy=balanced0, class_accuracy=recall0.tolist(), subclusters=results, n_tested=len(tested),
-        n_important=sum(r.category == "important" for r in results),
-        fisher_p=_none_if_nan(fisher_combined_pvalue(p_values, n)) if tested else None,
-        chi2_p=_none_if_nan(chi2_uniformity_pvalue(p_values, n)) if tested else None,
-        fisher_p_range=_none_if_nan(fisher_combined_pvalue(p_ranges, n)) if tested else None,
-        chi2_p_range=_none_if_nan(chi2_uniformity_pvalue(p_ranges, n)) if tested else None,
-        effect_means=finite_mean([r.effect_mean for r in results]), effect_ranges=finite_mean(range_effects),
-        seconds=time.perf_counter() - start)
-
-
-def _none_if_nan(value: float) -> float | None:
-    return None if value != value else float(value)
-
-
-def _load(store: Store, model: str, partition: str, config: ImportanceConfig, progress: Progress
-          ) -> tuple[PartitionLayout, LesionNetwork, Dataset, torch.Tensor, torch.Tensor]:
-    """What both lesion tests read first: the partition's layout, the re-loaded network and the data split."""
-    progress("load", 0, 1)
-    layout = read_partition_layout(store, model, partition)
-    net = load_network(store, layout.model, device=resolve_device(config.device), batchnorm=config.batchnorm)
-    data, x, y = load_split(config.dataset, config.split)
-    progress("load", 1, 1)
-    return layout, net, data, x, y
-
-
-def run_importance(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                   n_null: int = 100, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
-                   write: bool = True, **options: Any) -> ImportanceResult:
-    """Lesion test of a stored partition's sub-clusters; the result is stored as an (:Assessment).
-
-    Parameters
-    ----------
-    store : Store
-    model : str
-        The model's name.
-    partition : str, default "latest"
-        A partition id of the model, or ``'latest'``.
-    dataset : str, default "digits"
-        A ``load_dataset`` name or path of a classification data set the network reads.
-    n_null : int, default 100
-        Random same-size sets per sub-cluster (N).
-    seed : int, default 0
-        Seeds the random sets; the same seed gives the same result on CPU and CUDA (up to float ties).
-    device : str, default "auto"
-        ``"auto"``, ``"cpu"`` or ``"cuda"``.
-    on_progress : callable, optional
-        ``on_progress(stage, done, total)``; the stages are ``"load"`` (0/1, 1/1) and ``"lesions"``.
-    write : bool, default True
-        Store the run (sub-clusters, assessment, scores).
-    **options
-        Any other ``ImportanceConfig`` field, e.g. ``split="train"``, ``parity=True``, ``method="mask"``.
-
-    Returns
-    -------
-    ImportanceResult
-        ``assessment`` is the stored run's id (None with ``write=False``).
-
-    Raises
-    ------
-    ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError, NoPartitionError
-    SourceUnavailableError
-        The model's source file is gone or changed since ingest.
-    LayerMismatchError, AssessmentInputError, DatasetError, DeviceError
-    pydantic.ValidationError
-        An unknown or invalid option.
-    """
-    config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
-    progress = on_progress or _no_progress
-    layout, net, data, x, y = _load(store, model, partition, config, progress)
-    result = assess_importance(net, x, y, data.n_classes, layout.subclusters, layout.pools, config,
-                               on_progress=progress)
-    result.model, result.partition = layout.model, layout.partition
-    if write:
-        result.assessment = write_importance(store, layout, result, config)
-    return result
-
-
-def write_importance(store: Store, layout: PartitionLayout, result: ImportanceResult,
-                     config: ImportanceConfig) -> str:
-    """Store an importance run; returns the assessment id."""
-    props = {**result.stored_properties(), **_config_properties(config)}
-    scores = [{"cluster": s.cluster, "layer": s.layer, "stats": s.stored_properties()} for s in result.subclusters]
-    return write_assessment(store, layout, "importance", props, scores)
-
-
-def _config_properties(config: BaseModel) -> dict[str, Any]:
-    skip = {"dataset", "n_null", "random_state", "device", "metric", "ties", "split"}
-    return {f"config_{k}": v for k, v in config.model_dump().items() if k not in skip}
+        dataset=config.dataset, split=config.split, n_inputs=int(x.shape[0]), n_classes=n_classes,
+        n_null=config.n_null, seed=config.random_state, device=str(net.device), metric=config.metric,
+        ties=config.ties, accuracy=a.acc0, balanced_accuracy=a.balanced0, class_accuracy=a.recall0.tolist(),
+        subclusters=results, **_network_tests(results, config.n_null), seconds=time.perf_counter() - start)
 
 
 # -- double lesions ------------------------------------------------------------------------------------------------
@@ -455,10 +370,50 @@ class DoubleLesionResult(BaseModel):
         return self.model_dump(exclude={"assessment", "model", "partition", "pairs"})
 
 
+_PairRows = tuple[SubClusterRef, SubClusterRef, int, int]  # a, b, the joint lesion's row, its first random triple
+
+
+def _pair_lesions(candidates: Sequence[SubClusterRef], pairs: Sequence[tuple[SubClusterRef, SubClusterRef]],
+                  pools: Mapping[int, np.ndarray], config: ImportanceConfig
+                  ) -> tuple[list[Lesion], dict[tuple[int, int], int], list[_PairRows]]:
+    """Every lesion to run: each candidate alone, then per pair the joint lesion and N random (a, b, a ∪ b) triples.
+
+    Returns the lesions, the row of each candidate's single lesion by (cluster, layer), and the rows of each pair.
+    """
+    n = config.n_null
+    lesions: list[Lesion] = []
+    single_row: dict[tuple[int, int], int] = {}
+    for sub in candidates:
+        single_row[(sub.cluster, sub.layer)] = len(lesions)
+        lesions.append({sub.layer: np.asarray(sub.units, dtype=np.int64)})
+    layouts: list[_PairRows] = []
+    for (a, b), rng in zip(pairs, subcluster_generators(config.random_state, len(pairs))):
+        joint = len(lesions)
+        lesions.append(_union({a.layer: np.asarray(a.units)}, {b.layer: np.asarray(b.units)}))
+        if a.layer == b.layer:
+            drawn = draw_random_sets(pools[a.layer], a.size + b.size, n, rng)
+            ra, rb = drawn[:, :a.size], drawn[:, a.size:]
+        else:
+            ra = draw_random_sets(pools[a.layer], a.size, n, rng)
+            rb = draw_random_sets(pools[b.layer], b.size, n, rng)
+        first = len(lesions)
+        for k in range(n):
+            lesions.extend([{a.layer: ra[k]}, {b.layer: rb[k]}, _union({a.layer: ra[k]}, {b.layer: rb[k]})])
+        layouts.append((a, b, joint, first))
+    return lesions, single_row, layouts
+
+
+def _union(a: Lesion, b: Lesion) -> Lesion:
+    out = dict(a)
+    for layer, units in b.items():
+        out[layer] = np.union1d(out[layer], units) if layer in out else np.asarray(units)
+    return out
+
+
 def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
                          subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
                          config: ImportanceConfig | None = None, *, same_layer: bool = True,
-                         on_progress: Progress = _no_progress) -> DoubleLesionResult:
+                         on_progress: Progress = no_progress) -> DoubleLesionResult:
     """Lesion every pair (i < j) of sub-clusters together, against random pairs of the same sizes and layers.
 
     For a pair (i, j) the interaction is Δ_ij − Δ_i − Δ_j (accuracy changes). The null draws, per sample, a random
@@ -476,26 +431,7 @@ def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n
     candidates = [s for s in subclusters if not s.complete]
     pairs = [(a, b) for i, a in enumerate(candidates) for b in candidates[i + 1:]
              if same_layer or a.layer != b.layer]
-    generators = subcluster_generators(config.random_state, len(pairs))
-    lesions: list[dict[int, np.ndarray]] = []
-    single_row: dict[tuple[int, int], int] = {}
-    for sub in candidates:
-        single_row[(sub.cluster, sub.layer)] = len(lesions)
-        lesions.append({sub.layer: np.asarray(sub.units, dtype=np.int64)})
-    layouts = []
-    for (a, b), rng in zip(pairs, generators):
-        joint = len(lesions)
-        lesions.append(_union({a.layer: np.asarray(a.units)}, {b.layer: np.asarray(b.units)}))
-        if a.layer == b.layer:
-            drawn = draw_random_sets(pools[a.layer], a.size + b.size, n, rng)
-            ra, rb = drawn[:, :a.size], drawn[:, a.size:]
-        else:
-            ra = draw_random_sets(pools[a.layer], a.size, n, rng)
-            rb = draw_random_sets(pools[b.layer], b.size, n, rng)
-        first = len(lesions)
-        for k in range(n):
-            lesions.extend([{a.layer: ra[k]}, {b.layer: rb[k]}, _union({a.layer: ra[k]}, {b.layer: rb[k]})])
-        layouts.append((a, b, joint, first))
+    lesions, single_row, layouts = _pair_lesions(candidates, pairs, pools, config)
     intact, counts = _count_correct(net, x, y, n_classes, lesions, config, "double lesions", on_progress)
     n_inputs = int(x.shape[0])
     acc0 = float(intact.sum() / n_inputs)
@@ -512,44 +448,12 @@ def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n
                      "delta_a": float(da), "delta_b": float(db), "delta_ab": float(delta[joint]),
                      "interaction": float(real), "null_mean": float(null.mean()), "null_sd": float(null.std()),
                      "p_less": p_less, "p_greater": p_greater, "p_two_sided": min(1.0, 2 * min(p_less, p_greater))})
-    adjusted = adjust_pvalues([r["p_two_sided"] for r in rows], "bh") if rows else []
+    adjusted = adjust_pvalues([r["p_two_sided"] for r in rows], "bh") if rows else np.zeros(0)
     results = [PairInteraction(**row, p_adjusted=float(p)) for row, p in zip(rows, adjusted)]
-    p_less = np.array([r.p_less for r in results])
+    p_less_all = np.array([r.p_less for r in results])
     return DoubleLesionResult(
         dataset=config.dataset, split=config.split, n_inputs=n_inputs, n_null=n, seed=config.random_state,
         device=str(net.device), accuracy=acc0, pairs=results,
-        fisher_p=_none_if_nan(fisher_combined_pvalue(p_less, n)) if results else None,
-        chi2_p=_none_if_nan(chi2_uniformity_pvalue(p_less, n)) if results else None,
+        fisher_p=none_if_nan(fisher_combined_pvalue(p_less_all, n)) if results else None,
+        chi2_p=none_if_nan(chi2_uniformity_pvalue(p_less_all, n)) if results else None,
         seconds=time.perf_counter() - start)
-
-
-def _union(a: dict[int, np.ndarray], b: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    out = dict(a)
-    for layer, units in b.items():
-        out[layer] = np.union1d(out[layer], units) if layer in out else np.asarray(units)
-    return out
-
-
-def run_double_lesion(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                      n_null: int = 50, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
-                      write: bool = True, same_layer: bool = True,
-                      **options: Any) -> DoubleLesionResult:
-    """The double-lesion interaction test of a stored partition; stored as an ``importance_pairs`` assessment.
-
-    Parameters are those of :func:`run_importance` (default ``n_null=50``, as the reference), plus ``same_layer``
-    (also test pairs within one layer). The stages reported to ``on_progress`` are ``"load"`` and
-    ``"double lesions"``. The pairs are stored as ``(:SubCluster)-[:INTERACTS]->(:SubCluster)``.
-    """
-    config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
-    progress = on_progress or _no_progress
-    layout, net, data, x, y = _load(store, model, partition, config, progress)
-    result = assess_double_lesion(net, x, y, data.n_classes, layout.subclusters, layout.pools, config,
-                                  same_layer=same_layer, on_progress=progress)
-    result.model, result.partition = layout.model, layout.partition
-    if write:
-        props = {**result.stored_properties(), **_config_properties(config)}
-        interactions = [{"cluster_a": p.cluster_a, "layer_a": p.layer_a, "cluster_b": p.cluster_b,
-                         "layer_b": p.layer_b, "stats": p.stored_properties()} for p in result.pairs]
-        result.assessment = write_assessment(store, layout, "importance_pairs", props, [],
-                                             interactions=interactions)
-    return result

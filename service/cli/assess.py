@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import click
 
-from neuronmap.service.cli.common import StageBars, console, progress, store_from
+from neuronmap.options import CoherenceMethod, choices
+from neuronmap.service.cli.common import StageBars, console, device_option, format_option, progress, store_from
 from neuronmap.service.cli.output import emit
 
 _IMPORTANCE_COLUMNS = ["layer_name", "cluster", "size", "accuracy", "delta_accuracy", "null_delta_mean", "p_value",
@@ -24,8 +26,8 @@ _COHERENCE_COLUMNS = ["layer_name", "cluster", "size", "statistic", "p_value", "
 @click.option("--double", is_flag=True, help="Also run the double-lesion interaction test (methods.md §5).")
 @click.option("--parity", is_flag=True, help="The reference code's choices (balanced accuracy, thresholds).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@device_option()
+@format_option()
 @click.pass_context
 def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_null: int, double: bool, parity: bool,
                seed: int, device: str | None, fmt: str) -> None:
@@ -35,7 +37,7 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
     neuronmap importance mnist-mlp-a --partition latest --data digits --random-sets 200
     neuronmap query important-modules --model mnist-mlp-a
     """
-    from neuronmap.service.assessment.importance import run_double_lesion, run_importance
+    from neuronmap.service.runs import run_double_lesion, run_importance
 
     options = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
@@ -68,8 +70,8 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
 @click.option("--top-k", "k", default=32, show_default=True, help="Data-set examples per set.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Save the images here.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@device_option()
+@format_option()
 @click.pass_context
 def coherence(ctx: click.Context, model: str, partition: str, dataset: str, methods: str, n_null: int, steps: int,
               k: int, out: Path | None, seed: int, device: str | None, fmt: str) -> None:
@@ -79,12 +81,13 @@ def coherence(ctx: click.Context, model: str, partition: str, dataset: str, meth
     neuronmap coherence mnist-mlp-a --partition latest --data digits --method features,examples
     neuronmap query coherent-modules --model mnist-mlp-a
     """
-    from neuronmap.service.assessment.coherence.features import run_coherence
+    from neuronmap.service.runs import run_coherence
 
-    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
-    unknown = [m for m in chosen if m not in ("features", "examples")]
+    chosen = cast("tuple[CoherenceMethod, ...]", tuple(m.strip() for m in methods.split(",") if m.strip()))
+    unknown = [m for m in chosen if m not in choices(CoherenceMethod)]
     if unknown or not chosen:
-        raise click.BadParameter(f"{methods!r}: choose features, examples, or features,examples.", param_hint="--method")
+        raise click.BadParameter(f"{methods!r}: choose features, examples, or features,examples.",
+                                 param_hint="--method")
     with store_from(ctx) as store, progress() as bar:
         run = run_coherence(store, model, partition, dataset=dataset, n_null=n_null, seed=seed,
                             device=device or ctx.obj.device, methods=chosen, steps=steps, k=k, out_dir=out,

@@ -13,12 +13,10 @@ from neuronmap.examples.train import train
 from neuronmap.loaders import load_graph
 from neuronmap.loaders.datasets import digits
 from neuronmap.loaders.ingest.weights import ingest as ingest_graph
-
-from neuronmap.service.assessment.coherence.features import run_coherence
-from neuronmap.service.assessment.importance import run_importance
-from neuronmap.service.runs import ClusterConfig, run_clustering
 from neuronmap.service.cli.common import StageBars, console, progress, store_from
 from neuronmap.service.cli.output import emit
+from neuronmap.service.runs import ClusterConfig, run_clustering, run_coherence, run_importance
+from neuronmap.service.store.admin import list_models
 
 
 def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:
@@ -69,7 +67,7 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
     with store_from(ctx) as store:
         _ingest_file(ctx, store, "digits-mlp", mlp_path, "neuronmap.examples.nets:digits_mlp")
         _ingest_file(ctx, store, "digits-cnn", cnn_path, None)
-        rows = store.run("admin.list_models")
+        rows = list_models(store)
         emit([r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
              ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"], "table", title="demo models")
         results = []

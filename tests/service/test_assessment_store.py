@@ -10,12 +10,11 @@ import torch
 
 from neuronmap.loaders import load_graph
 from neuronmap.loaders.ingest.weights import ingest
-from neuronmap.service.store.assessments import latest_assessment, list_assessments, read_partition_layout
-from neuronmap.service.assessment.coherence.features import run_example_coherence, run_feature_coherence
 from neuronmap.service.errors import AssessmentInputError, SourceUnavailableError
-from neuronmap.service.assessment.importance import run_double_lesion, run_importance
-from neuronmap.service.store.library import run_library_query
 from neuronmap.service.report import FIGURES, write_report
+from neuronmap.service.runs import run_double_lesion, run_example_coherence, run_feature_coherence, run_importance
+from neuronmap.service.store.assessments import latest_assessment, list_assessments, read_partition_layout
+from neuronmap.service.store.library import run_library_query
 from neuronmap.service.store.writeback import new_partition_id, write_partition
 from tests.service.test_importance import N_MODULES, planted_net
 

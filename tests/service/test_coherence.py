@@ -8,9 +8,16 @@ import pytest
 import torch
 
 from neuronmap.examples.nets import digits_cnn, residual_cnn
-from neuronmap.service.assessment.coherence.features import (ExamplesConfig, FeatureConfig, _Renderer, assess_examples, assess_features,
-                                         mean_pairwise_cosine, qualifying)
-from neuronmap.service.assessment.importance import load_split
+from neuronmap.service.assessment.coherence import (
+    ExamplesConfig,
+    FeatureConfig,
+    Renderer,
+    assess_examples,
+    assess_features,
+    mean_pairwise_cosine,
+    qualifying,
+)
+from neuronmap.service.assessment.common import load_split
 from neuronmap.service.assessment.network import LesionNetwork, redirected_relu
 from tests.conftest import DEVICES
 from tests.service.test_importance import POOLS, planted_net, planted_subclusters, random_subclusters
@@ -84,9 +91,9 @@ def test_fourier_images_with_transforms_and_colour(tmp_path, device):
         assert result.subclusters[0].image is not None
         inputs = np.load(tmp_path / "features" / f"{point.name}_c0.npy")
         assert inputs.shape == (4, channels, 8, 8) and inputs.min() >= 0 and inputs.max() <= 1
-    renderer = _Renderer((3, 8, 8), FeatureConfig(), torch.device("cpu"))
+    renderer = Renderer((3, 8, 8), FeatureConfig(), torch.device("cpu"))
     assert renderer.fourier and renderer.color is not None and renderer.param_shape == (3, 8, 5, 2)
-    assert _Renderer((64,), FeatureConfig(), torch.device("cpu")).param_shape == (64,)
+    assert Renderer((64,), FeatureConfig(), torch.device("cpu")).param_shape == (64,)
 
 
 def test_redirected_relu_passes_gradient_only_where_nothing_else_does():

@@ -14,14 +14,24 @@ from torch import nn
 
 from neuronmap.examples.nets import digits_cnn, digits_mlp, residual_mlp
 from neuronmap.loaders.datasets import load_dataset
-from neuronmap.service.store.assessments import SubClusterRef
-from neuronmap.service.errors import AssessmentInputError
-from neuronmap.service.assessment.importance import ImportanceConfig, assess_double_lesion, assess_importance, load_split
-from neuronmap.service.assessment.lesion import (draw_random_sets, keep_masks, lesion_correct_counts,
-                                                 one_at_a_time_correct_counts)
+from neuronmap.service.assessment.common import load_split
+from neuronmap.service.assessment.importance import ImportanceConfig, assess_double_lesion, assess_importance
+from neuronmap.service.assessment.layout import SubClusterRef
+from neuronmap.service.assessment.lesion import (
+    draw_random_sets,
+    keep_masks,
+    lesion_correct_counts,
+    one_at_a_time_correct_counts,
+)
 from neuronmap.service.assessment.network import LesionNetwork
-from neuronmap.service.stats import (adjust_pvalues, chi2_uniformity_pvalue, empirical_pvalues,
-                                     fisher_combined_pvalue, range_statistic)
+from neuronmap.service.errors import AssessmentInputError
+from neuronmap.service.stats import (
+    adjust_pvalues,
+    chi2_uniformity_pvalue,
+    empirical_pvalues,
+    fisher_combined_pvalue,
+    range_statistic,
+)
 from tests.conftest import DEVICES
 
 N_MODULES = 10  # one module per class: module c's hidden units feed only class c

@@ -1,16 +1,16 @@
-"""run_clustering(): pull → cluster → (null models) → write back, returning a pydantic summary."""
+"""The clustering run: pull a model's graph → cluster it (and its null models) → write the partition back."""
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Literal
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from neuronmap.device import resolve_device
 from neuronmap.cypher import Store
-
+from neuronmap.device import resolve_device
+from neuronmap.options import DeviceName, EigenSolver, NullMethod
 from neuronmap.service.clustering.clusterability import clusterability
 from neuronmap.service.clustering.ncut import ncut as compute_ncut
 from neuronmap.service.clustering.spectral import spectral_clustering
@@ -29,10 +29,10 @@ class ClusterConfig(BaseModel):
     min_weight: float = Field(default=0.0, ge=0.0)
     n_shuffles: int = Field(default=0, ge=0)
     # None: "layer" for weight graphs, "upper_triangle" for activation graphs (methods.md §2, §4)
-    null_method: Literal["layer", "layer_nonzero", "upper_triangle", "upper_triangle_nonzero"] | None = None
+    null_method: NullMethod | None = None
     random_state: int | None = 0
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    eigen_solver: Literal["auto", "dense", "lanczos", "lobpcg"] = "auto"
+    device: DeviceName = "auto"
+    eigen_solver: EigenSolver = "auto"
     n_init: int | None = Field(default=None, ge=1)
     parity: bool = False
 
@@ -72,6 +72,8 @@ class PartitionResult(BaseModel):
 
 
 def pull_for(store: Store, model: str, config: ClusterConfig) -> Subgraph:
+    """The graph ``config.edges`` names: the weight graph (within ``layers``, above ``min_weight``) or an activation
+    graph."""
     if config.edges == "weight":
         return pull_subgraph(store, model, layers=config.layers, min_weight=config.min_weight)
     from neuronmap.service.store.activation_pull import pull_activation_graph

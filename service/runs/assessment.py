@@ -1,0 +1,295 @@
+"""The assessment runs: each pulls a partition's layout, its re-loaded network and (when it needs one) a data split
+from the store once, runs the pure assessor of ``neuronmap.service.assessment`` and stores the result as an
+(:Assessment)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from pydantic import BaseModel
+
+from neuronmap.cypher import Store
+from neuronmap.device import resolve_device
+from neuronmap.loaders.datasets import Dataset
+from neuronmap.options import BatchNormLesion, CoherenceMethod, Split, choices
+from neuronmap.service.assessment.coherence import (
+    CoherenceResult,
+    ExamplesConfig,
+    FeatureConfig,
+    SubClusterCoherence,
+    assess_examples,
+    assess_features,
+)
+from neuronmap.service.assessment.common import Progress, load_split, no_progress
+from neuronmap.service.assessment.importance import (
+    DoubleLesionResult,
+    ImportanceConfig,
+    ImportanceResult,
+    SubClusterImportance,
+    assess_double_lesion,
+    assess_importance,
+)
+from neuronmap.service.assessment.layout import PartitionLayout
+from neuronmap.service.assessment.network import LesionNetwork
+from neuronmap.service.errors import AssessmentInputError
+from neuronmap.service.store.assessments import read_partition_layout, write_assessment
+from neuronmap.service.store.model_source import load_network
+
+Result = TypeVar("Result", ImportanceResult, DoubleLesionResult, CoherenceResult)
+
+# Settings the (:Assessment) holds as the result's own properties; the other config fields are stored as config_*.
+_STORED_AS_RESULT = frozenset({"dataset", "n_null", "random_state", "device", "split"})
+
+
+@dataclass(frozen=True)
+class Pulled:
+    """What an assessment reads from the store: the partition's layout, its network and a data split."""
+
+    layout: PartitionLayout
+    net: LesionNetwork
+    data: Dataset | None = None
+    x: torch.Tensor | None = None
+    y: torch.Tensor | None = None
+
+    def split(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(inputs, labels, number of classes) of the data split."""
+        assert self.data is not None and self.x is not None and self.y is not None, "pulled without a data split"
+        return self.x, self.y, self.data.n_classes
+
+
+def pull(store: Store, model: str, partition: str, *, device: str, batchnorm: BatchNormLesion = "after",
+         split: tuple[str, Split] | None = None, on_progress: Progress = no_progress) -> Pulled:
+    """Read a partition's layout, re-load its model's network and load ``split`` = (data set, split) if given.
+
+    Reports the stage ``"load"`` (0/1, 1/1). The errors are those of ``read_partition_layout``, ``load_network``,
+    ``resolve_device`` and ``load_split``.
+    """
+    on_progress("load", 0, 1)
+    layout = read_partition_layout(store, model, partition)
+    net = load_network(store, layout.model, device=resolve_device(device), batchnorm=batchnorm)
+    data, x, y = load_split(*split) if split is not None else (None, None, None)
+    on_progress("load", 1, 1)
+    return Pulled(layout, net, data, x, y)
+
+
+def _record(store: Store, layout: PartitionLayout, result: Result, config: BaseModel, *, write: bool, method: str,
+            scores: Sequence[dict[str, Any]] = (), interactions: Sequence[dict[str, Any]] = (),
+            skip: frozenset[str] = _STORED_AS_RESULT) -> Result:
+    """Name the result's model and partition and, with ``write``, store it with its scores; returns it."""
+    result.model, result.partition = layout.model, layout.partition
+    if write:
+        settings = {f"config_{k}": (list(v) if isinstance(v, tuple) else v)
+                    for k, v in config.model_dump().items() if k not in skip}
+        result.assessment = write_assessment(store, layout, method, {**result.stored_properties(), **settings},
+                                             scores, interactions=interactions)
+    return result
+
+
+def _scores(subclusters: Sequence[SubClusterImportance] | Sequence[SubClusterCoherence]) -> list[dict[str, Any]]:
+    """The SCORED rows: one per sub-cluster."""
+    return [{"cluster": s.cluster, "layer": s.layer, "stats": s.stored_properties()} for s in subclusters]
+
+
+# -- importance ----------------------------------------------------------------------------------------------------
+
+def run_importance(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
+                   n_null: int = 100, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
+                   write: bool = True, **options: Any) -> ImportanceResult:
+    """Lesion test of a stored partition's sub-clusters; the result is stored as an (:Assessment).
+
+    Parameters
+    ----------
+    store : Store
+    model : str
+        The model's name.
+    partition : str, default "latest"
+        A partition id of the model, or ``'latest'``.
+    dataset : str, default "digits"
+        A ``load_dataset`` name or path of a classification data set the network reads.
+    n_null : int, default 100
+        Random same-size sets per sub-cluster (N).
+    seed : int, default 0
+        Seeds the random sets; the same seed gives the same result on CPU and CUDA (up to float ties).
+    device : str, default "auto"
+        ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    on_progress : callable, optional
+        ``on_progress(stage, done, total)``; the stages are ``"load"`` (0/1, 1/1) and ``"lesions"``.
+    write : bool, default True
+        Store the run (sub-clusters, assessment, scores).
+    **options
+        Any other ``ImportanceConfig`` field, e.g. ``split="train"``, ``parity=True``, ``method="mask"``.
+
+    Returns
+    -------
+    ImportanceResult
+        ``assessment`` is the stored run's id (None with ``write=False``).
+
+    Raises
+    ------
+    ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError, NoPartitionError
+    SourceUnavailableError
+        The model's source file is gone or changed since ingest.
+    LayerMismatchError, AssessmentInputError, DatasetError, DeviceError
+    pydantic.ValidationError
+        An unknown or invalid option.
+    """
+    config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
+    progress = on_progress or no_progress
+    pulled = pull(store, model, partition, device=config.device, batchnorm=config.batchnorm,
+                  split=(config.dataset, config.split), on_progress=progress)
+    x, y, n_classes = pulled.split()
+    layout = pulled.layout
+    result = assess_importance(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config,
+                               on_progress=progress)
+    return _record(store, layout, result, config, write=write, method="importance",
+                   scores=_scores(result.subclusters), skip=_STORED_AS_RESULT | {"metric", "ties"})
+
+
+def run_double_lesion(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
+                      n_null: int = 50, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
+                      write: bool = True, same_layer: bool = True, **options: Any) -> DoubleLesionResult:
+    """The double-lesion interaction test of a stored partition; stored as an ``importance_pairs`` assessment.
+
+    Parameters are those of :func:`run_importance` (default ``n_null=50``, as the reference), plus ``same_layer``
+    (also test pairs within one layer). The stages reported to ``on_progress`` are ``"load"`` and
+    ``"double lesions"``. The pairs are stored as ``(:SubCluster)-[:INTERACTS]->(:SubCluster)``.
+    """
+    config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
+    progress = on_progress or no_progress
+    pulled = pull(store, model, partition, device=config.device, batchnorm=config.batchnorm,
+                  split=(config.dataset, config.split), on_progress=progress)
+    x, y, n_classes = pulled.split()
+    layout = pulled.layout
+    result = assess_double_lesion(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config,
+                                  same_layer=same_layer, on_progress=progress)
+    interactions = [{"cluster_a": p.cluster_a, "layer_a": p.layer_a, "cluster_b": p.cluster_b, "layer_b": p.layer_b,
+                     "stats": p.stored_properties()} for p in result.pairs]
+    return _record(store, layout, result, config, write=write, method="importance_pairs",
+                   skip=_STORED_AS_RESULT | {"metric", "ties"}, interactions=interactions)
+
+
+# -- coherence -----------------------------------------------------------------------------------------------------
+
+def _features(store: Store, pulled: Pulled, config: FeatureConfig, out_dir: str | Path | None, progress: Progress,
+              write: bool) -> CoherenceResult:
+    layout = pulled.layout
+    result = assess_features(pulled.net, layout.subclusters, layout.pools, config, out_dir=out_dir,
+                             on_progress=progress)
+    return _record(store, layout, result, config, write=write, method=result.method,
+                   scores=_scores(result.subclusters))
+
+
+def _examples(store: Store, pulled: Pulled, config: ExamplesConfig, out_dir: str | Path | None, progress: Progress,
+              write: bool) -> CoherenceResult:
+    layout = pulled.layout
+    x, y, n_classes = pulled.split()
+    result = assess_examples(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, out_dir=out_dir,
+                             on_progress=progress)
+    return _record(store, layout, result, config, write=write, method=result.method,
+                   scores=_scores(result.subclusters))
+
+
+def run_feature_coherence(store: Store, model: str, partition: str = "latest", *, n_null: int = 100, seed: int = 0,
+                          device: str = "auto", steps: int = 256, out_dir: str | Path | None = None,
+                          on_progress: Progress | None = None, write: bool = True,
+                          **options: Any) -> CoherenceResult:
+    """Feature-visualisation coherence of a stored partition; stored as a ``coherence_features`` assessment.
+
+    Parameters
+    ----------
+    store : Store
+    model : str
+    partition : str, default "latest"
+    n_null : int, default 100
+        Random same-size sets per sub-cluster (the reference used 9). A sub-cluster's p-value is at least
+        2/(N + 1) (two statistics, Bonferroni), so per-sub-cluster verdicts need N of about 60 or more; the
+        network-level Fisher test works with fewer.
+    seed : int, default 0
+        Seeds the random sets, the initial inputs and the transforms.
+    device : str, default "auto"
+    steps : int, default 256
+        Optimisation steps (the reference: 256).
+    out_dir : str or Path, optional
+        Save the images under ``out_dir/features/``.
+    on_progress : callable, optional
+        ``on_progress(stage, done, total)``; stages ``"load"`` and ``"features"``.
+    write : bool, default True
+    **options
+        Any other ``FeatureConfig`` field, e.g. ``transforms=("jitter", "scale")``, ``parameterization="pixel"``.
+
+    Returns
+    -------
+    CoherenceResult
+    """
+    config = FeatureConfig(n_null=n_null, random_state=seed, device=device, steps=steps, **options)
+    progress = on_progress or no_progress
+    pulled = pull(store, model, partition, device=config.device, on_progress=progress)
+    return _features(store, pulled, config, out_dir, progress, write)
+
+
+def run_example_coherence(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
+                          n_null: int = 100, seed: int = 0, device: str = "auto", k: int = 32,
+                          out_dir: str | Path | None = None, on_progress: Progress | None = None,
+                          write: bool = True, **options: Any) -> CoherenceResult:
+    """Data-set-example coherence of a stored partition; stored as a ``coherence_examples`` assessment.
+
+    Parameters
+    ----------
+    store : Store
+    model : str
+    partition : str, default "latest"
+    dataset : str, default "digits"
+        A classification data set the network reads (``load_dataset`` name or path).
+    n_null : int, default 100
+    seed : int, default 0
+    device : str, default "auto"
+    k : int, default 32
+        Top inputs per set.
+    out_dir : str or Path, optional
+        Save the top inputs under ``out_dir/examples/``.
+    on_progress : callable, optional
+        Stages ``"load"`` and ``"examples"``.
+    write : bool, default True
+    **options
+        Any other ``ExamplesConfig`` field, e.g. ``split="train"``.
+    """
+    config = ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k, **options)
+    progress = on_progress or no_progress
+    pulled = pull(store, model, partition, device=config.device, split=(config.dataset, config.split),
+                  on_progress=progress)
+    return _examples(store, pulled, config, out_dir, progress, write)
+
+
+class CoherenceRun(BaseModel):
+    """Both coherence methods of one partition (``run_coherence``)."""
+
+    features: CoherenceResult | None = None
+    examples: CoherenceResult | None = None
+
+
+def run_coherence(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
+                  n_null: int = 100, seed: int = 0, device: str = "auto",
+                  methods: Sequence[CoherenceMethod] = ("features", "examples"), steps: int = 256, k: int = 32,
+                  out_dir: str | Path | None = None, on_progress: Progress | None = None,
+                  write: bool = True) -> CoherenceRun:
+    """Run the chosen coherence methods with one N and seed on one loaded network (what ``neuronmap coherence``
+    runs by default); the stages are ``"load"``, ``"features"`` and ``"examples"``."""
+    unknown = set(methods) - set(choices(CoherenceMethod))
+    if unknown:
+        raise AssessmentInputError(f"Unknown coherence method(s) {sorted(unknown)}; choose 'features', 'examples'.")
+    if not methods:
+        return CoherenceRun()
+    features = (FeatureConfig(n_null=n_null, random_state=seed, device=device, steps=steps)
+                if "features" in methods else None)
+    examples = (ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k)
+                if "examples" in methods else None)
+    progress = on_progress or no_progress
+    pulled = pull(store, model, partition, device=device, on_progress=progress,
+                  split=(examples.dataset, examples.split) if examples is not None else None)
+    return CoherenceRun(
+        features=_features(store, pulled, features, out_dir, progress, write) if features is not None else None,
+        examples=_examples(store, pulled, examples, out_dir, progress, write) if examples is not None else None)
