@@ -1,23 +1,8 @@
 """Sub-clusters and assessments in the store: read a partition's sub-clusters, write and read assessment runs.
 
-The graph (``cypher/queries/assessment/*``)::
-
-    (:Partition)-[:HAS_CLUSTER]->(:Cluster)-[:HAS_SUBCLUSTER]->(:SubCluster)-[:IN_LAYER]->(:Layer)
-    (:Partition)-[:HAS_ASSESSMENT]->(:Assessment)-[:SCORED {statistics}]->(:SubCluster)
-    (:SubCluster)-[:INTERACTS {assessment, statistics}]->(:SubCluster)          (double lesions)
-
-- ``SubCluster {uid, model, partition, cluster, layer, layer_name, size}``: a cluster's neurons within one layer
-  (``layer`` is the layer index, ``layer_name`` its module path), keyed by (partition, cluster, layer). Created the
-  first time an assessment scores it, and shared by every later run.
-- ``Assessment {id, model, partition, method, created_at, dataset, split, n_null, seed, device, …}``: one run of
-  one method (``importance``, ``importance_pairs``, ``coherence_features``, ``coherence_examples``), with its
-  settings and its network-level statistics (``fisher_p``, ``chi2_p``, …; see each result's
-  ``stored_properties``). Runs are never overwritten: a run with another N, data set or seed is another node, and
-  the library queries read the newest run of each method.
-- ``SCORED``: the statistics of one sub-cluster in one run (``p_value``, ``p_adjusted``, …), flat properties.
-
-Deleting a partition or a model deletes its sub-clusters and assessments (``admin.delete_partition``,
-``admin.delete_model``).
+A SubCluster is a cluster's neurons within one layer, created the first time an assessment scores it; an Assessment
+is one run of one method with its settings and network-level statistics, never overwritten; SCORED carries one
+sub-cluster's statistics in one run. The graph model is in docs/architecture.md.
 """
 
 from __future__ import annotations
