@@ -68,3 +68,11 @@ class BriefRepr:
         names = self._brief_fields or tuple(type(self).model_fields)  # type: ignore[attr-defined]  # pydantic's
         parts = [f"{name}={brief(getattr(self, name))}" for name in names if getattr(self, name, None) is not None]
         return f"{type(self).__name__}({', '.join(parts)})"
+
+
+class SubclusterTable:
+    """Mixin for assessment results: ``.to_frame()`` gives one row per sub-cluster with its statistics."""
+
+    def to_frame(self) -> pd.DataFrame:
+        rows = [row.model_dump() for row in self.subclusters]  # type: ignore[attr-defined]  # the result's field
+        return to_frame(rows)

@@ -15,7 +15,7 @@ import neuronmap as nm
 from neuronmap.cypher import Store
 from neuronmap.examples import nets
 
-ENTRY_POINTS = ["load_graph", "ingest", "cluster", "run_query"]
+ENTRY_POINTS = ["load_graph", "ingest", "cluster", "importance", "run_query"]
 
 
 def run_examples(function: Callable[..., Any], globs: dict[str, Any]) -> doctest.TestResults:

@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neuronmap.options import AccuracyMetric, BatchNormLesion, LesionMethod, Significance, Split, Ties
+from neuronmap.results import BriefRepr, SubclusterTable
 from neuronmap.service.assessment.common import Progress, finite_mean, no_progress, none_if_nan, subcluster_generators
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets, intact_correct_counts, lesion_correct_counts
@@ -97,8 +98,10 @@ class SubClusterImportance(BaseModel):
         return self.model_dump(exclude={"cluster", "layer", "layer_name", "size"})
 
 
-class ImportanceResult(BaseModel):
+class ImportanceResult(BriefRepr, SubclusterTable, BaseModel):
     """A lesion test of every hidden-layer sub-cluster of a partition."""
+
+    _brief_fields = ("assessment", "model", "partition", "n_null", "accuracy", "n_tested", "n_important", "fisher_p")
 
     assessment: str | None = None  # the (:Assessment) id, when written to the store
     model: str = ""

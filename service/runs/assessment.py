@@ -136,6 +136,16 @@ def run_importance(store: Store, model: str, partition: str = "latest", *, datas
     LayerMismatchError, AssessmentInputError, DatasetError, DeviceError
     pydantic.ValidationError
         An unknown or invalid option.
+
+    Examples
+    --------
+    >>> _ = nm.cluster(store, model, nm.ClusterConfig(n_clusters=4))
+    >>> result = nm.importance(store, model, "latest", n_null=20)
+    >>> result
+    ImportanceResult(assessment='...', model='...', partition='...', n_null=20, accuracy=..., n_tested=..., ...)
+    >>> frame = result.to_frame()
+    >>> len(frame) == len(result.subclusters) and {"cluster", "layer_name", "p_value"} <= set(frame.columns)
+    True
     """
     config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
     progress = on_progress or no_progress

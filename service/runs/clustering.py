@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuronmap.cypher import Store
 from neuronmap.device import resolve_device
 from neuronmap.options import DeviceName, EigenSolver, NullMethod
+from neuronmap.results import BriefRepr
 from neuronmap.service.clustering.clusterability import clusterability
 from neuronmap.service.clustering.ncut import ncut as compute_ncut
 from neuronmap.service.clustering.spectral import spectral_clustering
@@ -37,8 +38,10 @@ class ClusterConfig(BaseModel):
     parity: bool = False
 
 
-class PartitionResult(BaseModel):
+class PartitionResult(BriefRepr, BaseModel):
     """What one clustering run found, as stored on its (:Partition)."""
+
+    _brief_fields = ("id", "k", "edges", "ncut", "n_neurons", "n_isolated", "n_null", "z", "percentile")
 
     id: str
     model: str
@@ -83,7 +86,21 @@ def pull_for(store: Store, model: str, config: ClusterConfig) -> Subgraph:
 
 def run_clustering(store: Store, model: str, config: ClusterConfig,
                    on_stage: Callable[[str], None] = lambda stage: None) -> PartitionResult:
-    """Partition one ready model and store the partition; see ``neuronmap cluster``."""
+    """Partition one ready model and store the partition; see ``neuronmap cluster``.
+
+    Pulls the model's graph (its weights, or the activation graph ``config.edges`` names), clusters it, compares
+    it with ``config.n_shuffles`` shuffled networks when asked, and writes the partition back.
+
+    Examples
+    --------
+    >>> partition = nm.cluster(store, model, nm.ClusterConfig(n_clusters=4, n_shuffles=5))
+    >>> partition
+    PartitionResult(id='...', k=4, edges='weight', ncut=..., n_neurons=202, n_isolated=0, n_null=5, z=..., percentile=...)
+    >>> sum(partition.cluster_sizes) == partition.n_neurons - partition.n_isolated
+    True
+    >>> 0 < partition.percentile <= 1
+    True
+    """
     device = str(resolve_device(config.device))  # a CUDA request without CUDA fails here, before any work
     on_stage("pull")
     sub = pull_for(store, model, config)

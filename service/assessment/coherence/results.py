@@ -12,6 +12,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuronmap.options import Direction, Parameterization, Split, Ties, Transform
+from neuronmap.results import BriefRepr, SubclusterTable
 from neuronmap.service.assessment.common import finite_mean, none_if_nan, subcluster_generators
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets
@@ -101,8 +102,10 @@ class SubClusterCoherence(BaseModel):
         return self.model_dump(exclude={"cluster", "layer", "layer_name", "size"}, exclude_none=True)
 
 
-class CoherenceResult(BaseModel):
+class CoherenceResult(BriefRepr, SubclusterTable, BaseModel):
     """One coherence method over every qualifying hidden-layer sub-cluster of a partition."""
+
+    _brief_fields = ("assessment", "model", "partition", "method", "n_null", "n_coherent", "fisher_p")
 
     assessment: str | None = None
     model: str = ""
