@@ -42,13 +42,13 @@ import torch
 
 from neuronmap.examples.nets import mlp_4x256
 from neuronmap.loaders import graph_from_module
-from neuronmap.service.assessment.importance import subcluster_generators
+from neuronmap.service.assessment.common import subcluster_generators
 from neuronmap.service.assessment.kernels import lesion_kernels
 from neuronmap.service.assessment.lesion import draw_random_sets, lesion_correct_counts, one_at_a_time_correct_counts
 from neuronmap.service.assessment.network import LesionNetwork
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.spectral import spectral_clustering
-from neuronmap.service.store.assessments import SubClusterRef
+from neuronmap.service.assessment.layout import SubClusterRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table  # noqa: E402

@@ -84,3 +84,21 @@ def test_the_check_sees_a_forbidden_import(source: str) -> None:
 def test_the_check_passes_a_pure_import() -> None:
     assert not any(forbidden(name) for name in names_in("from ..blockgraph import BlockGraph\n",
                                                         "neuronmap.service.clustering"))
+
+
+def test_only_the_store_rooms_run_named_queries() -> None:
+    """Above store/ and loaders/ingest/, code holds a Store and hands it on; it never runs a query itself."""
+    root = Path(__file__).resolve().parents[1]
+    allowed = (root / "service" / "store", root / "loaders" / "ingest")
+    runners = {"run", "run_values", "run_batched", "run_concurrently", "transaction"}
+    offenders = []
+    for folder in ("service", "loaders", "neuronmap"):
+        for path in (root / folder).rglob("*.py"):
+            if any(path.is_relative_to(a) for a in allowed):
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in runners
+                        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
+                        and "." in node.args[0].value):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno} {node.args[0].value}")
+    assert offenders == []
