@@ -67,8 +67,8 @@ def main() -> None:
             sizes = [layer.size for layer in graph.layers]
             name = f"bench-{secrets.token_hex(3)}"
             ingest(store, name, graph)
-            fast = timed(lambda: pull_subgraph(store, name), args.repeats, args.warmup)
-            slow = timed(lambda: naive_pull(store, name, sizes), max(1, args.repeats // 3))
+            fast = timed(lambda name=name: pull_subgraph(store, name), args.repeats, args.warmup)
+            slow = timed(lambda name=name, sizes=sizes: naive_pull(store, name, sizes), max(1, args.repeats // 3))
             store.run("admin.delete_model", model=name)
             results.append((label, f"{graph.n_edges:,}", fast, graph.n_edges / fast, graph.n_edges / slow,
                             f"{slow / fast:.1f}x"))

@@ -145,8 +145,9 @@ def main() -> None:
                     plan = session.run("EXPLAIN " + named.text, full).consume().plan
                 operators = plan_operators(plan)
                 access = sorted(op for op in operators if op.endswith(("Seek", "Scan")))
-                median, fastest, result = timed(lambda: store.run(query.query, **bare), args.runs)
-                api_median, _, _ = timed(lambda: run_library_query(store, query.name, **api), args.runs)
+                median, fastest, result = timed(lambda query=query, bare=bare: store.run(query.query, **bare), args.runs)
+                api_median, _, _ = timed(lambda query=query, api=api: run_library_query(store, query.name, **api),
+                                          args.runs)
                 rows.append([query.name, len(result), median * 1e3, fastest * 1e3, api_median * 1e3,
                              ", ".join(access), "ok" if not operators & SCANS else "SCAN"])
             base_median, base_fastest, _ = timed(lambda: cohesion_by_pull(store, model, planted),

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 
 from neuronmap.service.errors import NoPartitionError, PartitionNotFoundError
 from neuronmap.service.report import FIGURES, MAX_CELLS, aggregate, sorted_by_cluster, write_report
-from tests.service.test_library import library_models, reference_ncut  # noqa: F401  (a module-scoped fixture)
+from tests.service.conftest import reference_ncut
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
