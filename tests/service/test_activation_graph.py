@@ -11,20 +11,28 @@ from neuronmap.device import torch_generator
 from neuronmap.examples import nets
 from neuronmap.loaders import graph_from_module
 from neuronmap.loaders.activations import compute_correlations, sparsify
-from neuronmap.loaders.ingest.activations import ingest_activation_graph
 from neuronmap.loaders.datasets import load_dataset
+from neuronmap.loaders.ingest.activations import ingest_activation_graph
 from neuronmap.loaders.ingest.weights import ingest
-from neuronmap.service.clustering.activation_nulls import (shuffle_activation_graph, shuffle_upper_triangle,
-                                                upper_triangle_null_stacks, upper_triangle_nulls,
-                                                upper_triangle_values)
 from neuronmap.service.clustering.activation_graph import activation_block_graph, block_graph_from_edges
-from neuronmap.service.store.activation_pull import pull_activation_graph
+from neuronmap.service.clustering.activation_nulls import (
+    shuffle_activation_graph,
+    shuffle_upper_triangle,
+    upper_triangle_null_stacks,
+    upper_triangle_nulls,
+    upper_triangle_values,
+)
 from neuronmap.service.clustering.blockgraph import BlockGraph
-from neuronmap.service.errors import (ActivationGraphNotFoundError, ActivationGraphNotReadyError,
-                                      ClusteringInputError, ModelNotFoundError)
 from neuronmap.service.clustering.ncut import ncut, ncut_batched_blocks
-from neuronmap.service.runs import ClusterConfig, run_clustering
 from neuronmap.service.clustering.spectral import cluster_batch, spectral_clustering
+from neuronmap.service.errors import (
+    ActivationGraphNotFoundError,
+    ActivationGraphNotReadyError,
+    ClusteringInputError,
+    ModelNotFoundError,
+)
+from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.store.activation_pull import pull_activation_graph
 
 
 @pytest.fixture(scope="module")

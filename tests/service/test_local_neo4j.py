@@ -8,13 +8,12 @@ import stat
 import time
 
 import pytest
-
 from click.testing import CliRunner
 
-from neuronmap.service.store import local_neo4j
 from neuronmap.service.cli import cli
 from neuronmap.service.config import Settings
 from neuronmap.service.errors import LocalServerError
+from neuronmap.service.store import local_neo4j
 
 
 def home_with_shared_jars(tmp_path):

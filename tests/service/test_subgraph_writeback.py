@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from neuronmap.loaders.ingest.weights import ingest
-from neuronmap.service.errors import ClusteringInputError, PartitionWriteError, ModelNotFoundError, ModelNotReadyError
+from neuronmap.service.errors import ClusteringInputError, ModelNotFoundError, ModelNotReadyError, PartitionWriteError
 from neuronmap.service.store.pull import pull_subgraph, resolve_layers
 from neuronmap.service.store.writeback import new_partition_id, read_labels, write_partition
 from tests.loaders.test_ingest import layered_graph
