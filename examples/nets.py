@@ -22,7 +22,7 @@ def glorot_init(module: nn.Module) -> nn.Module:
 
 
 def _with_input_shape(module: nn.Module, shape: tuple[int, ...]) -> nn.Module:
-    module.input_shape = shape
+    module.input_shape = shape  # type: ignore[assignment]  # stub: Module.__setattr__ takes tensors/modules only
     return glorot_init(module)
 
 

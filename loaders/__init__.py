@@ -12,9 +12,21 @@ from os import PathLike
 from pathlib import Path
 
 from neuronmap.loaders.architectures import build_module, load_state_dict_into, resolve_factory
-from neuronmap.loaders.checkpoint import SUPPORTED_SUFFIXES, file_sha256, load_exported, load_state_dict, read_checkpoint
-from neuronmap.loaders.errors import (ArchitectureError, CheckpointError, LoadError, NonFiniteWeightsError, OptionError,
-                     UnsupportedLayerError)
+from neuronmap.loaders.checkpoint import (
+    SUPPORTED_SUFFIXES,
+    file_sha256,
+    load_exported,
+    load_state_dict,
+    read_checkpoint,
+)
+from neuronmap.loaders.errors import (
+    ArchitectureError,
+    CheckpointError,
+    LoadError,
+    NonFiniteWeightsError,
+    OptionError,
+    UnsupportedLayerError,
+)
 from neuronmap.loaders.records import EdgeBlock, KernelNorm, LayerRecord, ModelGraph, ModelMeta
 from neuronmap.loaders.tracing.trace_export import graph_from_exported
 from neuronmap.loaders.tracing.trace_module import graph_from_module

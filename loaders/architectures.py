@@ -46,7 +46,7 @@ def resolve_factory(spec: str) -> Callable[[], nn.Module]:
     if not callable(target):
         raise ArchitectureError(f"{spec!r} names a {type(target).__name__}, not a function or class that builds an "
                                 "nn.Module.", spec=spec)
-    return target  # type: ignore[return-value]
+    return target
 
 
 def build_module(spec: str) -> nn.Module:

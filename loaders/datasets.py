@@ -1,16 +1,11 @@
 """Named data sets that work offline, and real loaders for the data sets users bring.
 
-``load_dataset(name)`` is the entry point. A name is one of the registered data sets (``available_datasets()``
-lists them with a line each), a path to an ``.npz`` file, or a path to an image folder:
-
-- ``digits`` / ``digits-image``: scikit-learn's bundled 8×8 digits (the default for tests and the demo).
-- ``line``, ``poly``, ``halves``, ``halves-same``: the generated tasks of methods.md §7, drawn deterministically
-  from a seed, small by default.
-- ``*.npz``: arrays ``x_train``, ``y_train``, ``x_test``, ``y_test`` (MNIST or CIFAR exported once).
-- a folder with one sub-folder of images per class (``root/<class>/*.png``), or ``root/train/<class>/…`` and
-  ``root/test/<class>/…``: read with PIL (which matplotlib installs).
-
-Inputs are float32 scaled to [0, 1] (``poly``: N(0, 1)); class labels are int64, regression targets float32.
+``load_dataset(name)`` is the entry point. A name is a registered data set (``available_datasets()`` lists them:
+scikit-learn's bundled ``digits`` / ``digits-image``, and the generated tasks ``line``, ``poly``, ``halves``,
+``halves-same`` of methods.md §7, drawn deterministically from a seed), a path to an ``.npz`` file with arrays
+``x_train``, ``y_train``, ``x_test``, ``y_test``, or an image folder (``root/<class>/*.png``, or
+``root/train/<class>/…`` and ``root/test/<class>/…``, read with PIL). Inputs are float32 scaled to [0, 1] (``poly``:
+N(0, 1)); class labels are int64, regression targets float32.
 """
 
 from __future__ import annotations
@@ -152,9 +147,9 @@ def poly(n_train: int = 2_000, n_test: int = 500, seed: int = 0) -> Dataset:
     monomials = np.stack([x[:, 0] ** a * x[:, 1] ** b for a, b in POLY_EXPONENTS], axis=1)  # (N, 9)
     coefs = np.array(list(itertools.product((0, 1), repeat=len(POLY_EXPONENTS))), dtype=np.float64)  # (512, 9)
     y = torch.from_numpy(monomials @ coefs.T).float()
-    x = torch.from_numpy(x).float()
-    return Dataset(name="poly", x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:],
-                   task="regression")
+    inputs = torch.from_numpy(x).float()
+    return Dataset(name="poly", x_train=inputs[:n_train], y_train=y[:n_train], x_test=inputs[n_train:],
+                   y_test=y[n_train:], task="regression")
 
 
 def _gray_images(data: Dataset, split: Literal["train", "test"]) -> torch.Tensor:
@@ -196,8 +191,9 @@ def halves(n_train: int = 2_000, n_test: int = 500, same: bool = False, source: 
     n_classes = data.n_classes
     rng = np.random.default_rng(seed)
     parts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    for split, count in (("train", n_train), ("test", n_test)):
-        images = _gray_images(data, split)  # type: ignore[arg-type]
+    splits: tuple[tuple[Literal["train", "test"], int], ...] = (("train", n_train), ("test", n_test))
+    for split, count in splits:
+        images = _gray_images(data, split)
         labels = (data.y_train if split == "train" else data.y_test).numpy()
         if images.shape[-1] % 2:
             raise DatasetError(f"The images of {source!r} are {images.shape[-1]} pixels wide; halves needs an even "

@@ -7,8 +7,9 @@ list indexes a tensor without a lookup.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp

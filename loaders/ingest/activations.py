@@ -18,10 +18,14 @@ import neo4j.exceptions
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.loaders.activations import ActivationEdges
-from neuronmap.loaders.errors import (ActivationError, ActivationGraphExistsError, ActivationLayoutError, LoadError,
-                     UnknownActivationGraphError)
+from neuronmap.loaders.errors import (
+    ActivationError,
+    ActivationGraphExistsError,
+    ActivationLayoutError,
+    LoadError,
+    UnknownActivationGraphError,
+)
 from neuronmap.loaders.ingest.weights import UnknownModelError, model_status
 
 

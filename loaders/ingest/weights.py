@@ -7,12 +7,12 @@ reads only ready models. If an ingest stops part-way (an error, Ctrl-C, a killed
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.loaders.errors import LoadError
 from neuronmap.loaders.records import ModelGraph
 

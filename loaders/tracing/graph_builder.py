@@ -1,19 +1,11 @@
 """Turn a traced network (a list of steps over named values) into a ModelGraph.
 
-Both front ends, ``trace_module`` (torch.fx on an nn.Module) and ``trace_export`` (a torch.export program),
-translate their graphs into the same small vocabulary of ``Step``s, so the rules that decide which neurons exist
-and which edges join them live here once:
-
-- Every value carries *sources*: the layers whose units it holds. Pass-through steps (activations, dropout,
-  pooling, reshapes) keep them; a residual add carries the sources of both operands, so the next layer gets an
-  edge block from each producer (methods.md §1.2, "residual additions connect every producer to the consumer").
-- A Linear gives signed ``W.T`` blocks; a Conv2d gives kernel-slice-norm blocks between channels; a Linear that
-  reads a flattened (C, H, W) map gives one edge per (channel, unit).
-- A BatchNorm folds into the Linear/Conv whose output it reads directly.
-
-Building happens in two passes: the first checks the structure and decides layers and edge blocks symbolically
-(every unsupported construct fails here, before any number is computed); the second folds, checks finiteness and
-computes the blocks.
+Both front ends, ``trace_module`` (torch.fx) and ``trace_export`` (torch.export), translate their graphs into the
+same ``Step`` vocabulary, so the rules for which neurons exist and which edges join them live here once: values carry
+the layers whose units they hold (a residual add carries both operands', methods.md §1.2), Linear and Conv2d give
+edge blocks, and BatchNorm folds into the layer whose output it reads. Pass 1 checks the structure and plans layers
+and blocks symbolically (every unsupported construct fails before any number is computed); pass 2 folds, checks
+finiteness and computes the blocks.
 """
 
 from __future__ import annotations
@@ -21,14 +13,14 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, TypedDict
 
 import numpy as np
 import torch
 
 from neuronmap.loaders.errors import ArchitectureError, NonFiniteWeightsError, UnsupportedLayerError
-from neuronmap.loaders.tracing.folding import BatchNormParams, fold_batchnorm
 from neuronmap.loaders.records import EdgeBlock, KernelNorm, LayerRecord, ModelGraph, ModelMeta
+from neuronmap.loaders.tracing.folding import BatchNormParams, fold_batchnorm
 from neuronmap.loaders.tracing.weight_edges import conv_edges, flatten_linear_edges, linear_edges
 
 StepKind = Literal["linear", "conv", "batch_norm", "elementwise", "pool", "spatial_mean", "reshape", "add"]
@@ -36,6 +28,16 @@ Layout = Literal["units", "channels", "flat"]
 
 _FOLD_HINT = ("neuronmap folds BatchNorm into the Linear or Conv2d whose output it reads directly; pass "
               "fold_batchnorm=False (--no-fold-batchnorm) to keep the weights unscaled and treat it as a pass-through")
+
+
+class StepFields(TypedDict):
+    """The fields every ``Step`` has, which a front end works out before it knows the step's kind."""
+
+    out: str
+    inputs: tuple[str, ...]
+    shape: tuple[int, ...]
+    path: str
+    type_name: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,12 @@ class _Layer:
     shape: tuple[int, ...]
     step: Step | None = None
     batch_norms: list[BatchNormParams] = field(default_factory=list)
+
+    @property
+    def weight_step(self) -> Step:
+        """The Linear/Conv step of a weight layer (every layer but the input)."""
+        assert self.step is not None, "the input layer has no weights"
+        return self.step
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,7 @@ def _plan(net: TracedNetwork, fold_batchnorm: bool) -> tuple[list[_Layer], list[
             index = len(layers)
             name = _unique(step.name, names)
             contributions += _weight_contributions(step, x, index)
-            layers.append(_Layer(name=name, kind=step.kind, size=int(step.weight.shape[0]), shape=step.shape,
+            layers.append(_Layer(name=name, kind=step.kind, size=int(_weight(step).shape[0]), shape=step.shape,
                                  step=step))
             values[step.out] = _Value(sources=(index,), layout="channels" if step.kind == "conv" else "units",
                                       shape=step.shape)
@@ -204,11 +212,7 @@ def _plan(net: TracedNetwork, fold_batchnorm: bool) -> tuple[list[_Layer], list[
                                                 if layer_index is None else
                                                 "reads a layer output that is also used elsewhere",
                                                 hint=_FOLD_HINT)
-                layer = layers[layer_index]
-                if step.bn.num_features != layer.size:
-                    raise ArchitectureError(f"BatchNorm {step.path!r} normalises {step.bn.num_features} features, "
-                                            f"but layer {layer.name!r} has {layer.size}.")
-                layer.batch_norms.append(step.bn)
+                _attach_batch_norm(step, layers[layer_index])
                 layer_of_value[step.out] = layer_index
         elif step.kind == "elementwise":
             (x,) = ins
@@ -243,6 +247,21 @@ def _plan(net: TracedNetwork, fold_batchnorm: bool) -> tuple[list[_Layer], list[
     return layers, contributions, output_layers
 
 
+def _weight(step: Step) -> torch.Tensor:
+    assert step.weight is not None, f"{step.kind} step {step.out!r} has no weight"  # both front ends set one
+    return step.weight
+
+
+def _attach_batch_norm(step: Step, layer: _Layer) -> None:
+    """Queue a BatchNorm step for folding into the layer whose output it reads."""
+    bn = step.bn
+    assert bn is not None, f"batch_norm step {step.out!r} has no parameters"  # both front ends set them
+    if bn.num_features != layer.size:
+        raise ArchitectureError(f"BatchNorm {step.path!r} normalises {bn.num_features} features, "
+                                f"but layer {layer.name!r} has {layer.size}.")
+    layer.batch_norms.append(bn)
+
+
 def _unique(name: str, taken: set[str]) -> str:
     """A module called twice gives two layers (two sets of activations); name the second ``fc@1``, as fx does."""
     candidate, k = name, 0
@@ -254,7 +273,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def _weight_contributions(step: Step, x: _Value, dst: int) -> list[_Contribution]:
-    weight = step.weight
+    weight = _weight(step)
     if step.kind == "conv":
         if x.layout != "channels" or len(x.shape) != 3:
             raise UnsupportedLayerError(step.path, step.type_name,
@@ -318,16 +337,16 @@ def _add(step: Step, ins: list[_Value]) -> _Value:
 
 # -- pass 2: numbers -----------------------------------------------------------------------------------------------
 
-def _fold_and_check(layers: list[_Layer]) -> tuple[list[torch.Tensor | None], list[np.ndarray | None]]:
-    """Each layer's float64 weight and bias after folding; raises on NaN or inf."""
-    weights: list[torch.Tensor | None] = [None]
+def _fold_and_check(layers: list[_Layer]) -> tuple[dict[int, torch.Tensor], list[np.ndarray | None]]:
+    """Float64 weights (by layer index) and biases of every layer after folding; raises on NaN or inf."""
+    weights: dict[int, torch.Tensor] = {}
     biases: list[np.ndarray | None] = [None]
-    for layer in layers[1:]:
-        step = layer.step
-        _check_finite(layer.name, step.weight, "weights")
+    for index, layer in enumerate(layers[1:], start=1):
+        step = layer.weight_step
+        _check_finite(layer.name, _weight(step), "weights")
         if step.bias is not None:
             _check_finite(layer.name, step.bias, "biases")
-        weight = step.weight.detach().to("cpu", torch.float64)
+        weight = _weight(step).detach().to("cpu", torch.float64)
         bias = (torch.zeros(layer.size, dtype=torch.float64) if step.bias is None
                 else step.bias.detach().to("cpu", torch.float64))
         for bn in layer.batch_norms:
@@ -336,7 +355,7 @@ def _fold_and_check(layers: list[_Layer]) -> tuple[list[torch.Tensor | None], li
             note = f"after folding BatchNorm {', '.join(repr(bn.path) for bn in layer.batch_norms)}"
             _check_finite(layer.name, weight, "weights", note)
             _check_finite(layer.name, bias, "biases", note)
-        weights.append(weight)
+        weights[index] = weight
         biases.append(bias.numpy().copy())
     return weights, biases
 
@@ -348,7 +367,7 @@ def _check_finite(layer: str, tensor: torch.Tensor, what: str, note: str = "") -
 
 
 def _compute_blocks(layers: list[_Layer], contributions: list[_Contribution],
-                    weights: list[torch.Tensor | None], kernel_norm: KernelNorm) -> list[EdgeBlock]:
+                    weights: dict[int, torch.Tensor], kernel_norm: KernelNorm) -> list[EdgeBlock]:
     """One block per (source layer, layer) pair; contributions that meet on the same pair are summed."""
     cache: dict[tuple[int, str, tuple[int, int, int] | None], np.ndarray] = {}
     summed: dict[tuple[int, int], np.ndarray] = {}
@@ -359,9 +378,10 @@ def _compute_blocks(layers: list[_Layer], contributions: list[_Contribution],
             if c.how == "linear":
                 cache[key] = linear_edges(weight)
             elif c.how == "flat":
+                assert c.map_shape is not None  # a "flat" value always records the map it came from
                 cache[key] = flatten_linear_edges(weight, c.map_shape, kernel_norm)
             else:
-                cache[key] = conv_edges(weight, layers[c.dst].step.groups, kernel_norm)
+                cache[key] = conv_edges(weight, layers[c.dst].weight_step.groups, kernel_norm)
         block = cache[key]
         pair = (c.src, c.dst)
         summed[pair] = summed[pair] + block if pair in summed else block.copy()

@@ -16,9 +16,10 @@ from torch import fx
 from torch.export import ExportedProgram
 
 from neuronmap.loaders.errors import ArchitectureError, UnsupportedLayerError
-from neuronmap.loaders.tracing.folding import BatchNormParams
-from neuronmap.loaders.tracing.graph_builder import Step, StepKind, TracedNetwork, build_graph
 from neuronmap.loaders.records import KernelNorm, ModelGraph, ModelMeta
+from neuronmap.loaders.tracing.folding import BatchNormParams
+from neuronmap.loaders.tracing.graph_builder import Step, StepFields, StepKind, TracedNetwork, build_graph
+from neuronmap.loaders.tracing.trace_module import check_spatial_dims, input_node, nodes_in, target_name
 from neuronmap.loaders.tracing.weight_edges import check_kernel_norm
 
 aten = torch.ops.aten
@@ -124,19 +125,19 @@ class _Translator:
             self.value_of[node] = step.out
             steps.append(step)
         output = next(n for n in graph.nodes if n.op == "output")
-        found: list[fx.Node] = []
-        fx.node.map_arg(output.args, lambda n: found.append(n) or n)
-        outputs = tuple(self.value_of[n] for n in found if n.name in self.user_outputs and n in self.value_of)
+        outputs = tuple(self.value_of[n] for n in nodes_in(output.args)
+                        if n.name in self.user_outputs and n in self.value_of)
         return TracedNetwork(input=x.name, input_shape=_shape(x, "the input"), steps=steps, outputs=outputs)
 
     def _getitem(self, node: fx.Node) -> None:
         source, index = node.args
-        if source.target in _TUPLE_OPS or getattr(source.target, "overloadpacket", None) in _TUPLE_OPS:
+        if isinstance(source, fx.Node) and (source.target in _TUPLE_OPS
+                                            or getattr(source.target, "overloadpacket", None) in _TUPLE_OPS):
             if index == 0:
                 self.value_of[node] = self.value_of[source]  # the activation; other items are never followed
             return
         path, type_name = self._where(node)
-        raise UnsupportedLayerError(path, type_name, f"indexes the result of {source.target}")
+        raise UnsupportedLayerError(path, type_name, f"indexes the result of {getattr(source, 'target', source)}")
 
     def _step(self, node: fx.Node) -> Step:
         packet = getattr(node.target, "overloadpacket", None)
@@ -147,45 +148,45 @@ class _Translator:
             if tuple_kind is None:
                 raise UnsupportedLayerError(path, type_name, f"calls {node.target}, which is not supported")
             val = val[0]
-        shape = tuple(int(d) for d in val.shape[1:])
-        found: list[fx.Node] = []  # in order and with repeats: h + h reads h twice
-        fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
-        inputs = tuple(self.value_of[a] for a in found if a in self.value_of)
-        base = {"out": node.name, "inputs": inputs, "shape": shape, "path": path, "type_name": type_name}
-        arg = self._arg
+        if not isinstance(val, torch.Tensor):
+            raise UnsupportedLayerError(path, type_name, f"calls {node.target}, which does not return a tensor")
+        inputs = tuple(self.value_of[a] for a in nodes_in((node.args, node.kwargs)) if a in self.value_of)
+        base = StepFields(out=node.name, inputs=inputs, shape=tuple(int(d) for d in val.shape[1:]), path=path,
+                          type_name=type_name)
+        arg, tensor, weight_of = self._arg, self._tensor, self._weight
 
         if packet is aten.linear:
-            return Step(kind="linear", name=self._layer_name(node, 1), weight=arg(node, 1), bias=arg(node, 2),
-                        **base)
+            return Step(kind="linear", name=self._layer_name(node, 1), weight=weight_of(node, 1),
+                        bias=tensor(node, 2), **base)
         if packet in (aten.addmm, aten.mm):  # decomposed linear: addmm(b, x, W.T), mm(x, W.T)
             offset = 1 if packet is aten.addmm else 0
             if arg(node, 3 + offset, default=1) != 1 or arg(node, 4 + offset, default=1) != 1:
                 raise UnsupportedLayerError(path, type_name, f"calls {node.target} with beta/alpha other than 1")
             if node.args[offset] not in self.value_of:
                 raise UnsupportedLayerError(path, type_name, f"calls {node.target} with the input on the right")
-            weight = arg(node, offset + 1).T
-            bias = arg(node, 0) if packet is aten.addmm else None
+            weight = weight_of(node, offset + 1).T
+            bias = tensor(node, 0) if packet is aten.addmm else None
             return Step(kind="linear", name=self._layer_name(node, offset + 1), weight=weight, bias=bias, **base)
         if packet is aten.conv2d:  # conv2d(x, w, b, stride, padding, dilation, groups)
-            return Step(kind="conv", name=self._layer_name(node, 1), weight=arg(node, 1), bias=arg(node, 2),
-                        groups=int(arg(node, 6, default=1)), **base)
+            return Step(kind="conv", name=self._layer_name(node, 1), weight=weight_of(node, 1),
+                        bias=tensor(node, 2), groups=int(arg(node, 6, default=1)), **base)
         if packet is aten.convolution:  # convolution(x, w, b, stride, padding, dilation, transposed, out_pad, groups)
-            weight = arg(node, 1)
+            weight = weight_of(node, 1)
             if arg(node, 6) or weight.dim() != 4:
                 raise UnsupportedLayerError(path, type_name, f"calls {node.target} as a transposed or non-2-D "
                                                              "convolution, which is not supported")
-            return Step(kind="conv", name=self._layer_name(node, 1), weight=weight, bias=arg(node, 2),
+            return Step(kind="conv", name=self._layer_name(node, 1), weight=weight, bias=tensor(node, 2),
                         groups=int(arg(node, 8)), **base)
         if packet is aten.batch_norm or tuple_kind == "batch_norm":
             # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
             # _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)
             eps = arg(node, 7) if packet is aten.batch_norm else arg(node, 6)
-            mean, var = arg(node, 3), arg(node, 4)
+            mean, var = tensor(node, 3), tensor(node, 4)
             if mean is None or var is None:
                 raise UnsupportedLayerError(path, type_name, "normalises without running statistics",
                                             hint="Without them there is no fixed affine map to fold")
             bn = BatchNormParams(path=path, running_mean=mean, running_var=var, eps=float(eps),
-                                 weight=arg(node, 1), bias=arg(node, 2))
+                                 weight=tensor(node, 1), bias=tensor(node, 2))
             return Step(kind="batch_norm", bn=bn, **base)
         if tuple_kind is not None:
             return Step(kind=tuple_kind, **base)
@@ -201,26 +202,38 @@ class _Translator:
             return Step(kind="add", **base)
         if packet is aten.mean and node.target is aten.mean.dim:
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            ndim = node.args[0].meta["val"].dim()
-            dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-            if ndim != 4 or sorted(d % ndim for d in dims) != [2, 3]:
-                raise UnsupportedLayerError(path, type_name, f"takes a mean over dims {dims}",
-                                            hint="neuronmap follows means over the two spatial dims of an "
-                                                 "(N, C, H, W) map")
+            check_spatial_dims(dims, input_node(node).meta["val"].dim(), path, type_name)
             return Step(kind="spatial_mean", **self._single(node, base))
         raise UnsupportedLayerError(path, type_name, f"calls {node.target}, which is not supported")
 
     # -- helpers -------------------------------------------------------------------------------------------------
 
-    def _single(self, node: fx.Node, base: dict[str, Any]) -> dict[str, Any]:
+    def _single(self, node: fx.Node, base: StepFields) -> StepFields:
         if len(base["inputs"]) != 1:
             raise UnsupportedLayerError(base["path"], base["type_name"],
                                         f"calls {node.target} on {len(base['inputs'])} tensors")
         return base
 
     def _arg(self, node: fx.Node, index: int, name: str = "", default: Any = None) -> Any:
+        """Argument ``index`` (or keyword ``name``), with a node resolved to its constant value."""
         value = node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
         return self._constant(value) if isinstance(value, fx.Node) else value
+
+    def _tensor(self, node: fx.Node, index: int) -> torch.Tensor | None:
+        """A bias or statistic argument: a tensor, or None where the call passes none."""
+        value = self._arg(node, index)
+        if value is not None and not isinstance(value, torch.Tensor):
+            path, type_name = self._where(node)
+            raise UnsupportedLayerError(path, type_name, f"passes a {type(value).__name__} as argument {index}")
+        return value
+
+    def _weight(self, node: fx.Node, index: int) -> torch.Tensor:
+        """The weight argument of a Linear or Conv op, which the op requires."""
+        value = self._tensor(node, index)
+        if value is None:
+            path, type_name = self._where(node)
+            raise UnsupportedLayerError(path, type_name, f"calls {node.target} without a weight")
+        return value
 
     def _constant(self, node: fx.Node) -> Any:
         """A parameter, buffer or constant, or an op on them (``aten.t`` of a weight after decomposition)."""
@@ -235,9 +248,10 @@ class _Translator:
                                             "input nor a parameter, buffer or constant.")
                 value = self.ep.state_dict[name] if name in self.ep.state_dict else self.ep.constants[name]
             elif node.op == "get_attr":
-                value = getattr(self.ep.graph_module, node.target)
+                value = getattr(self.ep.graph_module, target_name(node))
             else:
                 args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._constant)
+                assert callable(node.target)  # an aten op: export graphs hold no call_module or call_method
                 value = node.target(*args, **kwargs)
             self.constants[node] = value.detach() if isinstance(value, torch.Tensor) else value
         return self.constants[node]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import functools
 import operator
-from collections.abc import Sequence
-from typing import Any, Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +18,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
 
 from neuronmap.loaders.errors import ArchitectureError, UnsupportedLayerError
-from neuronmap.loaders.tracing.folding import BatchNormParams
-from neuronmap.loaders.tracing.graph_builder import Step, StepKind, TracedNetwork, build_graph
 from neuronmap.loaders.records import KernelNorm, ModelGraph, ModelMeta
+from neuronmap.loaders.tracing.folding import BatchNormParams
+from neuronmap.loaders.tracing.graph_builder import Step, StepFields, StepKind, TracedNetwork, build_graph
 from neuronmap.loaders.tracing.weight_edges import check_kernel_norm
 
 _ELEMENTWISE_MODULES = (
@@ -130,9 +130,9 @@ def _check_leaf_modules(gm: fx.GraphModule) -> None:
                  *_RESHAPE_MODULES)
     for node in gm.graph.nodes:
         if node.op == "call_module":
-            sub = gm.get_submodule(node.target)
+            sub = gm.get_submodule(target_name(node))
             if not isinstance(sub, supported):
-                raise UnsupportedLayerError(node.target, type(sub).__name__)
+                raise UnsupportedLayerError(target_name(node), type(sub).__name__)
 
 
 def _resolve_input_shape(module: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
@@ -194,9 +194,7 @@ class _Translator:
             if node.op in ("placeholder", "get_attr"):
                 continue
             if node.op == "output":
-                found: list[fx.Node] = []
-                fx.node.map_arg(node.args, lambda n: found.append(n) or n)
-                outputs = tuple(n.name for n in found if n in self.network)
+                outputs = tuple(n.name for n in nodes_in(node.args) if n in self.network)
                 continue
             if not any(arg in self.network for arg in node.all_input_nodes):
                 continue  # a constant or a Python value (sizes); evaluated on demand if a step needs it
@@ -214,15 +212,12 @@ class _Translator:
     # -- one node ------------------------------------------------------------------------------------------------
 
     def _step(self, node: fx.Node, shape: tuple[int, ...]) -> Step:
-        inputs = tuple(arg.name for arg in _node_args(node) if arg in self.network)
+        inputs = tuple(arg.name for arg in nodes_in((node.args, node.kwargs)) if arg in self.network)
         path, type_name = self._where(node)
-        base = {"out": node.name, "inputs": inputs, "shape": shape, "path": path, "type_name": type_name}
+        base = StepFields(out=node.name, inputs=inputs, shape=shape, path=path, type_name=type_name)
         if node.op == "call_module":
             return self._module_step(node, base)
-        if node.op == "call_function":
-            kind = _KIND_OF_FUNCTION.get(node.target)
-        else:
-            kind = _KIND_OF_METHOD.get(node.target)
+        kind = _kind_of(node)
         if kind is None:
             raise UnsupportedLayerError(path, type_name, f"calls {self._op_name(node)}, which is not supported")
         if kind not in ("add",) and len(inputs) != 1:
@@ -233,41 +228,42 @@ class _Translator:
                 raise UnsupportedLayerError(path, type_name, f"calls {self._op_name(node)} with alpha={alpha}")
         elif kind == "spatial_mean":
             dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
-            _check_spatial_dims(dims, len(node.args[0].meta["tensor_meta"].shape), path, type_name)
+            check_spatial_dims(dims, len(input_node(node).meta["tensor_meta"].shape), path, type_name)
         elif kind == "linear":
-            weight, bias = self._arg(node, 1, "weight"), self._arg(node, 2, "bias")
+            weight, bias = self._tensor(node, 1, "weight"), self._tensor(node, 2, "bias")
             return Step(kind="linear", name=self._weight_name(node, 1, path), weight=weight, bias=bias, **base)
         elif kind == "conv":
-            weight, bias = self._arg(node, 1, "weight"), self._arg(node, 2, "bias")
+            weight, bias = self._tensor(node, 1, "weight"), self._tensor(node, 2, "bias")
             groups = self._arg(node, 6, "groups", 1)
             return Step(kind="conv", name=self._weight_name(node, 1, path), weight=weight, bias=bias,
                         groups=int(groups), **base)
         elif kind == "batch_norm":  # F.batch_norm(input, running_mean, running_var, weight, bias, training, m, eps)
-            mean, var = self._arg(node, 1, "running_mean"), self._arg(node, 2, "running_var")
+            mean, var = self._tensor(node, 1, "running_mean"), self._tensor(node, 2, "running_var")
             if mean is None or var is None:
                 raise UnsupportedLayerError(path, type_name, "calls batch_norm without running statistics")
             bn = BatchNormParams(path=path, running_mean=mean, running_var=var,
                                  eps=float(self._arg(node, 7, "eps", 1e-5)),
-                                 weight=self._arg(node, 3, "weight"), bias=self._arg(node, 4, "bias"))
+                                 weight=self._tensor(node, 3, "weight"), bias=self._tensor(node, 4, "bias"))
             return Step(kind="batch_norm", bn=bn, **base)
         return Step(kind=kind, **base)
 
-    def _module_step(self, node: fx.Node, base: dict[str, Any]) -> Step:
-        sub = self.gm.get_submodule(node.target)
+    def _module_step(self, node: fx.Node, base: StepFields) -> Step:
+        target = target_name(node)
+        sub = self.gm.get_submodule(target)
         if len(base["inputs"]) != 1:
             raise UnsupportedLayerError(base["path"], base["type_name"],
                                         f"is called on {len(base['inputs'])} tensors")
         if isinstance(sub, nn.Linear):
-            return Step(kind="linear", name=node.target, weight=sub.weight, bias=sub.bias, **base)
+            return Step(kind="linear", name=target, weight=sub.weight, bias=sub.bias, **base)
         if isinstance(sub, nn.Conv2d):
-            return Step(kind="conv", name=node.target, weight=sub.weight, bias=sub.bias, groups=sub.groups, **base)
+            return Step(kind="conv", name=target, weight=sub.weight, bias=sub.bias, groups=sub.groups, **base)
         if isinstance(sub, _BATCHNORM_MODULES):
             if sub.running_mean is None or sub.running_var is None:
-                raise UnsupportedLayerError(node.target, type(sub).__name__,
+                raise UnsupportedLayerError(target, type(sub).__name__,
                                             "has no running statistics (track_running_stats=False)",
                                             hint="Without them it normalises each batch by its own statistics, "
                                                  "so there is no fixed affine map to fold")
-            bn = BatchNormParams(path=node.target, running_mean=sub.running_mean, running_var=sub.running_var,
+            bn = BatchNormParams(path=target, running_mean=sub.running_mean, running_var=sub.running_var,
                                  eps=float(sub.eps), weight=sub.weight, bias=sub.bias)
             return Step(kind="batch_norm", bn=bn, **base)
         if isinstance(sub, _POOL_MODULES):
@@ -279,8 +275,17 @@ class _Translator:
     # -- helpers -------------------------------------------------------------------------------------------------
 
     def _arg(self, node: fx.Node, index: int, name: str, default: Any = None) -> Any:
+        """Argument ``index`` (or keyword ``name``), with a node resolved to its constant value."""
         value = node.args[index] if len(node.args) > index else node.kwargs.get(name, default)
         return self._constant(value) if isinstance(value, fx.Node) else value
+
+    def _tensor(self, node: fx.Node, index: int, name: str) -> torch.Tensor | None:
+        """A weight, bias or statistic argument: a tensor, or None where the call passes none."""
+        value = self._arg(node, index, name)
+        if value is not None and not isinstance(value, torch.Tensor):
+            path, type_name = self._where(node)
+            raise UnsupportedLayerError(path, type_name, f"passes a {type(value).__name__} as its {name}")
+        return value
 
     def _constant(self, node: fx.Node) -> Any:
         """The value of a node that does not depend on the input (a parameter, or a function of parameters)."""
@@ -290,11 +295,12 @@ class _Translator:
         if node not in self.constants:
             args, kwargs = fx.node.map_arg((node.args, node.kwargs), self._constant)
             if node.op == "get_attr":
-                value = functools.reduce(getattr, node.target.split("."), self.gm)
+                value = functools.reduce(getattr, target_name(node).split("."), self.gm)
             elif node.op == "call_function":
+                assert callable(node.target)  # fx records the function itself
                 value = node.target(*args, **kwargs)
             elif node.op == "call_method":
-                value = getattr(args[0], node.target)(*args[1:], **kwargs)
+                value = getattr(args[0], target_name(node))(*args[1:], **kwargs)
             else:  # a module applied to constants: not a weight layout neuronmap knows
                 path, type_name = self._where(node)
                 raise UnsupportedLayerError(path, type_name, "computes a weight by calling a module")
@@ -305,14 +311,14 @@ class _Translator:
         """A functional layer is named after its weight attribute, as ``fc`` for ``F.linear(x, self.fc.weight)``."""
         weight = node.args[index] if len(node.args) > index else node.kwargs.get("weight")
         if isinstance(weight, fx.Node) and weight.op == "get_attr":
-            target = weight.target
+            target = target_name(weight)
             return target[: -len(".weight")] if target.endswith(".weight") else target
         return path or node.name
 
     def _where(self, node: fx.Node) -> tuple[str, str]:
         """(module path, type name) of the innermost module a node ran in; ("", root type) at the top level."""
         if node.op == "call_module":
-            return node.target, type(self.gm.get_submodule(node.target)).__name__
+            return target_name(node), type(self.gm.get_submodule(target_name(node))).__name__
         stack = node.meta.get("nn_module_stack") or {}
         if stack:
             path, cls = list(stack.values())[-1]
@@ -328,16 +334,45 @@ class _Translator:
         return f"{module.replace('torch.nn.functional', 'F')}.{name}" if module else name
 
 
-def _node_args(node: fx.Node) -> list[fx.Node]:
-    """The node's arguments that are nodes, in order and with repeats: ``h + h`` reads h twice."""
+def _kind_of(node: fx.Node) -> StepKind | None:
+    """The step kind of a ``call_function`` or ``call_method`` node; None for an unsupported op."""
+    if node.op == "call_function":
+        return _KIND_OF_FUNCTION.get(node.target) if callable(node.target) else None
+    return _KIND_OF_METHOD.get(target_name(node))
+
+
+# -- shared with trace_export: reading fx nodes ---------------------------------------------------------------------
+
+def nodes_in(arg: fx.node.Argument) -> list[fx.Node]:
+    """The nodes in an fx argument structure, in order and with repeats: ``h + h`` reads h twice."""
     found: list[fx.Node] = []
-    fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+
+    def visit(node: fx.Node) -> fx.Node:
+        found.append(node)
+        return node
+
+    fx.node.map_arg(arg, visit)
     return found
 
 
-def _check_spatial_dims(dims: Any, ndim: int, path: str, type_name: str) -> None:
+def target_name(node: fx.Node) -> str:
+    """The target of a ``call_module``, ``get_attr`` or ``call_method`` node: a module path or a name."""
+    target = node.target
+    assert isinstance(target, str), f"{node.op} node {node.name!r} has a callable target"  # fx records a str
+    return target
+
+
+def input_node(node: fx.Node) -> fx.Node:
+    """The node's first argument, which for the ops that reach this is the tensor the op is applied to."""
+    first = node.args[0]
+    assert isinstance(first, fx.Node), f"{node.name!r} is not applied to a node"  # it reads a network value
+    return first
+
+
+def check_spatial_dims(dims: fx.node.Argument, ndim: int, path: str, type_name: str) -> None:
     """A mean over H and W of an (N, C, H, W) value, and nothing else, keeps one neuron per channel."""
-    dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
-    if ndim != 4 or sorted(d % ndim for d in dims) != [2, 3]:
-        raise UnsupportedLayerError(path, type_name, f"takes a mean over dims {dims}",
+    dim_list = (dims,) if isinstance(dims, int) else tuple(dims) if isinstance(dims, (tuple, list)) else ()
+    ints = [d % ndim for d in dim_list if isinstance(d, int)]
+    if ndim != 4 or len(ints) != len(dim_list) or sorted(ints) != [2, 3]:
+        raise UnsupportedLayerError(path, type_name, f"takes a mean over dims {dim_list}",
                                     hint="neuronmap follows means over the two spatial dims of an (N, C, H, W) map")

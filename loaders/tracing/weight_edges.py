@@ -7,6 +7,8 @@ map into one edge per (channel, unit), over that unit's H×W weights on the chan
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 import numpy as np
 import torch
 
@@ -18,9 +20,13 @@ KERNEL_NORMS = choices(KernelNorm)
 
 def check_kernel_norm(norm: str) -> KernelNorm:
     """Return ``norm`` if it names a supported kernel-slice norm; raise OptionError otherwise."""
-    if norm not in KERNEL_NORMS:
+    if not _is_kernel_norm(norm):
         raise OptionError("kernel_norm", norm, KERNEL_NORMS)
-    return norm  # type: ignore[return-value]
+    return norm
+
+
+def _is_kernel_norm(norm: str) -> TypeGuard[KernelNorm]:
+    return norm in KERNEL_NORMS
 
 
 def kernel_slice_norm(kernel: torch.Tensor | np.ndarray, norm: KernelNorm = "entry_l1") -> np.ndarray:
