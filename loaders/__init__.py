@@ -72,6 +72,18 @@ def load_graph(path: str | PathLike[str], *, arch: str | None = None, input_shap
     ------
     CheckpointError, ArchitectureError, UnsupportedLayerError, NonFiniteWeightsError
         All are ``LoadError``s, which the CLI prints as one line.
+
+    Examples
+    --------
+    >>> graph = nm.load_graph(path, arch="neuronmap.examples.nets:digits_mlp")
+    >>> [(layer.name, layer.role, layer.size) for layer in graph.layers]
+    [('input', 'input', 64), ('0', 'hidden', 64), ('2', 'hidden', 64), ('4', 'output', 10)]
+    >>> graph.adjacency().shape
+    (202, 202)
+    >>> nm.load_graph(path)
+    Traceback (most recent call last):
+    ...
+    neuronmap.loaders.errors.ArchitectureError: 'digits-mlp.safetensors' holds only weights; pass --arch ...
     """
     path = Path(path)
     kernel_norm = check_kernel_norm(kernel_norm)

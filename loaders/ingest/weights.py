@@ -99,6 +99,20 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
     ------
     ModelExistsError
         The name is taken by a ready model and ``replace`` is False. Nothing is written.
+
+    Examples
+    --------
+    >>> graph = nm.load_graph(path, arch="neuronmap.examples.nets:digits_mlp")
+    >>> nm.ingest(store, model, graph) == graph.n_edges
+    True
+    >>> [row["status"] for row in nm.run_query(store, "compare-models", models=[model])]
+    ['ready']
+    >>> nm.ingest(store, model, graph)
+    Traceback (most recent call last):
+    ...
+    neuronmap.loaders.ingest.weights.ModelExistsError: Model '...' is already in the store. Pass --replace ...
+    >>> nm.ingest(store, model, graph, replace=True) == 64 * 64 + 64 * 64 + 64 * 10
+    True
     """
     _check_finite(graph)  # before anything is written
     status = model_status(store, model)
