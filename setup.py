@@ -4,8 +4,13 @@ code or data, as a package of its own. Everything else lives in pyproject.toml."
 
 from setuptools import find_namespace_packages, setup
 
-ROOTS = {"neuronmap": "neuronmap", "neuronmap.loaders": "loaders", "neuronmap.service": "service",
-         "neuronmap.cypher": "cypher", "neuronmap.examples": "examples"}
+ROOTS = {
+    "neuronmap": "neuronmap",
+    "neuronmap.loaders": "loaders",
+    "neuronmap.service": "service",
+    "neuronmap.cypher": "cypher",
+    "neuronmap.examples": "examples",
+}
 
 
 def packages() -> list[str]:

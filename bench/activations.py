@@ -37,10 +37,10 @@ import torch
 from scipy import stats
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
-from neuronmap.examples.nets import mlp_4x256  # noqa: E402
-from neuronmap.loaders.activations import ActivationRecorder, compute_correlations, correlate, gram  # noqa: E402
+from neuronmap.examples.nets import mlp_4x256
+from neuronmap.loaders.activations import ActivationRecorder, compute_correlations, correlate, gram
 
 
 def alternate(ours: Callable[[], Any], theirs: Callable[[], Any], repeats: int) -> tuple[float, float, Any, Any]:
@@ -76,25 +76,45 @@ def main() -> None:
     matrix = activations.numpy()
     kept = np.ascontiguousarray(matrix[:, varying])
     int8 = gram._use_int8(torch.device(args.device))
-    print(f"mlp_4x256 on {args.device}: {recorder.n_units:,} hidden units ({int((~varying).sum())} constant, "
-          f"excluded), {n_inputs:,} inputs, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
-          f"Spearman Gram {'int8 (torch._int_mm)' if int8 else 'float64'}, "
-          f"load average {os.getloadavg()[0]:.1f} at the start\n")
+    print(
+        f"mlp_4x256 on {args.device}: {recorder.n_units:,} hidden units ({int((~varying).sum())} constant, "
+        f"excluded), {n_inputs:,} inputs, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, "
+        f"Spearman Gram {'int8 (torch._int_mm)' if int8 else 'float64'}, "
+        f"load average {os.getloadavg()[0]:.1f} at the start\n"
+    )
 
     rows = []
     ours, theirs, result, reference = alternate(
         lambda: correlate(activations, method="spearman", device=args.device),
-        lambda: stats.spearmanr(kept).statistic, args.repeats)
-    rows.append(["spearman, from activations", ours, theirs, f"{theirs / ours:.1f}×",
-                 f"{np.abs(result.r.numpy() - reference).max():.1e}"])
+        lambda: stats.spearmanr(kept).statistic,
+        args.repeats,
+    )
+    rows.append(
+        [
+            "spearman, from activations",
+            ours,
+            theirs,
+            f"{theirs / ours:.1f}×",
+            f"{np.abs(result.r.numpy() - reference).max():.1e}",
+        ]
+    )
 
     gram.INT8_GRAM = False
     ours, theirs, result, reference = alternate(
         lambda: correlate(activations, method="spearman", device=args.device),
-        lambda: stats.spearmanr(kept).statistic, args.repeats)
+        lambda: stats.spearmanr(kept).statistic,
+        args.repeats,
+    )
     gram.INT8_GRAM = None
-    rows.append(["spearman, from activations, float64 Gram (int8 off)", ours, theirs, f"{theirs / ours:.1f}×",
-                 f"{np.abs(result.r.numpy() - reference).max():.1e}"])
+    rows.append(
+        [
+            "spearman, from activations, float64 Gram (int8 off)",
+            ours,
+            theirs,
+            f"{theirs / ours:.1f}×",
+            f"{np.abs(result.r.numpy() - reference).max():.1e}",
+        ]
+    )
 
     def baseline_end_to_end() -> np.ndarray:
         values = torch.cat(list(recorder.batches(inputs, args.batch_size))).cpu().numpy()
@@ -102,18 +122,38 @@ def main() -> None:
 
     ours, theirs, result, reference = alternate(
         lambda: compute_correlations(net, inputs, method="spearman", batch_size=args.batch_size, device=args.device),
-        baseline_end_to_end, max(1, args.repeats // 2))
-    rows.append(["spearman, end to end (forward + correlate)", ours, theirs, f"{theirs / ours:.1f}×",
-                 f"{np.abs(result.r.numpy() - reference).max():.1e}"])
+        baseline_end_to_end,
+        max(1, args.repeats // 2),
+    )
+    rows.append(
+        [
+            "spearman, end to end (forward + correlate)",
+            ours,
+            theirs,
+            f"{theirs / ours:.1f}×",
+            f"{np.abs(result.r.numpy() - reference).max():.1e}",
+        ]
+    )
 
     ours, theirs, result, reference = alternate(
         lambda: correlate(activations, method="pearson", device=args.device),
-        lambda: np.corrcoef(kept, rowvar=False), args.repeats)
-    rows.append(["pearson, from activations (vs numpy.corrcoef)", ours, theirs, f"{theirs / ours:.1f}×",
-                 f"{np.abs(result.r.numpy() - reference).max():.1e}"])
+        lambda: np.corrcoef(kept, rowvar=False),
+        args.repeats,
+    )
+    rows.append(
+        [
+            "pearson, from activations (vs numpy.corrcoef)",
+            ours,
+            theirs,
+            f"{theirs / ours:.1f}×",
+            f"{np.abs(result.r.numpy() - reference).max():.1e}",
+        ]
+    )
 
-    print_table(["case", "neuronmap s", "baseline s", "speed-up", "max |Δr|"],
-                [[label, f"{a:.3f}", f"{b:.3f}", ratio, diff] for label, a, b, ratio, diff in rows])
+    print_table(
+        ["case", "neuronmap s", "baseline s", "speed-up", "max |Δr|"],
+        [[label, f"{a:.3f}", f"{b:.3f}", ratio, diff] for label, a, b, ratio, diff in rows],
+    )
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from neuronmap.service.clustering.ncut import ncut
 from neuronmap.service.clustering.spectral import reference_n_init, spectral_clustering
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import planted_block_graph, print_table  # noqa: E402
+from common import planted_block_graph, print_table
 
 GRAPHS = {
     "a": ("MLP 784-256x4-10", [784, 256, 256, 256, 256, 10], 1.0),
@@ -75,8 +75,11 @@ def sklearn_labels(adjacency: Any, k: int, solver: str, n_init: int, seed: int) 
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # lobpcg's "not reaching the requested tolerance"
-        return SpectralClustering(k, affinity="precomputed", eigen_solver=solver, n_init=n_init,
-                                  random_state=seed).fit(adjacency).labels_
+        return (
+            SpectralClustering(k, affinity="precomputed", eigen_solver=solver, n_init=n_init, random_state=seed)
+            .fit(adjacency)
+            .labels_
+        )
 
 
 def main() -> None:
@@ -88,23 +91,30 @@ def main() -> None:
     parser.add_argument("--parity", action="store_true", help="the reference's restarts (25, or 100 above 2000)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sk-repeat", type=int, default=None, help="default: as --repeat (1 with --quick)")
-    parser.add_argument("--sk-budget", type=float, default=10.0,
-                        help="seconds after which a solver is not repeated (its best so far stands)")
+    parser.add_argument(
+        "--sk-budget",
+        type=float,
+        default=10.0,
+        help="seconds after which a solver is not repeated (its best so far stands)",
+    )
     parser.add_argument("--solvers", default="arpack,lobpcg")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--deltas", default="0.6,1.0",
-                        help="module strengths δ (weights across modules ×δ; 1.0 = unstructured)")
+    parser.add_argument(
+        "--deltas", default="0.6,1.0", help="module strengths δ (weights across modules ×δ; 1.0 = unstructured)"
+    )
     args = parser.parse_args()
 
     names = (args.graphs or ("a,b" if args.quick else "a,b,c")).split(",")
     deltas = [float(v) for v in (("0.6" if args.quick else args.deltas).split(","))]
     solvers = [s for s in args.solvers.split(",") if s]
     sk_repeat = args.sk_repeat if args.sk_repeat is not None else (1 if args.quick else args.repeat)
-    print(f"K={args.k}, torch threads={torch.get_num_threads()}, device={args.device}, "
-          f"k-means restarts {'as the reference' if args.parity else args.n_init} on both sides, "
-          f"best of {args.repeat} (neuronmap) and {sk_repeat} (each sklearn solver, fewer past {args.sk_budget:g} s), "
-          "alternating\n")
+    print(
+        f"K={args.k}, torch threads={torch.get_num_threads()}, device={args.device}, "
+        f"k-means restarts {'as the reference' if args.parity else args.n_init} on both sides, "
+        f"best of {args.repeat} (neuronmap) and {sk_repeat} (each sklearn solver, fewer past {args.sk_budget:g} s), "
+        "alternating\n"
+    )
     spectral_clustering(layered([50, 40, 30], 0, 1.0), 3, random_state=0, device=args.device)  # warm-up
     rows = []
     for key, delta in [(key, delta) for delta in deltas for key in names]:
@@ -113,26 +123,54 @@ def main() -> None:
         n_init = reference_n_init(graph.n_nodes) if args.parity else args.n_init
         adjacency = graph.to_scipy().astype(np.float64)
 
-        runs: dict[str, tuple[int, Callable[[], Any]]] = {"ours": (args.repeat, functools.partial(
-            spectral_clustering, graph, args.k, n_init=n_init, random_state=args.seed, device=args.device))}
-        runs.update({solver: (sk_repeat, functools.partial(sklearn_labels, adjacency, args.k, solver, n_init,
-                                                           args.seed)) for solver in solvers})
+        runs: dict[str, tuple[int, Callable[[], Any]]] = {
+            "ours": (
+                args.repeat,
+                functools.partial(
+                    spectral_clustering, graph, args.k, n_init=n_init, random_state=args.seed, device=args.device
+                ),
+            )
+        }
+        runs.update(
+            {
+                solver: (sk_repeat, functools.partial(sklearn_labels, adjacency, args.k, solver, n_init, args.seed))
+                for solver in solvers
+            }
+        )
         timed = alternating_best(runs, args.sk_budget)
         ours_s, ours = timed["ours"]
         ours_ncut = ncut(graph, ours.labels)
         theirs = {solver: (timed[solver][0], ncut(graph, timed[solver][1])) for solver in solvers}
         fastest = min(theirs, key=lambda s: theirs[s][0]) if theirs else None
-        row = [f"({key}) {title}, δ={delta:g}", f"{graph.n_nodes:,}", f"{graph.n_edges:,}",
-               f"{ours_s:.3f}", *(f"{theirs[s][0]:.2f}" for s in solvers),
-               f"{theirs[fastest][0] / ours_s:.1f}× vs {fastest}" if fastest else "",
-               f"{ours_ncut:.4f}", *(f"{theirs[s][1]:.4f}" for s in solvers),
-               f"{100 * (ours_ncut / min(v[1] for v in theirs.values()) - 1):+.2f}%" if theirs else "",
-               f"{ours.eigen_solver}/{ours.operator}/{ours.dtype}, eig {ours.timings['eigen']:.3f}s, "
-               f"k-means {ours.timings['kmeans']:.3f}s"]
+        row = [
+            f"({key}) {title}, δ={delta:g}",
+            f"{graph.n_nodes:,}",
+            f"{graph.n_edges:,}",
+            f"{ours_s:.3f}",
+            *(f"{theirs[s][0]:.2f}" for s in solvers),
+            f"{theirs[fastest][0] / ours_s:.1f}× vs {fastest}" if fastest else "",
+            f"{ours_ncut:.4f}",
+            *(f"{theirs[s][1]:.4f}" for s in solvers),
+            f"{100 * (ours_ncut / min(v[1] for v in theirs.values()) - 1):+.2f}%" if theirs else "",
+            f"{ours.eigen_solver}/{ours.operator}/{ours.dtype}, eig {ours.timings['eigen']:.3f}s, "
+            f"k-means {ours.timings['kmeans']:.3f}s",
+        ]
         rows.append(row)
-    print_table(["graph", "neurons", "edges", "neuronmap s", *(f"sklearn {s} s" for s in solvers),
-                 "speed-up vs faster sklearn", "n-cut neuronmap", *(f"n-cut {s}" for s in solvers),
-                 "Δ n-cut vs best sklearn", "neuronmap path"], rows)
+    print_table(
+        [
+            "graph",
+            "neurons",
+            "edges",
+            "neuronmap s",
+            *(f"sklearn {s} s" for s in solvers),
+            "speed-up vs faster sklearn",
+            "n-cut neuronmap",
+            *(f"n-cut {s}" for s in solvers),
+            "Δ n-cut vs best sklearn",
+            "neuronmap path",
+        ],
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -40,12 +40,25 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
     for row in rows:
-        print("| " + " | ".join(f"{v:,.0f}" if isinstance(v, float) and v > 100 else
-                                 (f"{v:.3g}" if isinstance(v, float) else str(v)) for v in row) + " |")
+        print(
+            "| "
+            + " | ".join(
+                f"{v:,.0f}" if isinstance(v, float) and v > 100 else (f"{v:.3g}" if isinstance(v, float) else str(v))
+                for v in row
+            )
+            + " |"
+        )
 
 
-def planted_block_graph(sizes: Sequence[int], seed: int, *, n_modules: int, delta: float = 0.6,
-                        density: float = 1.0, dtype: type = np.float64) -> BlockGraph:
+def planted_block_graph(
+    sizes: Sequence[int],
+    seed: int,
+    *,
+    n_modules: int,
+    delta: float = 0.6,
+    density: float = 1.0,
+    dtype: type = np.float64,
+) -> BlockGraph:
     """Glorot-uniform |W| with the reference's "clusterable initialisation" (methods.md §4): every neuron gets a
     module, weights inside a module ×(1 + (1−δ)(n_modules−1)), across modules ×δ; ``density < 1`` adds a random
     pruning mask. δ = 1 gives unstructured Glorot weights."""

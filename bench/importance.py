@@ -44,14 +44,14 @@ from neuronmap.examples.nets import mlp_4x256
 from neuronmap.loaders import graph_from_module
 from neuronmap.service.assessment.common import subcluster_generators
 from neuronmap.service.assessment.kernels import lesion_kernels
+from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets, lesion_correct_counts, one_at_a_time_correct_counts
 from neuronmap.service.assessment.network import LesionNetwork
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.spectral import spectral_clustering
-from neuronmap.service.assessment.layout import SubClusterRef
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
 
 def partition(module: torch.nn.Module, k: int, seed: int) -> tuple[list[SubClusterRef], dict[int, np.ndarray]]:
@@ -64,12 +64,18 @@ def partition(module: torch.nn.Module, k: int, seed: int) -> tuple[list[SubClust
     for layer in graph.layers:
         if layer.role != "hidden":
             continue
-        here = labels[graph.offsets[layer.index]:graph.offsets[layer.index + 1]]
+        here = labels[graph.offsets[layer.index] : graph.offsets[layer.index + 1]]
         pools[layer.index] = np.flatnonzero(here >= 0)
         for cluster in np.unique(here[here >= 0]):
-            subclusters.append(SubClusterRef(cluster=int(cluster), layer=layer.index, layer_name=layer.name,
-                                             units=tuple(np.flatnonzero(here == cluster).tolist()),
-                                             pool_size=int(pools[layer.index].size)))
+            subclusters.append(
+                SubClusterRef(
+                    cluster=int(cluster),
+                    layer=layer.index,
+                    layer_name=layer.name,
+                    units=tuple(np.flatnonzero(here == cluster).tolist()),
+                    pool_size=int(pools[layer.index].size),
+                )
+            )
     return subclusters, pools
 
 
@@ -90,8 +96,9 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def build_lesions(subclusters: list[SubClusterRef], pools: dict[int, np.ndarray], sets: int,
-                  seed: int) -> list[dict[int, np.ndarray]]:
+def build_lesions(
+    subclusters: list[SubClusterRef], pools: dict[int, np.ndarray], sets: int, seed: int
+) -> list[dict[int, np.ndarray]]:
     """Every sub-cluster, each followed by its random same-size sets, as ``assess_importance`` draws them."""
     lesions: list[dict[int, np.ndarray]] = []
     for sub, rng in zip(subclusters, subcluster_generators(seed, len(subclusters))):
@@ -101,8 +108,14 @@ def build_lesions(subclusters: list[SubClusterRef], pools: dict[int, np.ndarray]
     return lesions
 
 
-def time_paths(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, lesions: list[dict[int, np.ndarray]],
-               sample: np.ndarray, rounds: int) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
+def time_paths(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lesions: list[dict[int, np.ndarray]],
+    sample: np.ndarray,
+    rounds: int,
+) -> tuple[dict[str, float], dict[str, np.ndarray], np.ndarray]:
     """Best seconds of each path (one at a time: per lesion), the batched counts, and the sampled baseline counts.
 
     Rounds alternate the four paths, keeping each one's best time: the machine is shared, and its load drifts within
@@ -113,14 +126,23 @@ def time_paths(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, lesions: li
     for _ in range(rounds):
         for method in ("auto", "torch", "mask"):
             start = time.perf_counter()
-            result = lesion_correct_counts(net, x, y, 10, lesions, method="auto" if method == "torch" else method,
-                                           batch_size=x.shape[0], native=method != "torch")
+            result = lesion_correct_counts(
+                net,
+                x,
+                y,
+                10,
+                lesions,
+                method="auto" if method == "torch" else method,
+                batch_size=x.shape[0],
+                native=method != "torch",
+            )
             best[method] = min(best[method], time.perf_counter() - start)
             assert method not in counts or np.array_equal(counts[method], result)
             counts[method] = result
         start = time.perf_counter()
-        baseline = one_at_a_time_correct_counts(net, x, y, 10, [lesions[i] for i in sample], how="weights",
-                                                batch_size=x.shape[0])
+        baseline = one_at_a_time_correct_counts(
+            net, x, y, 10, [lesions[i] for i in sample], how="weights", batch_size=x.shape[0]
+        )
         best["one"] = min(best["one"], (time.perf_counter() - start) / sample.size)
     return best, counts, baseline
 
@@ -143,10 +165,12 @@ def main() -> None:
     lesions = build_lesions(subclusters, pools, args.sets, args.seed)
     per_layer = {layer: sum(1 for s in subclusters if s.layer == layer) for layer in pools}
     sizes = sorted(s.size for s in subclusters)
-    print(f"MLP 784-256×4-10, random Glorot weights; K={args.k}: {len(subclusters)} hidden-layer sub-clusters "
-          f"(per layer {per_layer}, sizes {sizes[0]}–{sizes[-1]}), {args.sets} random sets each → "
-          f"{len(lesions):,} lesions over {args.inputs:,} inputs; torch threads={torch.get_num_threads()}, "
-          f"device={net.device}\n")
+    print(
+        f"MLP 784-256×4-10, random Glorot weights; K={args.k}: {len(subclusters)} hidden-layer sub-clusters "
+        f"(per layer {per_layer}, sizes {sizes[0]}–{sizes[-1]}), {args.sets} random sets each → "
+        f"{len(lesions):,} lesions over {args.inputs:,} inputs; torch threads={torch.get_num_threads()}, "
+        f"device={net.device}\n"
+    )
 
     lesion_correct_counts(net, x[:50], y[:50], 10, lesions[:50])  # warm-up
     sample = np.linspace(0, len(lesions) - 1, min(args.sample, len(lesions))).round().astype(int)
@@ -157,32 +181,65 @@ def main() -> None:
     timings = {"auto": best["auto"], "torch": best["torch"], "mask": best["mask"]}
     exact = np.array_equal(baseline, counts["mask"][sample])
     flips = int(np.abs(counts["auto"] - counts["mask"]).sum())
-    print(f"one-at-a-time counts equal the batched 'mask' counts on the {sample.size} sampled lesions: {exact}; "
-          f"'auto' (delta) vs 'mask': {flips} correct predictions differ in {counts['mask'].sum():,} "
-          "(float rounding)")
+    print(
+        f"one-at-a-time counts equal the batched 'mask' counts on the {sample.size} sampled lesions: {exact}; "
+        f"'auto' (delta) vs 'mask': {flips} correct predictions differ in {counts['mask'].sum():,} "
+        "(float rounding)"
+    )
     kernels = lesion_kernels()
-    state = ("unavailable (torch only)" if kernels is None else
-             "in use, with AMX for the layer two before the last hidden one" if kernels.amx else
-             "in use, without AMX (torch for the layer two before the last hidden one)")
-    print(f"compiled lesion kernels: {state}; "
-          f"'auto' vs torch-only 'auto': {int(np.abs(counts['auto'] - counts['torch']).sum())} correct predictions "
-          "differ")
-    print(f"best of {args.rounds} alternating rounds; 1-min load average {load_before:.1f} → "
-          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    state = (
+        "unavailable (torch only)"
+        if kernels is None
+        else "in use, with AMX for the layer two before the last hidden one"
+        if kernels.amx
+        else "in use, without AMX (torch for the layer two before the last hidden one)"
+    )
+    print(
+        f"compiled lesion kernels: {state}; "
+        f"'auto' vs torch-only 'auto': {int(np.abs(counts['auto'] - counts['torch']).sum())} correct predictions "
+        "differ"
+    )
+    print(
+        f"best of {args.rounds} alternating rounds; 1-min load average {load_before:.1f} → "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
 
     accuracy = counts["mask"][0].sum() / args.inputs
-    rows = [["neuronmap batched, auto (delta / complement form)", f"{timings['auto']:.1f}",
-             f"{1000 * timings['auto'] / len(lesions):.2f}", f"{one_at_a_time / timings['auto']:.1f}×", "measured"],
-            ["neuronmap batched, auto on torch only (native=False)", f"{timings['torch']:.1f}",
-             f"{1000 * timings['torch'] / len(lesions):.2f}", f"{one_at_a_time / timings['torch']:.1f}×", "measured"],
-            ["neuronmap batched, mask", f"{timings['mask']:.1f}", f"{1000 * timings['mask'] / len(lesions):.2f}",
-             f"{one_at_a_time / timings['mask']:.1f}×", "measured"],
-            ["one lesion at a time (zero weights, forward, restore)", f"{one_at_a_time:.1f}",
-             f"{1000 * per_lesion:.2f}", "1.0×",
-             f"{sample.size} of {len(lesions):,} lesions timed, ×{len(lesions) / sample.size:.0f} extrapolated"]]
+    rows = [
+        [
+            "neuronmap batched, auto (delta / complement form)",
+            f"{timings['auto']:.1f}",
+            f"{1000 * timings['auto'] / len(lesions):.2f}",
+            f"{one_at_a_time / timings['auto']:.1f}×",
+            "measured",
+        ],
+        [
+            "neuronmap batched, auto on torch only (native=False)",
+            f"{timings['torch']:.1f}",
+            f"{1000 * timings['torch'] / len(lesions):.2f}",
+            f"{one_at_a_time / timings['torch']:.1f}×",
+            "measured",
+        ],
+        [
+            "neuronmap batched, mask",
+            f"{timings['mask']:.1f}",
+            f"{1000 * timings['mask'] / len(lesions):.2f}",
+            f"{one_at_a_time / timings['mask']:.1f}×",
+            "measured",
+        ],
+        [
+            "one lesion at a time (zero weights, forward, restore)",
+            f"{one_at_a_time:.1f}",
+            f"{1000 * per_lesion:.2f}",
+            "1.0×",
+            f"{sample.size} of {len(lesions):,} lesions timed, ×{len(lesions) / sample.size:.0f} extrapolated",
+        ],
+    ]
     print_table(["path", "seconds", "ms per lesion", "speed-up vs one at a time", "timing"], rows)
-    print(f"\nfirst sub-cluster lesioned: accuracy {accuracy:.3f} (intact "
-          f"{float((net.run(x.to(net.device)).argmax(1).cpu() == y).float().mean()):.3f})")
+    print(
+        f"\nfirst sub-cluster lesioned: accuracy {accuracy:.3f} (intact "
+        f"{float((net.run(x.to(net.device)).argmax(1).cpu() == y).float().mean()):.3f})"
+    )
 
 
 if __name__ == "__main__":

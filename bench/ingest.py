@@ -22,11 +22,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_store, print_table, timer  # noqa: E402
+from common import bench_store, print_table, timer
 
-from neuronmap.loaders import graph_from_module  # noqa: E402
-from neuronmap.loaders.ingest.weights import edge_batches, ingest, neuron_rows  # noqa: E402
-from neuronmap.loaders.records import ModelGraph  # noqa: E402
+from neuronmap.loaders import graph_from_module
+from neuronmap.loaders.ingest.weights import edge_batches, ingest, neuron_rows
+from neuronmap.loaders.records import ModelGraph
 
 
 def mlp(widths: list[int]) -> nn.Module:
@@ -46,8 +46,12 @@ def conv_net(channels: list[int]) -> nn.Module:
 
 
 def naive_ingest(store, model: str, graph: ModelGraph, max_edges: int, batch: int = 10_000) -> int:
-    store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(),
-              layers=[layer.model_dump() for layer in graph.layers])
+    store.run(
+        "ingest.begin_model",
+        model=model,
+        meta=graph.meta.model_dump(),
+        layers=[layer.model_dump() for layer in graph.layers],
+    )
     store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
     rows, sent = [], 0
     for src_layer, dst_layer, fat_rows, _ in edge_batches(graph, batch):
@@ -70,8 +74,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating timed rounds; each path's median")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cases = [("mlp 784-256x4-10", mlp([784, 256, 256, 256, 256, 10] if not args.quick else [784, 64, 10])),
-             ("conv 3-256-1024-1024-256", conv_net([3, 256, 1024, 1024, 256] if not args.quick else [3, 64, 128]))]
+    cases = [
+        ("mlp 784-256x4-10", mlp([784, 256, 256, 256, 256, 10] if not args.quick else [784, 64, 10])),
+        ("conv 3-256-1024-1024-256", conv_net([3, 256, 1024, 1024, 256] if not args.quick else [3, 64, 128])),
+    ]
     naive_edges = args.naive_edges if not args.quick else 20_000
     results = []
     with bench_store() as store:
@@ -94,10 +100,18 @@ def main() -> None:
                 fast_rates.append(written / fast[0])
                 slow_rates.append(sent / slow[0])
             fast_rate, slow_rate = statistics.median(fast_rates), statistics.median(slow_rates)
-            results.append((label, f"{graph.n_neurons:,}", f"{written:,}", written / fast_rate, fast_rate, slow_rate,
-                            f"{fast_rate / slow_rate:.1f}x"))
-    print_table(["model", "neurons", "edges", "neuronmap s", "neuronmap edges/s", "naive edges/s", "ratio"],
-                results)
+            results.append(
+                (
+                    label,
+                    f"{graph.n_neurons:,}",
+                    f"{written:,}",
+                    written / fast_rate,
+                    fast_rate,
+                    slow_rate,
+                    f"{fast_rate / slow_rate:.1f}x",
+                )
+            )
+    print_table(["model", "neurons", "edges", "neuronmap s", "neuronmap edges/s", "naive edges/s", "ratio"], results)
 
 
 if __name__ == "__main__":

@@ -22,13 +22,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import bench_store, print_table  # noqa: E402
-from ingest import conv_net, mlp  # noqa: E402
+from common import bench_store, print_table
+from ingest import conv_net, mlp
 
-from neuronmap.loaders import graph_from_module  # noqa: E402
-from neuronmap.loaders.ingest.weights import ingest  # noqa: E402
-from neuronmap.service.clustering.blockgraph import BlockGraph  # noqa: E402
-from neuronmap.service.store.pull import pull_subgraph  # noqa: E402
+from neuronmap.loaders import graph_from_module
+from neuronmap.loaders.ingest.weights import ingest
+from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.store.pull import pull_subgraph
 
 
 def naive_pull(store, name: str, sizes: list[int]) -> int:
@@ -58,8 +58,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed pulls before timing neuronmap's path")
     args = parser.parse_args()
     torch.manual_seed(0)
-    cases = [("mlp 784-256x4-10", mlp([784, 256, 256, 256, 256, 10] if not args.quick else [784, 64, 10])),
-             ("conv 3-512-1024-1024-512", conv_net([3, 512, 1024, 1024, 512] if not args.quick else [3, 64, 128]))]
+    cases = [
+        ("mlp 784-256x4-10", mlp([784, 256, 256, 256, 256, 10] if not args.quick else [784, 64, 10])),
+        ("conv 3-512-1024-1024-512", conv_net([3, 512, 1024, 1024, 512] if not args.quick else [3, 64, 128])),
+    ]
     results = []
     with bench_store() as store:
         for label, module in cases:
@@ -70,10 +72,10 @@ def main() -> None:
             fast = timed(lambda name=name: pull_subgraph(store, name), args.repeats, args.warmup)
             slow = timed(lambda name=name, sizes=sizes: naive_pull(store, name, sizes), max(1, args.repeats // 3))
             store.run("admin.delete_model", model=name)
-            results.append((label, f"{graph.n_edges:,}", fast, graph.n_edges / fast, graph.n_edges / slow,
-                            f"{slow / fast:.1f}x"))
-    print_table(["model", "edges", "neuronmap s", "neuronmap edges/s", "one-record-per-edge edges/s", "ratio"],
-                results)
+            results.append(
+                (label, f"{graph.n_edges:,}", fast, graph.n_edges / fast, graph.n_edges / slow, f"{slow / fast:.1f}x")
+            )
+    print_table(["model", "edges", "neuronmap s", "neuronmap edges/s", "one-record-per-edge edges/s", "ratio"], results)
 
 
 if __name__ == "__main__":

@@ -21,25 +21,26 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import neo4j
 import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table  # noqa: E402
+from common import print_table
 
-from neuronmap.cypher import Store, catalog  # noqa: E402
-from neuronmap.service.store.open import connect  # noqa: E402
-from neuronmap.loaders.ingest.weights import ingest, model_status  # noqa: E402
-from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta  # noqa: E402
-from neuronmap.service.store import local_neo4j  # noqa: E402
-from neuronmap.service.config import Settings  # noqa: E402
-from neuronmap.service.store.library import library_queries, resolve_partition, run_library_query  # noqa: E402
-from neuronmap.service.store.pull import pull_subgraph  # noqa: E402
-from neuronmap.service.store.writeback import read_labels, write_partition  # noqa: E402
+from neuronmap.cypher import Store, catalog
+from neuronmap.loaders.ingest.weights import ingest, model_status
+from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta
+from neuronmap.service.config import Settings
+from neuronmap.service.store import local_neo4j
+from neuronmap.service.store.library import library_queries, resolve_partition, run_library_query
+from neuronmap.service.store.open import connect
+from neuronmap.service.store.pull import pull_subgraph
+from neuronmap.service.store.writeback import read_labels, write_partition
 
 SIZES = [784, 256, 256, 256, 256, 10]
 K = 12
@@ -49,15 +50,23 @@ SCANS = {"AllNodesScan", "NodeByLabelScan"}
 def planted_mlp(seed: int, sizes: list[int] = SIZES, n_clusters: int = K) -> tuple[ModelGraph, np.ndarray]:
     """tests/loaders/test_ingest.py's layered_graph, with K planted modules (weights inside one ×4)."""
     rng = np.random.default_rng(seed)
-    layers = [LayerRecord(index=i, name="input" if i == 0 else f"fc{i}", kind="input" if i == 0 else "linear",
-                          role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
-                          size=n, shape=[n]) for i, n in enumerate(sizes)]
+    layers = [
+        LayerRecord(
+            index=i,
+            name="input" if i == 0 else f"fc{i}",
+            kind="input" if i == 0 else "linear",
+            role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
+            size=n,
+            shape=[n],
+        )
+        for i, n in enumerate(sizes)
+    ]
     labels = np.concatenate([rng.permutation((np.arange(n) * n_clusters) // n) for n in sizes])
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     blocks = []
     for i in range(len(sizes) - 1):
         w = rng.normal(size=(sizes[i], sizes[i + 1]))
-        src, dst = labels[offsets[i]:offsets[i + 1]], labels[offsets[i + 1]:offsets[i + 2]]
+        src, dst = labels[offsets[i] : offsets[i + 1]], labels[offsets[i + 1] : offsets[i + 2]]
         w[src[:, None] == dst[None, :]] *= 4.0
         blocks.append(EdgeBlock(i, i + 1, w))
     biases = [None] + [rng.normal(size=n) for n in sizes[1:]]
@@ -106,9 +115,12 @@ def main() -> None:
     environ.setdefault("NEURONMAP_NEO4J_PAGECACHE", "2g")
     with local_neo4j.running(Settings.from_env(environ)) as connection:
         password = connection.password.get_secret_value()
-        with connect(connection) as store, \
-                neo4j.GraphDatabase.driver(connection.uri, auth=(connection.user, password),
-                                           notifications_min_severity="OFF") as driver:
+        with (
+            connect(connection) as store,
+            neo4j.GraphDatabase.driver(
+                connection.uri, auth=(connection.user, password), notifications_min_severity="OFF"
+            ) as driver,
+        ):
             start = time.perf_counter()
             names = []
             for i in range(args.models):
@@ -118,23 +130,42 @@ def main() -> None:
                     continue  # a persistent store (NEO4J_URI) from an earlier run
                 graph, labels = planted_mlp(seed=i)
                 ingest(store, name, graph, replace=True)
-                write_partition(store, name, f"{name}/planted", {"k": K, "method": "planted", "ncut": 0.0}, labels,
-                                np.arange(graph.n_neurons))
-                print(f"ingested {name} ({graph.n_edges:,} edges), {time.perf_counter() - start:.0f} s",
-                      file=sys.stderr, flush=True)
+                write_partition(
+                    store,
+                    name,
+                    f"{name}/planted",
+                    {"k": K, "method": "planted", "ncut": 0.0},
+                    labels,
+                    np.arange(graph.n_neurons),
+                )
+                print(
+                    f"ingested {name} ({graph.n_edges:,} edges), {time.perf_counter() - start:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
             model = names[len(names) // 2]
             planted = f"{model}/planted"
             if not store.run("library.partition_stats", partition=f"{model}/random"):
                 rng = np.random.default_rng(1)
-                write_partition(store, model, f"{model}/random", {"k": K, "method": "random", "ncut": 0.0},
-                                rng.integers(0, K, sum(SIZES)), np.arange(sum(SIZES)))
+                write_partition(
+                    store,
+                    model,
+                    f"{model}/random",
+                    {"k": K, "method": "random", "ncut": 0.0},
+                    rng.integers(0, K, sum(SIZES)),
+                    np.arange(sum(SIZES)),
+                )
             latest = resolve_partition(store, model, "latest")
             cases: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {  # name → (query params, API params)
                 "compare_models": ({"models": names}, {}),
-                "compare_partitions": ({"partition_a": planted, "partition_b": f"{model}/random"},
-                                       {"model": model, "partition_a": planted, "partition_b": "latest"}),
-                "neuron": ({"model": model, "layer": "fc2", "unit": 7, "partition": latest},
-                           {"model": model, "layer": "fc2", "unit": 7}),
+                "compare_partitions": (
+                    {"partition_a": planted, "partition_b": f"{model}/random"},
+                    {"model": model, "partition_a": planted, "partition_b": "latest"},
+                ),
+                "neuron": (
+                    {"model": model, "layer": "fc2", "unit": 7, "partition": latest},
+                    {"model": model, "layer": "fc2", "unit": 7},
+                ),
             }
             rows = []
             for query in library_queries():
@@ -145,18 +176,33 @@ def main() -> None:
                     plan = session.run("EXPLAIN " + named.text, full).consume().plan
                 operators = plan_operators(plan)
                 access = sorted(op for op in operators if op.endswith(("Seek", "Scan")))
-                median, fastest, result = timed(lambda query=query, bare=bare: store.run(query.query, **bare), args.runs)
-                api_median, _, _ = timed(lambda query=query, api=api: run_library_query(store, query.name, **api),
-                                          args.runs)
-                rows.append([query.name, len(result), median * 1e3, fastest * 1e3, api_median * 1e3,
-                             ", ".join(access), "ok" if not operators & SCANS else "SCAN"])
-            base_median, base_fastest, _ = timed(lambda: cohesion_by_pull(store, model, planted),
-                                                 max(3, args.runs // 2), warmup=1)
+                median, fastest, result = timed(
+                    lambda query=query, bare=bare: store.run(query.query, **bare), args.runs
+                )
+                api_median, _, _ = timed(
+                    lambda query=query, api=api: run_library_query(store, query.name, **api), args.runs
+                )
+                rows.append(
+                    [
+                        query.name,
+                        len(result),
+                        median * 1e3,
+                        fastest * 1e3,
+                        api_median * 1e3,
+                        ", ".join(access),
+                        "ok" if not operators & SCANS else "SCAN",
+                    ]
+                )
+            base_median, base_fastest, _ = timed(
+                lambda: cohesion_by_pull(store, model, planted), max(3, args.runs // 2), warmup=1
+            )
             rows.append(["baseline: pull + numpy cohesion", K, base_median * 1e3, base_fastest * 1e3, "", "", ""])
             cohesion = next(row for row in rows if row[0] == "module_cohesion")
             counts = store.run("admin.model_counts", model=model)[0]
-            print(f"\n{args.models} models of {'-'.join(map(str, SIZES))} ({counts['n_edges']:,} edges each) in the "
-                  f"store; queries on {model}; median of {args.runs} runs after 2 warm-ups.\n")
+            print(
+                f"\n{args.models} models of {'-'.join(map(str, SIZES))} ({counts['n_edges']:,} edges each) in the "
+                f"store; queries on {model}; median of {args.runs} runs after 2 warm-ups.\n"
+            )
             print_table(["query", "rows", "median ms", "min ms", "API median ms", "plan: node access", "scans"], rows)
             print(f"\nmodule_cohesion in Cypher vs pull + numpy: {base_median / cohesion[2] * 1e3:.1f}× faster")
 

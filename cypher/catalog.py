@@ -19,8 +19,13 @@ from neuronmap.cypher.errors import QueryHeaderError, QueryParameterError, Unkno
 Mode = Literal["read", "write", "autocommit", "system"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "str": (str,), "int": (int,), "float": (float, int), "bool": (bool,), "list": (list, tuple),
-    "map": (dict,), "any": (object,),
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "list": (list, tuple),
+    "map": (dict,),
+    "any": (object,),
 }
 _PARAM = re.compile(r"^param\s+(\w+)\s*:\s*([\w\[\], ]+?)(?:\s*=\s*(\S+))?(?:\s{2,}(.*))?$")
 
@@ -58,6 +63,7 @@ class QueryParam(BaseModel):
                 raise ValueError(text)
             if base in ("list", "map"):
                 import json
+
                 return json.loads(text)
         except ValueError as error:
             raise QueryParameterError("?", wrong_type=[f"{self.name} must be {self.type}, got {text!r}"]) from error
@@ -80,8 +86,11 @@ class NamedQuery(BaseModel):
         declared = {p.name: p for p in self.params}
         missing = [p.name for p in self.params if p.name not in params and not p.has_default]
         unexpected = [k for k in params if k not in declared]
-        wrong = [f"{k} must be {declared[k].type}, got {type(v).__name__} {v!r:.40}"
-                 for k, v in params.items() if k in declared and not declared[k].accepts(v)]
+        wrong = [
+            f"{k} must be {declared[k].type}, got {type(v).__name__} {v!r:.40}"
+            for k, v in params.items()
+            if k in declared and not declared[k].accepts(v)
+        ]
         if missing or unexpected or wrong:
             raise QueryParameterError(self.name, missing, unexpected, wrong)
         full = {p.name: p.default for p in self.params if p.has_default}
@@ -122,21 +131,37 @@ def parse(name: str, source: str) -> NamedQuery:
             if not match:
                 raise QueryHeaderError(f"Query {name!r}: cannot read header line {line!r}.")
             default, has_default = _parse_default(match.group(3))
-            params.append(QueryParam(name=match.group(1), type=match.group(2).strip(), default=default,
-                                     has_default=has_default, doc=(match.group(4) or "").strip()))
+            params.append(
+                QueryParam(
+                    name=match.group(1),
+                    type=match.group(2).strip(),
+                    default=default,
+                    has_default=has_default,
+                    doc=(match.group(4) or "").strip(),
+                )
+            )
         elif line.startswith("returns:"):
             returns = line.split(":", 1)[1].strip()
         elif mode is None:
             summary_lines.append(line)
     if mode not in ("read", "write", "autocommit", "system") or returns is None or not summary_lines:
-        raise QueryHeaderError(f"Query {name!r} needs a summary, a 'mode:' (read, write, autocommit or system) "
-                               "and a 'returns:' line in its header.")
+        raise QueryHeaderError(
+            f"Query {name!r} needs a summary, a 'mode:' (read, write, autocommit or system) "
+            "and a 'returns:' line in its header."
+        )
     text = "\n".join(body).strip()
     if not text:
         raise QueryHeaderError(f"Query {name!r} has a header but no statement.")
     description = "\n".join(summary_lines).strip()
-    return NamedQuery(name=name, summary=summary_lines[0], description=description, mode=mode,
-                      params=tuple(params), returns=returns, text=text)
+    return NamedQuery(
+        name=name,
+        summary=summary_lines[0],
+        description=description,
+        mode=mode,
+        params=tuple(params),
+        returns=returns,
+        text=text,
+    )
 
 
 @functools.cache

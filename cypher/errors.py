@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 from neuronmap.errors import NeuronmapError
 
@@ -25,8 +25,9 @@ class QueryHeaderError(CypherError, ValueError):
 
 
 class QueryParameterError(CypherError, ValueError):
-    def __init__(self, name: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                 wrong_type: Iterable[str] = ()) -> None:
+    def __init__(
+        self, name: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (), wrong_type: Iterable[str] = ()
+    ) -> None:
         parts = []
         if missing := sorted(missing):
             parts.append(f"missing {', '.join(missing)}")
@@ -34,8 +35,10 @@ class QueryParameterError(CypherError, ValueError):
             parts.append(f"unexpected {', '.join(unexpected)}")
         if wrong_type := list(wrong_type):
             parts.append("; ".join(wrong_type))
-        super().__init__(f"Query {name!r} got bad parameters: {'; '.join(parts)}. "
-                         f"`neuronmap query --show {name}` lists what it takes.")
+        super().__init__(
+            f"Query {name!r} got bad parameters: {'; '.join(parts)}. "
+            f"`neuronmap query --show {name}` lists what it takes."
+        )
         self.name = name
 
 
@@ -47,6 +50,8 @@ class StoreUnavailableError(CypherError, ConnectionError):
 
 class StoreAuthError(CypherError, PermissionError):
     def __init__(self, uri: str, user: str) -> None:
-        super().__init__(f"Neo4j at {uri} refused the credentials of user {user!r}. "
-                         "Set NEO4J_USERNAME and NEO4J_PASSWORD, or unset NEO4J_URI to use the managed local server.")
+        super().__init__(
+            f"Neo4j at {uri} refused the credentials of user {user!r}. "
+            "Set NEO4J_USERNAME and NEO4J_PASSWORD, or unset NEO4J_URI to use the managed local server."
+        )
         self.uri = uri

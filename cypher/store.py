@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import neo4j
 import neo4j.exceptions
@@ -40,12 +41,13 @@ class Store:
         self._driver, self.database, self.uri = driver, database, uri
 
     @classmethod
-    def connect(cls, uri: str, user: str, password: str, database: str = "neo4j") -> "Store":
+    def connect(cls, uri: str, user: str, password: str, database: str = "neo4j") -> Store:
         """Open a driver and check that the server answers; raises StoreUnavailableError / StoreAuthError."""
         # Notifications off: the server's hints (e.g. "relationship type does not exist yet" on an empty store)
         # would otherwise be logged as warnings on every query.
-        driver = neo4j.GraphDatabase.driver(uri, auth=(user, password), max_connection_lifetime=3600,
-                                            notifications_min_severity="OFF")
+        driver = neo4j.GraphDatabase.driver(
+            uri, auth=(user, password), max_connection_lifetime=3600, notifications_min_severity="OFF"
+        )
         try:
             driver.verify_connectivity()
         except neo4j.exceptions.AuthError:
@@ -60,7 +62,7 @@ class Store:
     def close(self) -> None:
         self._driver.close()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,8 +103,15 @@ class Store:
             sent += len(batch)
         return sent
 
-    def run_concurrently(self, name: str, batches: Iterable[tuple[dict[str, Any], int]], /, *, workers: int = 2,
-                         on_batch: Callable[[int], None] = lambda count: None) -> int:
+    def run_concurrently(
+        self,
+        name: str,
+        batches: Iterable[tuple[dict[str, Any], int]],
+        /,
+        *,
+        workers: int = 2,
+        on_batch: Callable[[int], None] = lambda count: None,
+    ) -> int:
         """Run a write query once per ``(params, count)`` batch on ``workers`` concurrent transactions.
 
         One transaction runs on one server thread, so a second writer uses the second core. At most 2×workers
@@ -165,4 +174,4 @@ def batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
 
 def chunks(seq: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(seq), size):
-        yield seq[start:start + size]
+        yield seq[start : start + size]

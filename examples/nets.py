@@ -46,10 +46,16 @@ def digits_mlp() -> nn.Module:
 def digits_cnn() -> nn.Module:
     """A small CNN with BatchNorm for the 8×8 digits: two 3×3 convs of 16 channels, a 2×2 pool, 32 dense units."""
     net = nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(16 * 4 * 4, 32), nn.ReLU(),
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 32),
+        nn.ReLU(),
         nn.Linear(32, 10),
     )
     return _with_input_shape(net, (1, 8, 8))
@@ -58,13 +64,17 @@ def digits_cnn() -> nn.Module:
 def small_cnn() -> nn.Module:
     """The papers' small CNN on 1×28×28: Conv64-Conv64-Pool2-Conv64-Pool2 (3×3 same, ReLU) → Dense128 → 10."""
     net = nn.Sequential(
-        nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(1, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(2),
-        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(64, 64, 3, padding=1),
+        nn.ReLU(),
         nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
+        nn.Linear(64 * 7 * 7, 128),
+        nn.ReLU(),
         nn.Linear(128, 10),
     )
     return _with_input_shape(net, (1, 28, 28))

@@ -33,17 +33,41 @@ from neuronmap.loaders.tracing.trace_module import graph_from_module
 from neuronmap.loaders.tracing.weight_edges import KERNEL_NORMS, check_kernel_norm, kernel_slice_norm
 
 __all__ = [
-    "load_graph", "graph_from_module", "graph_from_exported",
-    "ModelGraph", "LayerRecord", "EdgeBlock", "ModelMeta", "KernelNorm", "KERNEL_NORMS", "SUPPORTED_SUFFIXES",
-    "kernel_slice_norm", "file_sha256", "read_checkpoint", "load_state_dict", "load_exported", "build_module",
-    "resolve_factory", "load_state_dict_into",
-    "LoadError", "CheckpointError", "ArchitectureError", "UnsupportedLayerError", "NonFiniteWeightsError",
+    "load_graph",
+    "graph_from_module",
+    "graph_from_exported",
+    "ModelGraph",
+    "LayerRecord",
+    "EdgeBlock",
+    "ModelMeta",
+    "KernelNorm",
+    "KERNEL_NORMS",
+    "SUPPORTED_SUFFIXES",
+    "kernel_slice_norm",
+    "file_sha256",
+    "read_checkpoint",
+    "load_state_dict",
+    "load_exported",
+    "build_module",
+    "resolve_factory",
+    "load_state_dict_into",
+    "LoadError",
+    "CheckpointError",
+    "ArchitectureError",
+    "UnsupportedLayerError",
+    "NonFiniteWeightsError",
     "OptionError",
 ]
 
 
-def load_graph(path: str | PathLike[str], *, arch: str | None = None, input_shape: Sequence[int] | None = None,
-               kernel_norm: KernelNorm = "entry_l1", fold_batchnorm: bool = True) -> ModelGraph:
+def load_graph(
+    path: str | PathLike[str],
+    *,
+    arch: str | None = None,
+    input_shape: Sequence[int] | None = None,
+    kernel_norm: KernelNorm = "entry_l1",
+    fold_batchnorm: bool = True,
+) -> ModelGraph:
     """Open a checkpoint file and build its ModelGraph.
 
     Parameters
@@ -89,24 +113,36 @@ def load_graph(path: str | PathLike[str], *, arch: str | None = None, input_shap
     kernel_norm = check_kernel_norm(kernel_norm)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise CheckpointError(f"Cannot open {path.name!r}: the suffix {path.suffix or '(none)'!r} is not one of "
-                              f"{', '.join(SUPPORTED_SUFFIXES)}.", path=str(path))
+        raise CheckpointError(
+            f"Cannot open {path.name!r}: the suffix {path.suffix or '(none)'!r} is not one of "
+            f"{', '.join(SUPPORTED_SUFFIXES)}.",
+            path=str(path),
+        )
     if suffix == ".pt2":
         if arch is not None:
-            raise ArchitectureError(f"{path.name!r} is a torch.export program, which carries its own graph; "
-                                    "drop --arch.", spec=arch)
+            raise ArchitectureError(
+                f"{path.name!r} is a torch.export program, which carries its own graph; drop --arch.", spec=arch
+            )
         graph = graph_from_exported(load_exported(path), kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm)
         arch_name = "torch.export"
     else:
         if arch is None:
-            raise ArchitectureError(f"{path.name!r} holds only weights; pass --arch package.module:factory naming "
-                                    "the function that builds its nn.Module, e.g. "
-                                    "neuronmap.examples.nets:mlp_4x256.")
+            raise ArchitectureError(
+                f"{path.name!r} holds only weights; pass --arch package.module:factory naming "
+                "the function that builds its nn.Module, e.g. "
+                "neuronmap.examples.nets:mlp_4x256."
+            )
         state_dict = load_state_dict(path)
         module = load_state_dict_into(build_module(arch), state_dict, spec=arch)
-        graph = graph_from_module(module, input_shape=input_shape, kernel_norm=kernel_norm,
-                                  fold_batchnorm=fold_batchnorm)
+        graph = graph_from_module(
+            module, input_shape=input_shape, kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm
+        )
         arch_name = arch
-    graph.meta = ModelMeta(arch=arch_name, source=str(path), sha256=file_sha256(path), kernel_norm=kernel_norm,
-                           fold_batchnorm=fold_batchnorm)
+    graph.meta = ModelMeta(
+        arch=arch_name,
+        source=str(path),
+        sha256=file_sha256(path),
+        kernel_norm=kernel_norm,
+        fold_batchnorm=fold_batchnorm,
+    )
     return graph

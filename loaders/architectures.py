@@ -31,8 +31,11 @@ def resolve_factory(spec: str) -> Callable[[], nn.Module]:
     """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise ArchitectureError(f"Architecture spec {spec!r} is not of the form 'package.module:factory', e.g. "
-                                "'neuronmap.examples.nets:mlp_4x256'.", spec=spec)
+        raise ArchitectureError(
+            f"Architecture spec {spec!r} is not of the form 'package.module:factory', e.g. "
+            "'neuronmap.examples.nets:mlp_4x256'.",
+            spec=spec,
+        )
     module = _import(module_name, spec)
     target: object = module
     for part in attr.split("."):  # "module:Class.builder" works too
@@ -40,12 +43,14 @@ def resolve_factory(spec: str) -> Callable[[], nn.Module]:
             public = [name for name in dir(module) if not name.startswith("_")]
             near = difflib.get_close_matches(attr, public, n=3)
             hint = f" Did you mean {', '.join(near)}?" if near else ""
-            raise ArchitectureError(f"Module {module_name!r} has no attribute {attr!r} (from --arch {spec!r}).{hint}",
-                                    spec=spec)
+            raise ArchitectureError(
+                f"Module {module_name!r} has no attribute {attr!r} (from --arch {spec!r}).{hint}", spec=spec
+            )
         target = getattr(target, part)
     if not callable(target):
-        raise ArchitectureError(f"{spec!r} names a {type(target).__name__}, not a function or class that builds an "
-                                "nn.Module.", spec=spec)
+        raise ArchitectureError(
+            f"{spec!r} names a {type(target).__name__}, not a function or class that builds an nn.Module.", spec=spec
+        )
     return target
 
 
@@ -55,16 +60,17 @@ def build_module(spec: str) -> nn.Module:
     try:
         module = factory()
     except TypeError as error:
-        raise ArchitectureError(f"Calling {spec!r} with no arguments failed ({error}). --arch must name a factory "
-                                "that takes no arguments; wrap one with fixed arguments in a function.",
-                                spec=spec) from error
+        raise ArchitectureError(
+            f"Calling {spec!r} with no arguments failed ({error}). --arch must name a factory "
+            "that takes no arguments; wrap one with fixed arguments in a function.",
+            spec=spec,
+        ) from error
     if not isinstance(module, nn.Module):
         raise ArchitectureError(f"{spec!r} returned a {type(module).__name__}, not an nn.Module.", spec=spec)
     return module
 
 
-def load_state_dict_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *,
-                         spec: str = "") -> nn.Module:
+def load_state_dict_into(module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, spec: str = "") -> nn.Module:
     """Load ``state_dict`` into ``module`` with ``strict=True``; returns ``module``.
 
     Raises
@@ -75,8 +81,11 @@ def load_state_dict_into(module: nn.Module, state_dict: Mapping[str, torch.Tenso
     expected = module.state_dict()
     missing = [key for key in expected if key not in state_dict]
     unexpected = [key for key in state_dict if key not in expected]
-    mismatched = [f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
-                  for key in expected if key in state_dict and state_dict[key].shape != expected[key].shape]
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} vs {tuple(expected[key].shape)}"
+        for key in expected
+        if key in state_dict and state_dict[key].shape != expected[key].shape
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if missing:
@@ -89,8 +98,11 @@ def load_state_dict_into(module: nn.Module, state_dict: Mapping[str, torch.Tenso
         if unexpected and all(key.startswith("module.") for key in state_dict):
             hint = " The checkpoint's keys start with 'module.' (saved from DataParallel); strip that prefix."
         name = spec or type(module).__name__
-        raise ArchitectureError(f"The checkpoint does not fit {name}: {'; '.join(parts)}. Check that --arch names the "
-                                f"architecture the checkpoint was saved from.{hint}", spec=spec)
+        raise ArchitectureError(
+            f"The checkpoint does not fit {name}: {'; '.join(parts)}. Check that --arch names the "
+            f"architecture the checkpoint was saved from.{hint}",
+            spec=spec,
+        )
     module.load_state_dict(state_dict, strict=True)
     return module
 
@@ -105,15 +117,19 @@ def _import(module_name: str, spec: str) -> object:
         except ModuleNotFoundError as error:
             # Only "this module does not exist" moves on; a missing dependency inside it is the user's to see.
             if error.name is None or not candidate.startswith(error.name):
-                raise ArchitectureError(f"Importing {candidate!r} (from --arch {spec!r}) failed: {error}.",
-                                        spec=spec) from error
+                raise ArchitectureError(
+                    f"Importing {candidate!r} (from --arch {spec!r}) failed: {error}.", spec=spec
+                ) from error
             if i == len(candidates) - 1:
-                raise ArchitectureError(f"There is no importable module {module_name!r} (from --arch {spec!r}). "
-                                        "Check the spelling, and that its package is installed or on PYTHONPATH.",
-                                        spec=spec) from error
+                raise ArchitectureError(
+                    f"There is no importable module {module_name!r} (from --arch {spec!r}). "
+                    "Check the spelling, and that its package is installed or on PYTHONPATH.",
+                    spec=spec,
+                ) from error
         except Exception as error:  # the user's module raised while importing
-            raise ArchitectureError(f"Importing {candidate!r} (from --arch {spec!r}) raised "
-                                    f"{type(error).__name__}: {error}.", spec=spec) from error
+            raise ArchitectureError(
+                f"Importing {candidate!r} (from --arch {spec!r}) raised {type(error).__name__}: {error}.", spec=spec
+            ) from error
     raise AssertionError("unreachable")
 
 

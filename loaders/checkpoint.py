@@ -61,17 +61,22 @@ def load_state_dict(path: str | PathLike[str]) -> dict[str, torch.Tensor]:
     if suffix == ".safetensors":
         return _load_safetensors(path)
     if suffix not in (".pt", ".pth"):
-        raise CheckpointError(f"Cannot open {path.name!r}: the suffix {path.suffix or '(none)'!r} is not one of "
-                              f"{', '.join(SUPPORTED_SUFFIXES)}.", path=str(path))
+        raise CheckpointError(
+            f"Cannot open {path.name!r}: the suffix {path.suffix or '(none)'!r} is not one of "
+            f"{', '.join(SUPPORTED_SUFFIXES)}.",
+            path=str(path),
+        )
     try:
         loaded = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as error:
         refused = re.search(r"GLOBAL ([\w.]+)", str(error))
         if refused:  # a pickled class: weights_only=True will not import it, and neither will we
             cls = refused.group(1).rsplit(".", 1)[-1]
-            raise CheckpointError(f"Checkpoint {path.name!r} holds a pickled {cls} object, which weights_only=True "
-                                  "refuses to load. Save model.state_dict() instead and pass --arch.",
-                                  path=str(path)) from error
+            raise CheckpointError(
+                f"Checkpoint {path.name!r} holds a pickled {cls} object, which weights_only=True "
+                "refuses to load. Save model.state_dict() instead and pass --arch.",
+                path=str(path),
+            ) from error
         raise _not_a_checkpoint(path, error) from error
     except Exception as error:  # torch.load on arbitrary bytes raises whatever the unpickler trips on
         raise _not_a_checkpoint(path, error) from error
@@ -88,12 +93,15 @@ def load_exported(path: str | PathLike[str]) -> ExportedProgram:
     """
     path = _existing(path)
     if path.suffix.lower() not in EXPORT_SUFFIXES:
-        raise CheckpointError(f"{path.name!r} is not a .pt2 file; torch.export.save writes programs as .pt2.",
-                              path=str(path))
+        raise CheckpointError(
+            f"{path.name!r} is not a .pt2 file; torch.export.save writes programs as .pt2.", path=str(path)
+        )
     if not zipfile.is_zipfile(path):  # saves torch.export.load's multi-line log of the same failure
-        raise CheckpointError(f"{path.name!r} is not a torch.export program (not a .pt2 archive). Save one with "
-                              "torch.export.save(torch.export.export(model, (example,)), 'model.pt2').",
-                              path=str(path))
+        raise CheckpointError(
+            f"{path.name!r} is not a torch.export program (not a .pt2 archive). Save one with "
+            "torch.export.save(torch.export.export(model, (example,)), 'model.pt2').",
+            path=str(path),
+        )
     try:
         with _captured_logs("torch.export", "torch._export") as logged:
             program = torch.export.load(path)
@@ -101,13 +109,16 @@ def load_exported(path: str | PathLike[str]) -> ExportedProgram:
         # torch.export.load logs the real cause and raises a generic "see the warnings above"; report the cause.
         causes = [record.exc_info[1] for record in logged if record.exc_info and record.exc_info[1]]
         cause = causes[-1] if causes else error
-        raise CheckpointError(f"{path.name!r} could not be read as a torch.export program "
-                              f"({type(cause).__name__}: {_first_sentence(cause)}). Save it with torch.export.save "
-                              "(torch.save writes .pt files), with the same torch version if possible.",
-                              path=str(path)) from error
+        raise CheckpointError(
+            f"{path.name!r} could not be read as a torch.export program "
+            f"({type(cause).__name__}: {_first_sentence(cause)}). Save it with torch.export.save "
+            "(torch.save writes .pt files), with the same torch version if possible.",
+            path=str(path),
+        ) from error
     if not isinstance(program, ExportedProgram):
-        raise CheckpointError(f"{path.name!r} holds a {type(program).__name__}, not a torch.export program.",
-                              path=str(path))
+        raise CheckpointError(
+            f"{path.name!r} holds a {type(program).__name__}, not a torch.export program.", path=str(path)
+        )
     return program
 
 
@@ -125,14 +136,20 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path, device="cpu")
     except Exception as error:  # SafetensorError for bad headers, and a few builtins for odd dtypes
-        raise CheckpointError(f"{path.name!r} is not a safetensors file ({_first_line(error)}). Save one with "
-                              "safetensors.torch.save_file(model.state_dict(), path).", path=str(path)) from error
+        raise CheckpointError(
+            f"{path.name!r} is not a safetensors file ({_first_line(error)}). Save one with "
+            "safetensors.torch.save_file(model.state_dict(), path).",
+            path=str(path),
+        ) from error
 
 
 def _not_a_checkpoint(path: Path, error: BaseException) -> CheckpointError:
-    return CheckpointError(f"{path.name!r} is not a PyTorch checkpoint ({type(error).__name__}: "
-                           f"{_first_line(error) or 'unreadable'}). Save one with "
-                           "torch.save(model.state_dict(), path).", path=str(path))
+    return CheckpointError(
+        f"{path.name!r} is not a PyTorch checkpoint ({type(error).__name__}: "
+        f"{_first_line(error) or 'unreadable'}). Save one with "
+        "torch.save(model.state_dict(), path).",
+        path=str(path),
+    )
 
 
 def _as_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
@@ -142,14 +159,19 @@ def _as_state_dict(loaded: object, path: Path) -> dict[str, torch.Tensor]:
                 loaded = loaded[key]
                 break
     if not isinstance(loaded, Mapping):
-        raise CheckpointError(f"Checkpoint {path.name!r} holds {_article(type(loaded).__name__)}, not a state "
-                              "dict. Save model.state_dict() instead.", path=str(path))
+        raise CheckpointError(
+            f"Checkpoint {path.name!r} holds {_article(type(loaded).__name__)}, not a state "
+            "dict. Save model.state_dict() instead.",
+            path=str(path),
+        )
     for key, value in loaded.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(f"Checkpoint {path.name!r} is a dict, but its entry {key!r} holds "
-                                  f"{_article(type(value).__name__)}, not a tensor, so it is not a state dict. Save "
-                                  "model.state_dict(), or a dict with the weights under 'state_dict'.",
-                                  path=str(path))
+            raise CheckpointError(
+                f"Checkpoint {path.name!r} is a dict, but its entry {key!r} holds "
+                f"{_article(type(value).__name__)}, not a tensor, so it is not a state dict. Save "
+                "model.state_dict(), or a dict with the weights under 'state_dict'.",
+                path=str(path),
+            )
     if not loaded:
         raise CheckpointError(f"Checkpoint {path.name!r} holds an empty state dict.", path=str(path))
     return dict(loaded)

@@ -77,6 +77,7 @@ class Dataset(BaseModel):
 
 # -- shipped ------------------------------------------------------------------------------------------------------
 
+
 def _split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
     if not 0.0 < test_fraction < 1.0:
         raise DatasetError(f"test_fraction={test_fraction!r} must lie strictly between 0 and 1.")
@@ -99,11 +100,13 @@ def digits(image: bool = False, test_fraction: float = 0.25, seed: int = 0) -> D
     if image:
         x = x.reshape(-1, 1, 8, 8)
     x_train, y_train, x_test, y_test = _split(x, y, test_fraction, seed)
-    return Dataset(name="digits-image" if image else "digits", x_train=x_train, y_train=y_train,
-                   x_test=x_test, y_test=y_test)
+    return Dataset(
+        name="digits-image" if image else "digits", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test
+    )
 
 
 # -- generated (methods.md §7) ------------------------------------------------------------------------------------
+
 
 def _check_sizes(n_train: int, n_test: int) -> None:
     for label, value in (("n_train", n_train), ("n_test", n_test)):
@@ -148,8 +151,14 @@ def poly(n_train: int = 2_000, n_test: int = 500, seed: int = 0) -> Dataset:
     coefs = np.array(list(itertools.product((0, 1), repeat=len(POLY_EXPONENTS))), dtype=np.float64)  # (512, 9)
     y = torch.from_numpy(monomials @ coefs.T).float()
     inputs = torch.from_numpy(x).float()
-    return Dataset(name="poly", x_train=inputs[:n_train], y_train=y[:n_train], x_test=inputs[n_train:],
-                   y_test=y[n_train:], task="regression")
+    return Dataset(
+        name="poly",
+        x_train=inputs[:n_train],
+        y_train=y[:n_train],
+        x_test=inputs[n_train:],
+        y_test=y[n_train:],
+        task="regression",
+    )
 
 
 def _gray_images(data: Dataset, split: Literal["train", "test"]) -> torch.Tensor:
@@ -164,12 +173,15 @@ def _gray_images(data: Dataset, split: Literal["train", "test"]) -> torch.Tensor
     side = int(round(x.shape[1] ** 0.5)) if x.dim() == 2 else 0
     if x.dim() == 2 and side * side == x.shape[1]:
         return x.reshape(-1, side, side)
-    raise DatasetError(f"Data set {data.name!r} holds inputs of shape {tuple(x.shape[1:])}, not images; the halves "
-                       "tasks need (H, W), (C, H, W) or square flat images.")
+    raise DatasetError(
+        f"Data set {data.name!r} holds inputs of shape {tuple(x.shape[1:])}, not images; the halves "
+        "tasks need (H, W), (C, H, W) or square flat images."
+    )
 
 
-def halves(n_train: int = 2_000, n_test: int = 500, same: bool = False, source: str = "digits",
-           seed: int = 0) -> Dataset:
+def halves(
+    n_train: int = 2_000, n_test: int = 500, same: bool = False, source: str = "digits", seed: int = 0
+) -> Dataset:
     """Two half-width images side by side (methods.md §7, the reference's ``halves_*`` tasks).
 
     Each source image is squeezed to half its width (the mean of each pair of columns). With ``same=False`` both
@@ -196,8 +208,9 @@ def halves(n_train: int = 2_000, n_test: int = 500, same: bool = False, source: 
         images = _gray_images(data, split)
         labels = (data.y_train if split == "train" else data.y_test).numpy()
         if images.shape[-1] % 2:
-            raise DatasetError(f"The images of {source!r} are {images.shape[-1]} pixels wide; halves needs an even "
-                               "width.")
+            raise DatasetError(
+                f"The images of {source!r} are {images.shape[-1]} pixels wide; halves needs an even width."
+            )
         half = images.reshape(*images.shape[:-1], -1, 2).mean(-1)  # (N, H, W/2)
         left = rng.integers(0, len(half), size=count)
         if same:
@@ -212,8 +225,13 @@ def halves(n_train: int = 2_000, n_test: int = 500, same: bool = False, source: 
         x = torch.cat([half[torch.from_numpy(left)], half[torch.from_numpy(right)]], dim=-1)[:, None]
         parts[split] = (x.contiguous(), torch.from_numpy(np.asarray(y)).to(torch.int64))
     name = "halves-same" if same else "halves"
-    return Dataset(name=name if source == "digits" else f"{name}:{source}", x_train=parts["train"][0],
-                   y_train=parts["train"][1], x_test=parts["test"][0], y_test=parts["test"][1])
+    return Dataset(
+        name=name if source == "digits" else f"{name}:{source}",
+        x_train=parts["train"][0],
+        y_train=parts["train"][1],
+        x_test=parts["test"][0],
+        y_test=parts["test"][1],
+    )
 
 
 def halves_same(n_train: int = 2_000, n_test: int = 500, source: str = "digits", seed: int = 0) -> Dataset:
@@ -222,6 +240,7 @@ def halves_same(n_train: int = 2_000, n_test: int = 500, source: str = "digits",
 
 
 # -- files the user brings -----------------------------------------------------------------------------------------
+
 
 def from_npz(path: str | PathLike[str]) -> Dataset:
     """A data set saved as .npz with arrays x_train, y_train, x_test, y_test (e.g. MNIST or CIFAR exported once).
@@ -233,8 +252,10 @@ def from_npz(path: str | PathLike[str]) -> Dataset:
         with np.load(path, allow_pickle=False) as arrays:
             missing = [key for key in keys if key not in arrays.files]
             if missing:
-                raise DatasetError(f"{str(path)!r} lacks array {', '.join(map(repr, missing))}; a data set .npz "
-                                   "holds x_train, y_train, x_test and y_test.")
+                raise DatasetError(
+                    f"{str(path)!r} lacks array {', '.join(map(repr, missing))}; a data set .npz "
+                    "holds x_train, y_train, x_test and y_test."
+                )
             parts = {key: torch.from_numpy(arrays[key]) for key in keys}
     except (OSError, ValueError) as error:
         if isinstance(error, DatasetError):
@@ -245,8 +266,14 @@ def from_npz(path: str | PathLike[str]) -> Dataset:
         x_train, x_test = x_train / 255.0, x_test / 255.0
     regression = parts["y_train"].is_floating_point() and parts["y_train"].dim() == 2
     convert = (lambda y: y.float()) if regression else (lambda y: y.long())
-    return Dataset(name=Path(path).stem, x_train=x_train, y_train=convert(parts["y_train"]), x_test=x_test,
-                   y_test=convert(parts["y_test"]), task="regression" if regression else "classification")
+    return Dataset(
+        name=Path(path).stem,
+        x_train=x_train,
+        y_train=convert(parts["y_train"]),
+        x_test=x_test,
+        y_test=convert(parts["y_test"]),
+        task="regression" if regression else "classification",
+    )
 
 
 def _class_folders(root: Path) -> list[Path]:
@@ -270,15 +297,18 @@ def _read_images(files: list[Path], mode: str) -> np.ndarray:
         if shape is None:
             shape = array.shape
         elif array.shape != shape:
-            raise DatasetError(f"Image {str(file)!r} is {array.shape[1]}×{array.shape[0]} but {str(files[0])!r} is "
-                               f"{shape[1]}×{shape[0]}; all images of a data set need one size. Resize them first.")
+            raise DatasetError(
+                f"Image {str(file)!r} is {array.shape[1]}×{array.shape[0]} but {str(files[0])!r} is "
+                f"{shape[1]}×{shape[0]}; all images of a data set need one size. Resize them first."
+            )
         arrays.append(array)
     stacked = np.stack(arrays)
     return stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2)  # (N, C, H, W)
 
 
-def image_folder(path: str | PathLike[str], *, test_fraction: float = 0.25, seed: int = 0,
-                 grayscale: bool | None = None) -> Dataset:
+def image_folder(
+    path: str | PathLike[str], *, test_fraction: float = 0.25, seed: int = 0, grayscale: bool | None = None
+) -> Dataset:
     """Images in one sub-folder per class, as torchvision's ImageFolder lays them out.
 
     Parameters
@@ -300,18 +330,21 @@ def image_folder(path: str | PathLike[str], *, test_fraction: float = 0.25, seed
     """
     root = Path(path)
     if not root.is_dir():
-        raise DatasetError(f"{str(root)!r} is not a folder; an image data set is a folder with a sub-folder of "
-                           "images per class.")
+        raise DatasetError(
+            f"{str(root)!r} is not a folder; an image data set is a folder with a sub-folder of images per class."
+        )
     presplit = (root / "train").is_dir() and (root / "test").is_dir()
     groups = {"train": root / "train", "test": root / "test"} if presplit else {"all": root}
     classes = sorted({folder.name for group in groups.values() for folder in _class_folders(group)})
     if not classes:
-        raise DatasetError(f"{str(root)!r} has no class sub-folders; lay the images out as "
-                           f"{root.name}/<class>/<image>.png.")
+        raise DatasetError(
+            f"{str(root)!r} has no class sub-folders; lay the images out as {root.name}/<class>/<image>.png."
+        )
     files: dict[str, list[tuple[Path, int]]] = {}
     for key, group in groups.items():
-        files[key] = [(file, classes.index(folder.name)) for folder in _class_folders(group)
-                      for file in _image_files(folder)]
+        files[key] = [
+            (file, classes.index(folder.name)) for folder in _class_folders(group) for file in _image_files(folder)
+        ]
     first = next((entries[0][0] for entries in files.values() if entries), None)
     if first is None:
         raise DatasetError(f"The class folders under {str(root)!r} hold no images ({', '.join(IMAGE_SUFFIXES)}).")
@@ -339,6 +372,7 @@ def image_folder(path: str | PathLike[str], *, test_fraction: float = 0.25, seed
 
 # -- the registry --------------------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered data set: its factory (keyword options only) and a line of description."""
@@ -349,8 +383,9 @@ class DatasetEntry:
 
 DATASETS: dict[str, DatasetEntry] = {
     "digits": DatasetEntry(digits, "scikit-learn's 8×8 digits, flat (N, 64); ships with the package"),
-    "digits-image": DatasetEntry(lambda test_fraction=0.25, seed=0: digits(True, test_fraction, seed),
-                                 "the same digits as (N, 1, 8, 8) images"),
+    "digits-image": DatasetEntry(
+        lambda test_fraction=0.25, seed=0: digits(True, test_fraction, seed), "the same digits as (N, 1, 8, 8) images"
+    ),
     "line": DatasetEntry(line, "count 1–10 vertical lines in 28×28 images (generated)"),
     "poly": DatasetEntry(poly, "x ∈ ℝ² → the 512 sums of monomials xᵃyᵇ, a,b ≤ 2 (generated regression)"),
     "halves": DatasetEntry(halves, "two half-width digits, label (y₁ + y₂) mod 10 (generated)"),
@@ -376,8 +411,10 @@ def _check_options(name: str, factory: Callable[..., Dataset], options: dict[str
         return
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise DatasetError(f"Data set {name!r} takes no option {', '.join(map(repr, unknown))}; its options are "
-                           f"{', '.join(params) or 'none'}.")
+        raise DatasetError(
+            f"Data set {name!r} takes no option {', '.join(map(repr, unknown))}; its options are "
+            f"{', '.join(params) or 'none'}."
+        )
 
 
 def load_dataset(name: str | PathLike[str], **options: Any) -> Dataset:
@@ -408,5 +445,7 @@ def load_dataset(name: str | PathLike[str], **options: Any) -> Dataset:
     if Path(text).is_dir():
         _check_options(text, image_folder, options)
         return image_folder(Path(text), **options)
-    raise DatasetError(f"Unknown data set {text!r}. Choose one of {', '.join(DATASETS)}, or pass a path to an .npz "
-                       "file (x_train, y_train, x_test, y_test) or to a folder with a sub-folder of images per class.")
+    raise DatasetError(
+        f"Unknown data set {text!r}. Choose one of {', '.join(DATASETS)}, or pass a path to an .npz "
+        "file (x_train, y_train, x_test, y_test) or to a folder with a sub-folder of images per class."
+    )

@@ -44,8 +44,10 @@ class OptionError(LoadError, ValueError):
 class UnsupportedLayerError(LoadError, TypeError):
     """A module or operation that neuronmap cannot turn into neurons and edges."""
 
-    SUPPORTED = ("Linear and Conv2d layers joined by element-wise activations, dropout, BatchNorm, 2-D pooling, "
-                 "spatial means, flatten/reshape and residual adds")
+    SUPPORTED = (
+        "Linear and Conv2d layers joined by element-wise activations, dropout, BatchNorm, 2-D pooling, "
+        "spatial means, flatten/reshape and residual adds"
+    )
 
     def __init__(self, path: str, type_name: str, reason: str = "", *, hint: str = "") -> None:
         where = f"Module {path!r} ({type_name})" if path else f"The top-level forward of {type_name}"
@@ -60,8 +62,10 @@ class NonFiniteWeightsError(LoadError, ValueError):
 
     def __init__(self, layer: str, n_bad: int, n_total: int, *, what: str = "weights", note: str = "") -> None:
         extra = f" {note}" if note else ""
-        super().__init__(f"Layer {layer!r} has {n_bad:,} non-finite {what} (NaN or inf) out of {n_total:,}{extra}. "
-                         "neuronmap does not ingest them.")
+        super().__init__(
+            f"Layer {layer!r} has {n_bad:,} non-finite {what} (NaN or inf) out of {n_total:,}{extra}. "
+            "neuronmap does not ingest them."
+        )
         self.layer, self.n_bad, self.n_total = layer, n_bad, n_total
 
 
@@ -74,11 +78,15 @@ class ActivationGraphExistsError(LoadError, FileExistsError):
 
     def __init__(self, model: str, name: str, *, concurrent: bool = False) -> None:
         if concurrent:
-            message = (f"Another process is writing activation graph {name!r} of model {model!r} right now. Wait "
-                       "for it to finish, or choose another --name.")
+            message = (
+                f"Another process is writing activation graph {name!r} of model {model!r} right now. Wait "
+                "for it to finish, or choose another --name."
+            )
         else:
-            message = (f"Model {model!r} already has an activation graph {name!r}. Pass --replace to recompute it, "
-                       "or choose another --name.")
+            message = (
+                f"Model {model!r} already has an activation graph {name!r}. Pass --replace to recompute it, "
+                "or choose another --name."
+            )
         super().__init__(message)
         self.model, self.name = model, name
 
@@ -87,8 +95,9 @@ class UnknownActivationGraphError(LoadError, LookupError):
     """No activation graph of that name is stored for the model."""
 
     def __init__(self, model: str, name: str) -> None:
-        super().__init__(f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` "
-                         "lists its graphs.")
+        super().__init__(
+            f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` lists its graphs."
+        )
         self.model, self.name = model, name
 
 

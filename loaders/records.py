@@ -78,8 +78,10 @@ class ModelGraph:
         for block in self.blocks:
             expected = (sizes[block.src_layer], sizes[block.dst_layer])
             if block.weight.shape != expected:
-                raise ValueError(f"Edge block {block.src_layer}->{block.dst_layer} has shape {block.weight.shape}, "
-                                 f"expected {expected}.")
+                raise ValueError(
+                    f"Edge block {block.src_layer}->{block.dst_layer} has shape {block.weight.shape}, "
+                    f"expected {expected}."
+                )
 
     @property
     def n_neurons(self) -> int:

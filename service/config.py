@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
@@ -47,7 +47,7 @@ class Settings(BaseModel):
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)  # edges per write transaction
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         values: dict[str, object] = {field: environ[var] for field, var in _ENV.items() if environ.get(var)}
         values.setdefault("home", default_home(environ))
         return cls(**values)

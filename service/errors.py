@@ -25,8 +25,6 @@ class ModelNotFoundError(ServiceError, LookupError):
         self.model = model
 
 
-
-
 class ClusteringInputError(ServiceError, ValueError):
     """A graph, labelling or parameter that clustering cannot use; the message names the rule and the way out."""
 
@@ -41,8 +39,10 @@ class DisconnectedGraphWarning(UserWarning):
 
 class ModelNotReadyError(ServiceError, RuntimeError):
     def __init__(self, model: str, status: str) -> None:
-        super().__init__(f"Model {model!r} is {status!r}, not ready: its ingest has not finished or failed. "
-                         f"Re-run its `neuronmap ingest` command, or `neuronmap drop {model}`.")
+        super().__init__(
+            f"Model {model!r} is {status!r}, not ready: its ingest has not finished or failed. "
+            f"Re-run its `neuronmap ingest` command, or `neuronmap drop {model}`."
+        )
         self.model, self.status = model, status
 
 
@@ -55,21 +55,27 @@ class PartitionNotFoundError(ServiceError, LookupError):
 
 class PartitionWriteError(ServiceError, RuntimeError):
     def __init__(self, model: str, expected: int, written: int) -> None:
-        super().__init__(f"Only {written:,} of {expected:,} cluster memberships of model {model!r} found their neuron; "
-                         "the partition was not stored. Was the model replaced while it was being clustered?")
+        super().__init__(
+            f"Only {written:,} of {expected:,} cluster memberships of model {model!r} found their neuron; "
+            "the partition was not stored. Was the model replaced while it was being clustered?"
+        )
 
 
 class ActivationGraphNotFoundError(ServiceError, LookupError):
     def __init__(self, model: str, name: str) -> None:
-        super().__init__(f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` "
-                         "lists its graphs; `neuronmap activations` computes one.")
+        super().__init__(
+            f"Model {model!r} has no activation graph {name!r}. `neuronmap activations list {model}` "
+            "lists its graphs; `neuronmap activations` computes one."
+        )
         self.model, self.name = model, name
 
 
 class ActivationGraphNotReadyError(ServiceError, RuntimeError):
     def __init__(self, model: str, name: str, status: str) -> None:
-        super().__init__(f"Activation graph {name!r} of model {model!r} is {status!r}, not ready: its ingest has not "
-                         "finished or failed. Re-run its `neuronmap activations` command (leftovers are replaced).")
+        super().__init__(
+            f"Activation graph {name!r} of model {model!r} is {status!r}, not ready: its ingest has not "
+            "finished or failed. Re-run its `neuronmap activations` command (leftovers are replaced)."
+        )
         self.model, self.name, self.status = model, name, status
 
 
@@ -77,15 +83,20 @@ class NoPartitionError(PartitionNotFoundError):
     """'latest' was asked for, but the model has no partition yet."""
 
     def __init__(self, model: str) -> None:
-        ServiceError.__init__(self, f"Model {model!r} has no partition yet, so there is no 'latest' one. "
-                                    f"Run `neuronmap cluster {model}` first, or pass a partition id.")
+        ServiceError.__init__(
+            self,
+            f"Model {model!r} has no partition yet, so there is no 'latest' one. "
+            f"Run `neuronmap cluster {model}` first, or pass a partition id.",
+        )
         self.partition, self.model = "latest", model
 
 
 class NeuronNotFoundError(ServiceError, LookupError):
     def __init__(self, model: str, where: str, layers: str) -> None:
-        super().__init__(f"Model {model!r} has no neuron {where}. Its layers (name or index, with their sizes) are: "
-                         f"{layers}; units and ordinals count from 0.")
+        super().__init__(
+            f"Model {model!r} has no neuron {where}. Its layers (name or index, with their sizes) are: "
+            f"{layers}; units and ordinals count from 0."
+        )
         self.model = model
 
 
@@ -95,7 +106,9 @@ class LibraryQueryInputError(ServiceError, ValueError):
 
 class SourceUnavailableError(ServiceError, FileNotFoundError):
     def __init__(self, model: str, reason: str, way_out: str = "") -> None:
-        way_out = way_out or f"Re-ingest it from its file (neuronmap ingest FILE --name {model} --replace), then try again"
+        way_out = (
+            way_out or f"Re-ingest it from its file (neuronmap ingest FILE --name {model} --replace), then try again"
+        )
         super().__init__(f"Cannot re-load the network of model {model!r}: it {reason}. {way_out}.")
         self.model = model
 
@@ -108,14 +121,18 @@ class LayerMismatchError(ServiceError, LookupError):
     """The re-loaded network does not have the layers the store holds for its model."""
 
     def __init__(self, model: str, detail: str) -> None:
-        super().__init__(f"The re-loaded network of model {model!r} does not match its stored layers: {detail}. "
-                         f"Was it ingested with other loader options? Re-ingest it (neuronmap ingest FILE --name "
-                         f"{model} --replace) and cluster it again.")
+        super().__init__(
+            f"The re-loaded network of model {model!r} does not match its stored layers: {detail}. "
+            f"Was it ingested with other loader options? Re-ingest it (neuronmap ingest FILE --name "
+            f"{model} --replace) and cluster it again."
+        )
         self.model = model
 
 
 class AssessmentNotFoundError(ServiceError, LookupError):
     def __init__(self, what: str) -> None:
-        super().__init__(f"There is no assessment {what}. `neuronmap importance` and `neuronmap coherence` "
-                         "create them; the partition's assessments are listed by list_assessments().")
+        super().__init__(
+            f"There is no assessment {what}. `neuronmap importance` and `neuronmap coherence` "
+            "create them; the partition's assessments are listed by list_assessments()."
+        )
         self.what = what

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -38,9 +39,28 @@ FIGURES: dict[str, tuple[int, int]] = {  # name → (width, height) in pixels
 }
 MAX_CELLS = 600  # the adjacency image has at most this many cells a side
 MIN_FLOW_SHARE = 0.01  # flows under this share of the strongest one are not drawn
-_PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f",
-            "#bab0ac", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-            "#bcbd22", "#17becf"]
+_PALETTE = [
+    "#4e79a7",
+    "#f28e2b",
+    "#e15759",
+    "#76b7b2",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+]
 
 
 @dataclass
@@ -90,13 +110,20 @@ def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
     subgraph = pull_subgraph(store, model)  # every layer, so local indexes are ordinals
     n_neurons = int(subgraph.ordinals.size)
     return ReportData(
-        model=model, partition=stats, layers=layers,
+        model=model,
+        partition=stats,
+        layers=layers,
         span=run_library_query(store, "module_span", partition=partition_id),
         flow=run_library_query(store, "module_flow", partition=partition_id),
         cohesion=run_library_query(store, "module_cohesion", partition=partition_id),
-        adjacency=subgraph.graph.to_scipy().tocsr(), labels=read_labels(store, partition_id, n_neurons),
-        assessments={method: found for method in _ASSESSMENTS
-                     if (found := latest_assessment(store, partition_id, method)) is not None})
+        adjacency=subgraph.graph.to_scipy().tocsr(),
+        labels=read_labels(store, partition_id, n_neurons),
+        assessments={
+            method: found
+            for method in _ASSESSMENTS
+            if (found := latest_assessment(store, partition_id, method)) is not None
+        },
+    )
 
 
 def sorted_by_cluster(labels: np.ndarray, layer_of: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -154,8 +181,9 @@ def plot_adjacency(data: ReportData) -> Figure:
         start = 0
         for cluster, size in zip(clusters, sizes):
             lo, hi = start / step - 0.5, (start + size) / step - 0.5
-            axes.add_patch(Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor=_color(int(cluster)),
-                                     linewidth=1.5))
+            axes.add_patch(
+                Rectangle((lo, lo), hi - lo, hi - lo, fill=False, edgecolor=_color(int(cluster)), linewidth=1.5)
+            )
             start += size
     unit = f" ({step} neurons per cell)" if step > 1 else ""
     axes.set_title(f"|w| adjacency sorted by cluster{unit}")
@@ -177,8 +205,15 @@ def plot_span(data: ReportData) -> Figure:
         if counts.shape[0] <= 24 and counts.shape[1] <= 24:
             for (i, j), value in np.ndenumerate(counts):
                 if value:
-                    axes.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=7,
-                              color="white" if value > counts.max() / 2 else "black")
+                    axes.text(
+                        j,
+                        i,
+                        f"{int(value)}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if value > counts.max() / 2 else "black",
+                    )
     axes.set_xticks(range(len(names)), names, rotation=45 if len(names) > 8 else 0, fontsize=8)
     axes.set_yticks(range(len(data.span)), [str(row["cluster"]) for row in data.span], fontsize=8)
     axes.set_xlabel("layer")
@@ -199,19 +234,36 @@ def plot_null(data: ReportData) -> Figure:
             axes.axvline(float(ncut), color="#e15759", linewidth=2, label=f"n-cut {float(ncut):.4g}")
             axes.set_xlim(float(ncut) - 1, float(ncut) + 1)
             axes.legend(loc="upper left", fontsize=9)
-        axes.text(0.5, 0.5, "no null computed", ha="center", va="center", fontsize=16, transform=axes.transAxes,
-                  bbox={"facecolor": "white", "edgecolor": "#999999", "boxstyle": "round"})
+        axes.text(
+            0.5,
+            0.5,
+            "no null computed",
+            ha="center",
+            va="center",
+            fontsize=16,
+            transform=axes.transAxes,
+            bbox={"facecolor": "white", "edgecolor": "#999999", "boxstyle": "round"},
+        )
         axes.set_yticks([])
     else:
-        axes.hist(nulls, bins=min(30, max(5, len(nulls) // 3)), color="#bab0ac", edgecolor="white",
-                  label=f"shuffled ({stats.get('null_method') or 'null'}, n={len(nulls)})")
+        axes.hist(
+            nulls,
+            bins=min(30, max(5, len(nulls) // 3)),
+            color="#bab0ac",
+            edgecolor="white",
+            label=f"shuffled ({stats.get('null_method') or 'null'}, n={len(nulls)})",
+        )
         if ncut is not None:
             axes.axvline(float(ncut), color="#e15759", linewidth=2, label=f"n-cut {float(ncut):.4g}")
         axes.legend(loc="upper left", fontsize=9)
         axes.set_ylabel("shuffled networks")
     z, percentile = stats.get("z"), stats.get("percentile")
-    detail = "".join([f", z = {z:.3g}" if z is not None else "",
-                      f", percentile = {percentile:.3g}" if percentile is not None else ""])
+    detail = "".join(
+        [
+            f", z = {z:.3g}" if z is not None else "",
+            f", percentile = {percentile:.3g}" if percentile is not None else "",
+        ]
+    )
     axes.set_title(f"n-cut against the shuffled null{detail}")
     axes.set_xlabel("n-cut (lower: more modular)")
     return figure
@@ -234,8 +286,16 @@ def plot_flow(data: ReportData) -> Figure:
         for cluster, count in members:
             height = usable * count / total
             boxes[(name, cluster)] = (y, y + height)
-            axes.add_patch(Rectangle((i - box_width / 2, y), box_width, height, facecolor=_color(cluster),
-                                     edgecolor="white", linewidth=0.5))
+            axes.add_patch(
+                Rectangle(
+                    (i - box_width / 2, y),
+                    box_width,
+                    height,
+                    facecolor=_color(cluster),
+                    edgecolor="white",
+                    linewidth=0.5,
+                )
+            )
             if height > 0.04:
                 axes.text(i, y + height / 2, str(cluster), ha="center", va="center", fontsize=7, color="white")
             y += height + gap
@@ -248,8 +308,14 @@ def plot_flow(data: ReportData) -> Figure:
         x0, x1 = column[row["src_layer"]] + box_width / 2, column[row["dst_layer"]] - box_width / 2
         y0, y1 = sum(boxes[source]) / 2, sum(boxes[target]) / 2
         share = row["weight"] / strongest
-        axes.plot([x0, x1], [y0, y1], color=_color(row["src_cluster"]), linewidth=0.3 + 8 * share,
-                  alpha=0.15 + 0.5 * share, solid_capstyle="butt")
+        axes.plot(
+            [x0, x1],
+            [y0, y1],
+            color=_color(row["src_cluster"]),
+            linewidth=0.3 + 8 * share,
+            alpha=0.15 + 0.5 * share,
+            solid_capstyle="butt",
+        )
     axes.set_xlim(-0.5, len(names) - 0.5)
     axes.set_ylim(-0.12, 1.02)
     axes.axis("off")
@@ -278,9 +344,32 @@ def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-_STAT_KEYS = ["id", "model", "k", "n_clusters", "method", "edges", "layers", "seed", "ncut", "null_method", "n_null",
-              "null_mean", "null_sd", "z", "percentile", "n_neurons", "n_isolated", "solver", "device",
-              "eigen_residual", "pull_seconds", "cluster_seconds", "null_seconds", "created_at"]
+_STAT_KEYS = [
+    "id",
+    "model",
+    "k",
+    "n_clusters",
+    "method",
+    "edges",
+    "layers",
+    "seed",
+    "ncut",
+    "null_method",
+    "n_null",
+    "null_mean",
+    "null_sd",
+    "z",
+    "percentile",
+    "n_neurons",
+    "n_isolated",
+    "solver",
+    "device",
+    "eigen_residual",
+    "pull_seconds",
+    "cluster_seconds",
+    "null_seconds",
+    "created_at",
+]
 _MODULE_COLUMNS = ["cluster", "size", "first layer", "last layer", "thickest", "within", "cut", "vol", "cut/vol"]
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1040px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;
@@ -289,20 +378,67 @@ img{max-width:100%;height:auto}"""
 
 
 _ASSESSMENTS = {  # method → (title, network statistics, per-sub-cluster columns)
-    "importance": ("Importance (lesions)", ["dataset", "n_null", "seed", "accuracy", "n_tested", "n_important",
-                                            "fisher_p", "chi2_p", "fisher_p_range", "chi2_p_range"],
-                   ["delta_accuracy", "null_delta_mean", "p_value", "p_adjusted", "range_statistic", "p_range",
-                    "category"]),
-    "coherence_features": ("Coherence: feature visualisation", ["n_null", "seed", "n_coherent", "fisher_p",
-                                                                "fisher_p_entropy", "chi2_p_entropy",
-                                                                "fisher_p_activation", "chi2_p_activation"],
-                           ["activation", "null_activation_mean", "p_activation", "entropy", "null_entropy_mean",
-                            "p_entropy", "p_adjusted"]),
-    "coherence_examples": ("Coherence: data-set examples", ["dataset", "n_null", "seed", "n_coherent", "fisher_p",
-                                                            "fisher_p_entropy", "fisher_p_activation",
-                                                            "fisher_p_similarity"],
-                           ["entropy", "null_entropy_mean", "p_entropy", "activation", "p_activation", "similarity",
-                            "p_similarity", "p_adjusted"]),
+    "importance": (
+        "Importance (lesions)",
+        [
+            "dataset",
+            "n_null",
+            "seed",
+            "accuracy",
+            "n_tested",
+            "n_important",
+            "fisher_p",
+            "chi2_p",
+            "fisher_p_range",
+            "chi2_p_range",
+        ],
+        ["delta_accuracy", "null_delta_mean", "p_value", "p_adjusted", "range_statistic", "p_range", "category"],
+    ),
+    "coherence_features": (
+        "Coherence: feature visualisation",
+        [
+            "n_null",
+            "seed",
+            "n_coherent",
+            "fisher_p",
+            "fisher_p_entropy",
+            "chi2_p_entropy",
+            "fisher_p_activation",
+            "chi2_p_activation",
+        ],
+        [
+            "activation",
+            "null_activation_mean",
+            "p_activation",
+            "entropy",
+            "null_entropy_mean",
+            "p_entropy",
+            "p_adjusted",
+        ],
+    ),
+    "coherence_examples": (
+        "Coherence: data-set examples",
+        [
+            "dataset",
+            "n_null",
+            "seed",
+            "n_coherent",
+            "fisher_p",
+            "fisher_p_entropy",
+            "fisher_p_activation",
+            "fisher_p_similarity",
+        ],
+        [
+            "entropy",
+            "null_entropy_mean",
+            "p_entropy",
+            "activation",
+            "p_activation",
+            "similarity",
+            "p_similarity",
+            "p_adjusted",
+        ],
+    ),
 }
 MAX_ASSESSMENT_IMAGES = 24  # per method: larger partitions show the first ones only
 
@@ -314,21 +450,25 @@ def render_assessments(data: ReportData) -> str:
         if method not in data.assessments:
             continue
         summary, rows = data.assessments[method]
-        table = _table(["layer", "cluster", "size", *columns],
-                       [[row["layer_name"], row["cluster"], row["size"], *[row["stats"].get(c) for c in columns]]
-                        for row in rows])
+        table = _table(
+            ["layer", "cluster", "size", *columns],
+            [[row["layer_name"], row["cluster"], row["size"], *[row["stats"].get(c) for c in columns]] for row in rows],
+        )
         images: list[str] = []
         for row in rows:
             path = row["stats"].get("image")
             if path and Path(path).is_file() and len(images) < MAX_ASSESSMENT_IMAGES:
                 encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-                images.append(f'<figure><img alt="{html.escape(Path(path).name)}" '
-                              f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(row["layer_name"])}'
-                              f", cluster {row['cluster']}</figcaption></figure>")
-        parts.append(f"<h2>{html.escape(title)}</h2><p>Assessment {html.escape(str(summary.get('id')))}, "
-                     f"{html.escape(str(summary.get('created_at', '')))}.</p>"
-                     f"{_table(['statistic', 'value'], [[k, summary.get(k)] for k in network])}{table}"
-                     + "".join(images))
+                images.append(
+                    f'<figure><img alt="{html.escape(Path(path).name)}" '
+                    f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(row["layer_name"])}'
+                    f", cluster {row['cluster']}</figcaption></figure>"
+                )
+        parts.append(
+            f"<h2>{html.escape(title)}</h2><p>Assessment {html.escape(str(summary.get('id')))}, "
+            f"{html.escape(str(summary.get('created_at', '')))}.</p>"
+            f"{_table(['statistic', 'value'], [[k, summary.get(k)] for k in network])}{table}" + "".join(images)
+        )
     return "\n".join(parts)
 
 
@@ -336,31 +476,52 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
     """The page: title, statistics, module table and the figures as ``data:image/png;base64`` URIs."""
     stats = data.partition
     span = {row["cluster"]: row for row in data.span}
-    module_rows = [[row["cluster"], row["size"], span.get(row["cluster"], {}).get("first_layer"),
-                    span.get(row["cluster"], {}).get("last_layer"), span.get(row["cluster"], {}).get("thickest_layer"),
-                    row["within"], row["cut"], row["vol"], row["ncut_term"]] for row in data.cohesion]
+    module_rows = [
+        [
+            row["cluster"],
+            row["size"],
+            span.get(row["cluster"], {}).get("first_layer"),
+            span.get(row["cluster"], {}).get("last_layer"),
+            span.get(row["cluster"], {}).get("thickest_layer"),
+            row["within"],
+            row["cut"],
+            row["vol"],
+            row["ncut_term"],
+        ]
+        for row in data.cohesion
+    ]
     total = sum(row["ncut_term"] for row in data.cohesion)
     captions = {
-        "adjacency": ("Weight adjacency (|w|) with neurons sorted by cluster, then layer; "
-                      "each cluster's block outlined."),
+        "adjacency": (
+            "Weight adjacency (|w|) with neurons sorted by cluster, then layer; each cluster's block outlined."
+        ),
         "span": "How many neurons each cluster has in each layer (library.module_span).",
-        "null": ("The partition's n-cut against the n-cuts of shuffled networks." if stats.get("null_ncuts")
-                 else "No null computed for this partition: run `neuronmap cluster` with shuffles to get one."),
-        "flow": (f"Clusters per layer and the summed |w| between them (library.module_flow); flows under "
-                 f"{MIN_FLOW_SHARE:.0%} of the strongest are not drawn."),
+        "null": (
+            "The partition's n-cut against the n-cuts of shuffled networks."
+            if stats.get("null_ncuts")
+            else "No null computed for this partition: run `neuronmap cluster` with shuffles to get one."
+        ),
+        "flow": (
+            f"Clusters per layer and the summed |w| between them (library.module_flow); flows under "
+            f"{MIN_FLOW_SHARE:.0%} of the strongest are not drawn."
+        ),
     }
     figures = "".join(
         f'<figure><img alt="{name}" width="{FIGURES[name][0]}" height="{FIGURES[name][1]}" '
         f'src="data:image/png;base64,{base64.b64encode(images[name]).decode("ascii")}">'
-        f"<figcaption>{html.escape(captions[name])} ({name}.png)</figcaption></figure>" for name in FIGURES)
+        f"<figcaption>{html.escape(captions[name])} ({name}.png)</figcaption></figure>"
+        for name in FIGURES
+    )
     title = f"neuronmap: {data.model}, partition {stats['id']}"
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-            f"<h2>Partition</h2>{_table(['statistic', 'value'], [[k, stats.get(k)] for k in _STAT_KEYS])}\n"
-            f"<h2>Modules</h2><p>Sum of the clusters' n-cut terms: {total:.6g} "
-            f"(stored n-cut: {_fmt(stats.get('ncut'))}).</p>"
-            f"{_table(_MODULE_COLUMNS, module_rows)}\n"
-            f"<h2>Figures</h2>{figures}\n{render_assessments(data)}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
+        f"<h2>Partition</h2>{_table(['statistic', 'value'], [[k, stats.get(k)] for k in _STAT_KEYS])}\n"
+        f"<h2>Modules</h2><p>Sum of the clusters' n-cut terms: {total:.6g} "
+        f"(stored n-cut: {_fmt(stats.get('ncut'))}).</p>"
+        f"{_table(_MODULE_COLUMNS, module_rows)}\n"
+        f"<h2>Figures</h2>{figures}\n{render_assessments(data)}</body></html>\n"
+    )
 
 
 def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path) -> Path:

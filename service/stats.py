@@ -109,8 +109,9 @@ def adjust_pvalues(pvalues: object, method: PValueAdjustment = "bh") -> np.ndarr
 # -- assessing a partition: lesions and coherence against random same-size sets (methods.md §5, §6) ---------------
 
 
-def empirical_pvalues(values: object, nulls: object, direction: Direction = "less",
-                      ties: Ties = "conservative") -> np.ndarray:
+def empirical_pvalues(
+    values: object, nulls: object, direction: Direction = "less", ties: Ties = "conservative"
+) -> np.ndarray:
     """Percentile p-values of many observed statistics, each against its own null sample.
 
     Parameters
@@ -141,8 +142,9 @@ def empirical_pvalues(values: object, nulls: object, direction: Direction = "les
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     null = np.asarray(nulls, dtype=np.float64)
     if null.ndim != 2 or null.shape[0] != v.size or null.shape[1] == 0:
-        raise ClusteringInputError(f"nulls must have shape (m, n_null) with m = {v.size} and n_null ≥ 1; "
-                                   f"got {null.shape}.")
+        raise ClusteringInputError(
+            f"nulls must have shape (m, n_null) with m = {v.size} and n_null ≥ 1; got {null.shape}."
+        )
     if direction not in ("less", "greater"):
         raise ClusteringInputError(f"direction must be 'less' or 'greater', got {direction!r}.")
     if ties not in ("conservative", "strict"):

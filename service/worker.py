@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
@@ -33,9 +33,14 @@ def run_one(store: Store, worker: str) -> dict[str, str] | None:
     return {"id": job["id"], "status": "done", "partition": result.id}
 
 
-def serve(store: Store, *, poll_seconds: float = 2.0, exit_when_idle: bool = False,
-          on_job: Callable[[dict[str, str]], None] = lambda outcome: None,
-          should_stop: Callable[[], bool] = lambda: False) -> int:
+def serve(
+    store: Store,
+    *,
+    poll_seconds: float = 2.0,
+    exit_when_idle: bool = False,
+    on_job: Callable[[dict[str, str]], None] = lambda outcome: None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> int:
     """Run queued jobs until ``should_stop()`` (or, with ``exit_when_idle``, until the queue is empty).
 
     Returns the number of jobs run. Several workers may serve one store: a claim is exclusive.

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 import torch
 
 from neuronmap.cypher import Store
-from neuronmap.service.store.open import connect
-from neuronmap.service.store import local_neo4j
 from neuronmap.service.config import Settings
+from neuronmap.service.store import local_neo4j
+from neuronmap.service.store.open import connect
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # the same test body runs on both
 

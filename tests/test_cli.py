@@ -20,8 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def run(connection, tmp_path):
-    env = {"NEO4J_URI": connection.uri, "NEO4J_USERNAME": connection.user,
-           "NEO4J_PASSWORD": connection.password.get_secret_value(), "NEURONMAP_HOME": str(tmp_path / "home")}
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+        "NEURONMAP_HOME": str(tmp_path / "home"),
+    }
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
@@ -49,8 +53,7 @@ def test_ingest_list_replace_and_drop(run, store, model_id, mlp_file):
     assert result.exit_code == 0, result.output
     listed = _listed(run, model_id)
     assert listed["status"] == "ready"
-    assert (listed["n_layers"], listed["n_neurons"], listed["n_edges"]) == (4, 64 + 64 + 64 + 10,
-                                                                              64 * 64 * 2 + 64 * 10)
+    assert (listed["n_layers"], listed["n_neurons"], listed["n_edges"]) == (4, 64 + 64 + 64 + 10, 64 * 64 * 2 + 64 * 10)
     again = run("ingest", str(mlp_file), "--arch", arch, "--name", model_id)
     assert again.exit_code != 0 and "--replace" in again.output
     assert run("ingest", str(mlp_file), "--arch", arch, "--name", model_id, "--replace").exit_code == 0

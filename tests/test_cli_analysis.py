@@ -20,8 +20,12 @@ from tests.service.test_pipeline import planted_graph
 
 @pytest.fixture
 def run(connection):
-    env = {"NEO4J_URI": connection.uri, "NEO4J_USERNAME": connection.user,
-           "NEO4J_PASSWORD": connection.password.get_secret_value(), "COLUMNS": "200"}
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+        "COLUMNS": "200",
+    }
 
     def invoke(*args: str):
         return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
@@ -42,8 +46,9 @@ def test_query_output_equals_the_library_call(run, store, clustered):
     model, _, latest = clustered
     result = run("query", "module-span", "--model", model, "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == json.loads(json.dumps(
-        run_library_query(store, "module_span", model=model, partition=latest), default=str))
+    assert json.loads(result.output) == json.loads(
+        json.dumps(run_library_query(store, "module_span", model=model, partition=latest), default=str)
+    )
     csv_out = run("query", "module-cohesion", "-p", "model", model, "--format", "csv")
     assert csv_out.output.splitlines()[0] == "cluster,size,within,cut,vol,ncut_term,n_within,n_cut"
     assert len(csv_out.output.strip().splitlines()) == 1 + 2
@@ -59,10 +64,12 @@ def test_compare_partitions_reports_ari_and_nmi(run, clustered):
 
 def test_query_errors_are_one_line(run, clustered):
     model, _, _ = clustered
-    for args, expect in ((["query", "modul-span"], "Did you mean"),
-                         (["query", "module-span", "--model", model, "--colour", "red"], "no parameter 'colour'"),
-                         (["query", "module-span", "--model", model, "--partition", "nope"], "no partition 'nope'"),
-                         (["query", "module-span", "--model", model + "-missing"], "no model")):
+    for args, expect in (
+        (["query", "modul-span"], "Did you mean"),
+        (["query", "module-span", "--model", model, "--colour", "red"], "no parameter 'colour'"),
+        (["query", "module-span", "--model", model, "--partition", "nope"], "no partition 'nope'"),
+        (["query", "module-span", "--model", model + "-missing"], "no model"),
+    ):
         result = run(*args)
         assert result.exit_code != 0 and expect in result.output and "Traceback" not in result.output
 
@@ -95,7 +102,7 @@ def test_activation_graph_from_the_cli_and_its_clustering(run, store, model_id, 
     assert "digits-pearson" in listed.output and "ready" in listed.output
     clustered = run("cluster", model_id, "--edges", "digits-pearson", "--k", "3", "--shuffles", "5", "--format", "json")
     assert clustered.exit_code == 0, clustered.output
-    summary = json.loads(clustered.output[clustered.output.index("{"):])
+    summary = json.loads(clustered.output[clustered.output.index("{") :])
     assert summary["edges"] == "digits-pearson" and summary["n_neurons"] <= 128
     assert summary["null_method"] == "upper_triangle" and len(summary["null_ncuts"]) == 5
     again = run("activations", model_id, "--data", "digits", "--corr", "pearson")
@@ -113,7 +120,7 @@ def test_importance_and_coherence_from_the_cli(run, store, model_id, tmp_path: P
     assert run("cluster", model_id, "--k", "4").exit_code == 0
     imp = run("importance", model_id, "--random-sets", "10", "--format", "json")
     assert imp.exit_code == 0, imp.output
-    rows = json.loads(imp.output[imp.output.index("["):])
+    rows = json.loads(imp.output[imp.output.index("[") :])
     assert rows and {"p_value", "p_adjusted", "category"} <= set(rows[0])
     assert all(1 / 11 - 1e-12 <= r["p_value"] <= 1 for r in rows if r["p_value"] is not None)
     coh = run("coherence", model_id, "--method", "examples", "--random-sets", "10", "--out", str(tmp_path / "c"))

@@ -10,12 +10,17 @@ from neuronmap.service.cli import cli
 
 
 def test_the_demo_trains_ingests_clusters_and_assesses_both_nets(connection, store, tmp_path: Path):
-    env = {"NEO4J_URI": connection.uri, "NEO4J_USERNAME": connection.user,
-           "NEO4J_PASSWORD": connection.password.get_secret_value(), "COLUMNS": "200"}
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+        "COLUMNS": "200",
+    }
     out = tmp_path / "demo"
     try:
-        result = CliRunner().invoke(cli, ["demo", "--out", str(out), "--epochs", "2", "--shuffles", "5"], env=env,
-                                    catch_exceptions=False)
+        result = CliRunner().invoke(
+            cli, ["demo", "--out", str(out), "--epochs", "2", "--shuffles", "5"], env=env, catch_exceptions=False
+        )
         assert result.exit_code == 0, result.output
         models = {m["name"]: m for m in store.run("admin.list_models")}
         assert models["digits-mlp"]["status"] == "ready" and models["digits-mlp"]["n_neurons"] == 202  # 64-64-64-10

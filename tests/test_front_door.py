@@ -25,8 +25,10 @@ def test_unknown_name_is_an_attribute_error() -> None:
 
 def test_import_does_not_load_torch() -> None:
     code = "import sys, neuronmap; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_rows_convert_to_a_frame_in_column_order() -> None:

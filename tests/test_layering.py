@@ -17,8 +17,15 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["neuronmap.loaders.tracing", "neuronmap.loaders.activations", "neuronmap.service.clustering",
-        "neuronmap.service.assessment", "neuronmap.service.stats", "neuronmap.device", "neuronmap.options"]
+PURE = [
+    "neuronmap.loaders.tracing",
+    "neuronmap.loaders.activations",
+    "neuronmap.service.clustering",
+    "neuronmap.service.assessment",
+    "neuronmap.service.stats",
+    "neuronmap.device",
+    "neuronmap.options",
+]
 FORBIDDEN = ("neo4j", "neuronmap.cypher", "neuronmap.service.store", "neuronmap.loaders.ingest")
 
 
@@ -66,24 +73,32 @@ def test_pure_sources_import_no_store(package: str) -> None:
 
 @pytest.mark.parametrize("package", PURE)
 def test_pure_packages_load_no_store(package: str) -> None:
-    code = (f"import importlib, json, sys\nfor m in {modules_of(package)!r}:\n    importlib.import_module(m)\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    loaded = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                                       text=True).stdout)
+    code = (
+        f"import importlib, json, sys\nfor m in {modules_of(package)!r}:\n    importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
     assert package in loaded
     assert [name for name in loaded if forbidden(name)] == []
 
 
-@pytest.mark.parametrize("source", ["def f():\n    from ...store.open import open_store\n",
-                                    "import neo4j.exceptions\n", "from neuronmap import cypher\n"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def f():\n    from ...store.open import open_store\n",
+        "import neo4j.exceptions\n",
+        "from neuronmap import cypher\n",
+    ],
+)
 def test_the_check_sees_a_forbidden_import(source: str) -> None:
     """The rule is not vacuous: lazy, relative and package-level imports of the store are all found."""
     assert any(forbidden(name) for name in names_in(source, "neuronmap.service.clustering.x"))
 
 
 def test_the_check_passes_a_pure_import() -> None:
-    assert not any(forbidden(name) for name in names_in("from ..blockgraph import BlockGraph\n",
-                                                        "neuronmap.service.clustering"))
+    assert not any(
+        forbidden(name) for name in names_in("from ..blockgraph import BlockGraph\n", "neuronmap.service.clustering")
+    )
 
 
 def test_only_the_store_rooms_run_named_queries() -> None:
@@ -97,8 +112,14 @@ def test_only_the_store_rooms_run_named_queries() -> None:
             if any(path.is_relative_to(a) for a in allowed):
                 continue
             for node in ast.walk(ast.parse(path.read_text())):
-                if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in runners
-                        and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-                        and "." in node.args[0].value):
+                if (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in runners
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                    and "." in node.args[0].value
+                ):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno} {node.args[0].value}")
     assert offenders == []

@@ -15,6 +15,20 @@ from neuronmap.loaders.activations.ranks import centered_ranks
 from neuronmap.loaders.activations.record import POINTS, REDUCTIONS, ActivationRecorder, iter_inputs
 from neuronmap.loaders.activations.sparsify import count_edges, sparsify
 
-__all__ = ["MEMORY_LIMIT", "METHODS", "POINTS", "REDUCTIONS", "ActivationCorrelations", "ActivationEdges",
-           "ActivationMeta", "ActivationRecorder", "Correlation", "centered_ranks", "compute_correlations",
-           "correlate", "count_edges", "iter_inputs", "sparsify"]
+__all__ = [
+    "MEMORY_LIMIT",
+    "METHODS",
+    "POINTS",
+    "REDUCTIONS",
+    "ActivationCorrelations",
+    "ActivationEdges",
+    "ActivationMeta",
+    "ActivationRecorder",
+    "Correlation",
+    "centered_ranks",
+    "compute_correlations",
+    "correlate",
+    "count_edges",
+    "iter_inputs",
+    "sparsify",
+]

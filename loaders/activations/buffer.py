@@ -23,8 +23,14 @@ class _ValueBuffer:
     unit-major, (n_units, n_inputs), so that ranking reads a unit's values contiguously from disk.
     """
 
-    def __init__(self, n_units: int, n_inputs: int | None, device: torch.device, memory_limit: int,
-                 spill_dir: str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        n_units: int,
+        n_inputs: int | None,
+        device: torch.device,
+        memory_limit: int,
+        spill_dir: str | os.PathLike[str] | None,
+    ) -> None:
         self.n_units, self.device, self.memory_limit, self.spill_dir = n_units, device, memory_limit, spill_dir
         self.n = 0
         self.data: torch.Tensor | None = None
@@ -64,8 +70,10 @@ class _ValueBuffer:
         else:
             capacity = self.data.shape[1] if self.location == "disk" else self.data.shape[0]
             if self.n + b > capacity:
-                raise ActivationError(f"Received more than the {capacity:,} inputs announced; pass n_inputs=None "
-                                      "when the count is unknown.")
+                raise ActivationError(
+                    f"Received more than the {capacity:,} inputs announced; pass n_inputs=None "
+                    "when the count is unknown."
+                )
             self._rows(self.n, self.n + b).copy_(x)
         self.n += b
 
@@ -78,7 +86,7 @@ class _ValueBuffer:
                 self._rows(at, at + chunk.shape[0]).copy_(chunk)
                 at += chunk.shape[0]
             self.chunks = []
-        return self.data[:, :self.n] if self.location == "disk" else self.data[:self.n].T
+        return self.data[:, : self.n] if self.location == "disk" else self.data[: self.n].T
 
     def close(self) -> None:
         self.data = None

@@ -37,6 +37,7 @@ MEMORY_LIMIT = 4 << 30  # bytes of RAM the Spearman buffer may take before it sp
 
 # -- what the correlations describe -------------------------------------------------------------------------------
 
+
 class ActivationMeta(BaseModel):
     """How an activation graph was computed; stored on its (:ActivationGraph) node."""
 
@@ -108,16 +109,21 @@ class ActivationEdges:
 
     def properties(self) -> dict[str, Any]:
         """The (:ActivationGraph) node's properties (without model, name and status)."""
-        props: dict[str, Any] = {**self.meta.model_dump(), "min_r2": float(self.min_r2),
-                                 "n_units": self.n_units, "n_excluded": int(self.excluded.size),
-                                 "layers": [int(i) for i in self.recorded],
-                                 "excluded": [int(o) for o in self.excluded]}
+        props: dict[str, Any] = {
+            **self.meta.model_dump(),
+            "min_r2": float(self.min_r2),
+            "n_units": self.n_units,
+            "n_excluded": int(self.excluded.size),
+            "layers": [int(i) for i in self.recorded],
+            "excluded": [int(o) for o in self.excluded],
+        }
         if self.top_k is not None:
             props["top_k"] = int(self.top_k)
         return props
 
 
 # -- streaming correlation ----------------------------------------------------------------------------------------
+
 
 @dataclass
 class Correlation:
@@ -195,8 +201,15 @@ class _Pearson(_Accumulator):
 class _Spearman(_Accumulator):
     """Every value, kept whole (:class:`_ValueBuffer`); the Gram matrix of their centred ranks at the end."""
 
-    def __init__(self, n_units: int, *, device: torch.device, n_inputs: int | None, memory_limit: int,
-                 spill_dir: str | os.PathLike[str] | None) -> None:
+    def __init__(
+        self,
+        n_units: int,
+        *,
+        device: torch.device,
+        n_inputs: int | None,
+        memory_limit: int,
+        spill_dir: str | os.PathLike[str] | None,
+    ) -> None:
         self.device, self.memory_limit = device, memory_limit
         self.buffer = _ValueBuffer(n_units, n_inputs, device, memory_limit, spill_dir)
 
@@ -213,11 +226,17 @@ class _Spearman(_Accumulator):
         self.buffer.close()
 
 
-def correlate(activations: torch.Tensor | np.ndarray | Iterable[torch.Tensor], *,
-              method: CorrelationMethod = "spearman", device: str | torch.device = "auto",
-              n_inputs: int | None = None, batch_size: int = 8192, memory_limit: int = MEMORY_LIMIT,
-              spill_dir: str | os.PathLike[str] | None = None,
-              describe_unit: Callable[[int], str] | None = None) -> Correlation:
+def correlate(
+    activations: torch.Tensor | np.ndarray | Iterable[torch.Tensor],
+    *,
+    method: CorrelationMethod = "spearman",
+    device: str | torch.device = "auto",
+    n_inputs: int | None = None,
+    batch_size: int = 8192,
+    memory_limit: int = MEMORY_LIMIT,
+    spill_dir: str | os.PathLike[str] | None = None,
+    describe_unit: Callable[[int], str] | None = None,
+) -> Correlation:
     """Correlation matrix of units over inputs, streamed in batches with float64 accumulation.
 
     Parameters
@@ -260,13 +279,21 @@ def correlate(activations: torch.Tensor | np.ndarray | Iterable[torch.Tensor], *
     if isinstance(activations, np.ndarray):
         activations = torch.from_numpy(activations)
     try:
-        if method == "spearman" and isinstance(activations, torch.Tensor) and activations.dim() == 2 \
-                and activations.shape[0] >= 2 and _ranks_fit(activations.T, dev, memory_limit):
+        if (
+            method == "spearman"
+            and isinstance(activations, torch.Tensor)
+            and activations.dim() == 2
+            and activations.shape[0] >= 2
+            and _ranks_fit(activations.T, dev, memory_limit)
+        ):
             # The whole matrix is here and its ranks fit in RAM: rank straight from it, no buffer and no copy.
             gram = _spearman_gram(activations.to(torch.float32).T, dev, memory_limit)
             return _normalise(gram, (gram.diagonal() == 0).cpu(), activations.shape[0], "none")
-        start: Callable[[int], _Accumulator] = partial(_Pearson, device=dev) if method == "pearson" else partial(
-            _Spearman, device=dev, n_inputs=n_inputs, memory_limit=memory_limit, spill_dir=spill_dir)
+        start: Callable[[int], _Accumulator] = (
+            partial(_Pearson, device=dev)
+            if method == "pearson"
+            else partial(_Spearman, device=dev, n_inputs=n_inputs, memory_limit=memory_limit, spill_dir=spill_dir)
+        )
         return _accumulate(_batches(activations, batch_size), dev, start)
     except _NonFinite as error:
         raise _non_finite_error(error, describe_unit) from None
@@ -282,8 +309,9 @@ def _batches(activations: torch.Tensor | Iterable[torch.Tensor], batch_size: int
     return iter(activations)
 
 
-def _accumulate(batches: Iterator[torch.Tensor], device: torch.device,
-                start: Callable[[int], _Accumulator]) -> Correlation:
+def _accumulate(
+    batches: Iterator[torch.Tensor], device: torch.device, start: Callable[[int], _Accumulator]
+) -> Correlation:
     """Stream the batches into the accumulator ``start(n_units)`` makes, then normalise its Gram matrix."""
     accumulator: _Accumulator | None = None
     width = n = 0
@@ -292,8 +320,9 @@ def _accumulate(batches: Iterator[torch.Tensor], device: torch.device,
             if isinstance(batch, np.ndarray):
                 batch = torch.from_numpy(batch)
             if batch.dim() != 2:
-                raise ActivationError(f"An activation batch has shape {tuple(batch.shape)}; correlate takes "
-                                      "(batch, n_units) matrices.")
+                raise ActivationError(
+                    f"An activation batch has shape {tuple(batch.shape)}; correlate takes (batch, n_units) matrices."
+                )
             if batch.shape[0] == 0:
                 continue
             batch = batch.to(device)
@@ -315,9 +344,11 @@ def _accumulate(batches: Iterator[torch.Tensor], device: torch.device,
 
 def _non_finite_error(error: _NonFinite, describe_unit: Callable[[int], str] | None) -> ActivationError:
     unit = describe_unit(error.row) if describe_unit else f"column {error.row}"
-    return ActivationError(f"Non-finite activations (NaN or inf): {error.count:,}, the first in {unit} at input "
-                           f"{error.column:,}. neuronmap does not correlate them; check the model and the inputs' "
-                           "scale.")
+    return ActivationError(
+        f"Non-finite activations (NaN or inf): {error.count:,}, the first in {unit} at input "
+        f"{error.column:,}. neuronmap does not correlate them; check the model and the inputs' "
+        "scale."
+    )
 
 
 def _normalise(gram: torch.Tensor, constant: torch.Tensor, n_inputs: int, where: str) -> Correlation:
@@ -331,12 +362,21 @@ def _normalise(gram: torch.Tensor, constant: torch.Tensor, n_inputs: int, where:
     return Correlation(r=r.cpu(), constant=constant, n_inputs=n_inputs, buffer=where)
 
 
-def compute_correlations(module: nn.Module, inputs: torch.Tensor | np.ndarray | Iterable[Any], *,
-                         method: CorrelationMethod = "spearman", layers: str | Sequence[str | int] = "hidden",
-                         reduction: ChannelReduction = "l2", point: RecordPoint = "post", batch_size: int = 512,
-                         device: str | torch.device = "auto", input_shape: Sequence[int] | None = None,
-                         data: str = "", memory_limit: int = MEMORY_LIMIT,
-                         spill_dir: str | os.PathLike[str] | None = None) -> ActivationCorrelations:
+def compute_correlations(
+    module: nn.Module,
+    inputs: torch.Tensor | np.ndarray | Iterable[Any],
+    *,
+    method: CorrelationMethod = "spearman",
+    layers: str | Sequence[str | int] = "hidden",
+    reduction: ChannelReduction = "l2",
+    point: RecordPoint = "post",
+    batch_size: int = 512,
+    device: str | torch.device = "auto",
+    input_shape: Sequence[int] | None = None,
+    data: str = "",
+    memory_limit: int = MEMORY_LIMIT,
+    spill_dir: str | os.PathLike[str] | None = None,
+) -> ActivationCorrelations:
     """Record a module's units over a data set in batches and correlate them (methods.md §2).
 
     Parameters
@@ -362,13 +402,25 @@ def compute_correlations(module: nn.Module, inputs: torch.Tensor | np.ndarray | 
     -------
     ActivationCorrelations
     """
-    recorder = ActivationRecorder(module, layers=layers, reduction=reduction, point=point, input_shape=input_shape,
-                                  device=device)
-    result = correlate(recorder.batches(inputs, batch_size), method=method, device=recorder.device,
-                       n_inputs=_count_inputs(inputs), memory_limit=memory_limit, spill_dir=spill_dir,
-                       describe_unit=recorder.describe_unit)
+    recorder = ActivationRecorder(
+        module, layers=layers, reduction=reduction, point=point, input_shape=input_shape, device=device
+    )
+    result = correlate(
+        recorder.batches(inputs, batch_size),
+        method=method,
+        device=recorder.device,
+        n_inputs=_count_inputs(inputs),
+        memory_limit=memory_limit,
+        spill_dir=spill_dir,
+        describe_unit=recorder.describe_unit,
+    )
     constant = result.constant.numpy()
     meta = ActivationMeta(data=data, method=method, reduction=reduction, point=point, n_inputs=result.n_inputs)
-    return ActivationCorrelations(layers=recorder.layers, recorded=list(recorder.recorded),
-                                  ordinals=recorder.units[~constant], excluded=recorder.units[constant],
-                                  r=result.r, meta=meta)
+    return ActivationCorrelations(
+        layers=recorder.layers,
+        recorded=list(recorder.recorded),
+        ordinals=recorder.units[~constant],
+        excluded=recorder.units[constant],
+        r=result.r,
+        meta=meta,
+    )

@@ -34,7 +34,7 @@ def _add_gram_upper_(out: torch.Tensor, a: torch.Tensor) -> None:
         out.addmm_(a, a.T)
         return
     for i in range(0, p, GRAM_TILE):
-        out[i:i + GRAM_TILE, i:].addmm_(a[i:i + GRAM_TILE], a[i:].T)
+        out[i : i + GRAM_TILE, i:].addmm_(a[i : i + GRAM_TILE], a[i:].T)
 
 
 def _symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
@@ -47,6 +47,7 @@ def _symmetric_from_upper(upper: torch.Tensor) -> torch.Tensor:
 # float64's speed). Inner sums stop after INT8_CHUNK inputs, so none exceeds int32; they add up in int64, which
 # holds the whole sum exactly (:func:`_int8_digits` checks), and the result is converted to float64 once. Ranks
 # and Gram are thus exact integers; only the final normalisation rounds.
+
 
 def _int8_matmul_works() -> bool:
     """Whether ``torch._int_mm`` multiplies int8 matrices exactly on this CPU (older torch lacks it); probed once."""
@@ -79,7 +80,7 @@ def _int8_digits(n: int) -> int | None:
         digits += 1
     # The digits' weighted magnitudes Σ_d 256^d·|a_d| stay below n − 1 + 256^(digits−1), so no partial sum of a
     # Gram entry passes n times its square.
-    return digits if n * (n - 1 + 256 ** (digits - 1)) ** 2 < 2 ** 63 else None
+    return digits if n * (n - 1 + 256 ** (digits - 1)) ** 2 < 2**63 else None
 
 
 def _padded(size: int) -> int:
@@ -95,7 +96,7 @@ def _add_int8_products_(same: torch.Tensor, cross: torch.Tensor | None, planes: 
         for e in range(d, digits):
             # A_e A_dᵀ is (A_d A_eᵀ)ᵀ: each pair of digits is multiplied once, its transpose added at the end.
             target = same if d == e else cross
-            target.add_(torch._int_mm(planes[d], planes[e].T), alpha=256 ** (d + e))  # type: ignore[union-attr]
+            target.add_(torch._int_mm(planes[d], planes[e].T), alpha=256 ** (d + e))  # type: ignore[union-attr]  # cross is None only when d == e
 
 
 def _int8_gram_from(same: torch.Tensor, cross: torch.Tensor | None, p: int) -> torch.Tensor:
@@ -120,7 +121,7 @@ def _spearman_gram_int8(units: torch.Tensor, digits: int, memory_limit: int) -> 
         planes[:, :p, n:] = 0
         _rank_rows_numpy(units, planes[:, :p, :n].numpy())
         for k in range(0, n, INT8_CHUNK):
-            _add_int8_products_(same, cross, planes[:, :, k:k + INT8_CHUNK])
+            _add_int8_products_(same, cross, planes[:, :, k : k + INT8_CHUNK])
         return _int8_gram_from(same, cross, p)
     # Too many values for a copy: rank them in place, then take the digits of one chunk of inputs at a time.
     _rank_in_place(units)
@@ -129,10 +130,10 @@ def _spearman_gram_int8(units: torch.Tensor, digits: int, memory_limit: int) -> 
     planes = torch.zeros(digits, size, _padded(min(chunk, n)), dtype=torch.int8)
     for k in range(0, n, chunk):
         width = min(chunk, n - k)
-        part = planes[:, :, :_padded(width)]
+        part = planes[:, :, : _padded(width)]
         part[:, :, width:] = 0  # the last chunk's padding may hold the previous chunk's digits
-        v = doubled[:p * width].reshape(p, width)
-        np.multiply(units[:, k:k + width].numpy(), 2, out=v, casting="unsafe")  # half-integers: exact
+        v = doubled[: p * width].reshape(p, width)
+        np.multiply(units[:, k : k + width].numpy(), 2, out=v, casting="unsafe")  # half-integers: exact
         _split_digits(v, part[:, :p, :width].numpy())
         _add_int8_products_(same, cross, part)
     return _int8_gram_from(same, cross, p)
@@ -184,6 +185,6 @@ def _spearman_gram(units: torch.Tensor, device: torch.device, memory_limit: int)
     for k in range(0, n, chunk):
         width = min(chunk, n - k)
         part = work[:, :width]
-        part.copy_(units[:, k:k + width])
+        part.copy_(units[:, k : k + width])
         _add_gram_upper_(gram, part)
     return _symmetric_from_upper(gram)

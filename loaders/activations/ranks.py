@@ -29,6 +29,7 @@ def _cpu_threads() -> int:
 # twice those, the *doubled* ranks: a run of ties over sorted positions start..end gets start + end − (n−1), an
 # integer in [−(n−1), n−1], halved only when floats are written.
 
+
 def centered_ranks(values: torch.Tensor) -> torch.Tensor:
     """Rank each row of a (rows, n) float tensor: average ranks of ties, minus (n+1)/2; float32, same device.
 
@@ -110,7 +111,7 @@ def _rank_block(block: np.ndarray, out: np.ndarray, w: _RankWork) -> None:
     """
     c, n = block.shape
     bits = w.bits[:c]
-    _float_keys(block, bits, w.start[:c * n].reshape(c, n))  # the block is read here, once: ``out`` may be it
+    _float_keys(block, bits, w.start[: c * n].reshape(c, n))  # the block is read here, once: ``out`` may be it
     low, high = bits.min(axis=1), bits.max(axis=1)
     if bool((low < -_MAX_FINITE_KEY).any() or (high > _MAX_FINITE_KEY).any()):  # ±inf, NaN: beyond ±FLT_MAX
         bad = ~np.isfinite(block)
@@ -120,10 +121,10 @@ def _rank_block(block: np.ndarray, out: np.ndarray, w: _RankWork) -> None:
     runs = np.count_nonzero(bottom, axis=1)
     if int(runs.sum()) * COMPACT_SHARE >= c * n:
         index = np.flatnonzero(np.logical_not(bottom, out=bottom))
-        keys = np.take(bits.reshape(-1), index, out=w.keys[:index.size])
+        keys = np.take(bits.reshape(-1), index, out=w.keys[: index.size])
     else:
         runs[:] = 0
-        index, keys = w.flat[:c * n], bits.reshape(-1)
+        index, keys = w.flat[: c * n], bits.reshape(-1)
     m = index.size
     packed = w.packed[:m]
     np.copyto(packed, keys)
@@ -132,7 +133,7 @@ def _rank_block(block: np.ndarray, out: np.ndarray, w: _RankWork) -> None:
     offsets = np.zeros(c + 1, np.int64)
     np.cumsum(n - runs, out=offsets[1:])
     for row in range(c):
-        packed[offsets[row]:offsets[row + 1]].sort()
+        packed[offsets[row] : offsets[row + 1]].sort()
     # Sorted value g of row r has place g − offsets[r] + runs[r] in its row: without ties its doubled rank is
     # twice that minus (n−1); ties from g = s to e share s + e + 2(runs[r] − offsets[r]) − (n−1).
     doubled = w.start[:m]
@@ -201,9 +202,11 @@ def _rank_rows_numpy(values: np.ndarray | torch.Tensor, out: np.ndarray) -> None
     rows, n = values.shape
     if rows == 0 or n == 0:
         return
-    if n >= 2 ** 23:
-        raise ActivationError(f"Spearman ranks of {n:,} inputs would lose precision in float32; use at most "
-                              f"{2 ** 23 - 1:,} inputs or method='pearson'.")
+    if n >= 2**23:
+        raise ActivationError(
+            f"Spearman ranks of {n:,} inputs would lose precision in float32; use at most "
+            f"{2**23 - 1:,} inputs or method='pearson'."
+        )
     if isinstance(values, torch.Tensor):
         values = values.numpy()
     strided = values.strides[1] != values.itemsize
@@ -217,12 +220,12 @@ def _rank_rows_numpy(values: np.ndarray | torch.Tensor, out: np.ndarray) -> None
         tile = np.empty((min(tile_rows, hi - lo), n), np.float32) if strided else None
         for t in range(lo, hi, tile_rows):
             u = min(t + tile_rows, hi)
-            block = values[t:u] if tile is None else _transpose_into(tile[:u - t], values[t:u])
+            block = values[t:u] if tile is None else _transpose_into(tile[: u - t], values[t:u])
             for i in range(t, u, block_rows):
                 j = min(i + block_rows, u)
                 # _rank_block reads its block once, into scratch, before writing: ``out`` may be ``values``.
                 try:
-                    _rank_block(block[i - t:j - t], out[:, i:j] if out.dtype == np.int8 else out[i:j], scratch)
+                    _rank_block(block[i - t : j - t], out[:, i:j] if out.dtype == np.int8 else out[i:j], scratch)
                 except _NonFinite as error:
                     raise _NonFinite(i + error.row, error.column, error.count) from None
 
@@ -239,7 +242,7 @@ def _transpose_into(tile: np.ndarray, values: np.ndarray) -> np.ndarray:
     matrix are often a power of two apart (4 KiB for 1,024 float32 units): walking one long column block misses
     the TLB and the same cache sets at every row, while a short block stays in the L1 cache (5× faster)."""
     for k in range(0, values.shape[1], TRANSPOSE_INPUTS):
-        np.copyto(tile[:, k:k + TRANSPOSE_INPUTS], values[:, k:k + TRANSPOSE_INPUTS])
+        np.copyto(tile[:, k : k + TRANSPOSE_INPUTS], values[:, k : k + TRANSPOSE_INPUTS])
     return tile
 
 
@@ -258,7 +261,7 @@ def _rank_in_place(data: torch.Tensor, *, use_torch: bool | None = None) -> None
     n = data.shape[1]
     rows = max(1, min(data.shape[0], (64 << 20) // max(1, 24 * n)))  # sort workspace per block ≈ 64 MB
     for i in range(0, data.shape[0], rows):
-        data[i:i + rows] = _rank_rows_torch(data[i:i + rows])
+        data[i : i + rows] = _rank_rows_torch(data[i : i + rows])
 
 
 def _split_digits(v: np.ndarray, out: np.ndarray) -> None:

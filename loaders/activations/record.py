@@ -52,8 +52,10 @@ def _select_layers(layers: list[LayerRecord], selection: str | Sequence[str | in
         chosen = sorted({_layer_index(layers, item) for item in selection})
     if not chosen:
         names = ", ".join(f"{layer.name} ({layer.role})" for layer in layers)
-        raise ActivationError(f"layers={selection!r} selects no layer; this network's layers are: {names}. Pass "
-                              "layers='all' or name them.")
+        raise ActivationError(
+            f"layers={selection!r} selects no layer; this network's layers are: {names}. Pass "
+            "layers='all' or name them."
+        )
     return chosen
 
 
@@ -62,8 +64,10 @@ def _layer_index(layers: list[LayerRecord], item: str | int) -> int:
         if item == layer.name or (isinstance(item, int) and not isinstance(item, bool) and item == layer.index):
             return layer.index
     names = ", ".join(layer.name for layer in layers)
-    raise ActivationError(f"There is no layer {item!r} in this network; its layers are: {names}. Pass 'hidden', "
-                          "'all', or names or indexes from that list.")
+    raise ActivationError(
+        f"There is no layer {item!r} in this network; its layers are: {names}. Pass 'hidden', "
+        "'all', or names or indexes from that list."
+    )
 
 
 def _recorded_values(net: TracedNetwork, layer_values: list[str], recorded: list[int], point: str) -> list[str]:
@@ -119,9 +123,16 @@ class ActivationRecorder:
         Global ordinal of each recorded column.
     """
 
-    def __init__(self, module: nn.Module, *, layers: str | Sequence[str | int] = "hidden",
-                 reduction: ChannelReduction = "l2", point: RecordPoint = "post",
-                 input_shape: Sequence[int] | None = None, device: str | torch.device = "auto") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        layers: str | Sequence[str | int] = "hidden",
+        reduction: ChannelReduction = "l2",
+        point: RecordPoint = "post",
+        input_shape: Sequence[int] | None = None,
+        device: str | torch.device = "auto",
+    ) -> None:
         _check_option("reduction", reduction, REDUCTIONS)
         _check_option("point", point, POINTS)
         if not isinstance(module, nn.Module):
@@ -160,8 +171,10 @@ class ActivationRecorder:
         for index, value in zip(self.recorded, values):
             node = nodes.get(value)
             if node is None:  # pragma: no cover - both traces run the same tracer on the same module
-                raise ArchitectureError(f"Cannot find the value {value!r} of layer {self.layers[index].name!r} in "
-                                        "the traced graph; record with point='pre' or report this network.")
+                raise ArchitectureError(
+                    f"Cannot find the value {value!r} of layer {self.layers[index].name!r} in "
+                    "the traced graph; record with point='pre' or report this network."
+                )
             tap = f"_neuronmap_tap_{index}"
             gm.add_submodule(tap, _Tap())
             with gm.graph.inserting_after(node):
@@ -201,8 +214,10 @@ class ActivationRecorder:
             return torch.linalg.matrix_norm(x.float() if x.dtype not in (torch.float32, torch.float64) else x, ord=2)
         if x[0].numel() == layer.size:
             return x.reshape(x.shape[0], -1)
-        raise ActivationError(f"Layer {layer.name!r} produced a value of shape {tuple(x.shape[1:])}, which is neither "
-                              f"its {layer.size} units nor a (C, H, W) map of {layer.size} channels.")
+        raise ActivationError(
+            f"Layer {layer.name!r} produced a value of shape {tuple(x.shape[1:])}, which is neither "
+            f"its {layer.size} units nor a (C, H, W) map of {layer.size} channels."
+        )
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, n_units) float32 activations of one batch of inputs, on the device.
@@ -212,8 +227,10 @@ class ActivationRecorder:
         if tuple(x.shape[1:]) != self.input_shape and x[0].numel() == math.prod(self.input_shape):
             x = x.reshape(x.shape[0], *self.input_shape)
         if tuple(x.shape[1:]) != self.input_shape:
-            raise ActivationError(f"Inputs of shape {tuple(x.shape[1:])} do not fit this network, which reads "
-                                  f"{self.input_shape} (without the batch dim). Reshape the data set's inputs.")
+            raise ActivationError(
+                f"Inputs of shape {tuple(x.shape[1:])} do not fit this network, which reads "
+                f"{self.input_shape} (without the batch dim). Reshape the data set's inputs."
+            )
         flags = {m: m.training for m in self._module.modules()}
         self._module.eval()
         self._captured.clear()
@@ -229,8 +246,9 @@ class ActivationRecorder:
             for m, training in flags.items():
                 m.training = training
 
-    def batches(self, inputs: torch.Tensor | np.ndarray | Iterable[Any], batch_size: int = 512
-                ) -> Iterator[torch.Tensor]:
+    def batches(
+        self, inputs: torch.Tensor | np.ndarray | Iterable[Any], batch_size: int = 512
+    ) -> Iterator[torch.Tensor]:
         """Record ``inputs`` batch by batch; see :func:`iter_inputs` for what ``inputs`` may be."""
         for batch in iter_inputs(inputs, batch_size):
             yield self(batch)
@@ -245,7 +263,7 @@ def iter_inputs(inputs: torch.Tensor | np.ndarray | Iterable[Any], batch_size: i
         inputs = torch.from_numpy(inputs)
     if isinstance(inputs, torch.Tensor):
         for start in range(0, inputs.shape[0], batch_size):
-            yield inputs[start:start + batch_size]
+            yield inputs[start : start + batch_size]
         return
     for item in inputs:
         if isinstance(item, (tuple, list)):
@@ -253,8 +271,9 @@ def iter_inputs(inputs: torch.Tensor | np.ndarray | Iterable[Any], batch_size: i
         if isinstance(item, np.ndarray):
             item = torch.from_numpy(item)
         if not isinstance(item, torch.Tensor):
-            raise ActivationError(f"An input batch is a {type(item).__name__}; pass tensors, arrays, or (x, y) pairs "
-                                  "of them.")
+            raise ActivationError(
+                f"An input batch is a {type(item).__name__}; pass tensors, arrays, or (x, y) pairs of them."
+            )
         yield item
 
 

@@ -29,11 +29,11 @@ def _keep_mask(r2: torch.Tensor, min_r2: float, top_k: int | None, row_chunk: in
     if top_k is not None and top_k < n - 1:
         chosen = torch.zeros(n, n, dtype=torch.bool)
         for lo in range(0, n, row_chunk):
-            rows = r2[lo:lo + row_chunk].clone()
+            rows = r2[lo : lo + row_chunk].clone()
             rows[torch.arange(rows.shape[0]), torch.arange(lo, lo + rows.shape[0])] = -1.0  # never one's own partner
             # A stable sort makes ties go to the lower ordinal, so the choice is reproducible.
             order = torch.sort(rows, dim=1, descending=True, stable=True).indices[:, :top_k]
-            chosen[lo:lo + rows.shape[0]].scatter_(1, order, True)
+            chosen[lo : lo + rows.shape[0]].scatter_(1, order, True)
         keep &= chosen | chosen.T
     return keep
 
@@ -62,10 +62,19 @@ def sparsify(corr: ActivationCorrelations, *, min_r2: float = 0.0, top_k: int | 
     keep = torch.triu(_keep_mask(r2, min_r2, top_k), diagonal=1)
     i, j = torch.nonzero(keep, as_tuple=True)  # row-major: sorted by (i, j), and ordinals ascend with the index
     ordinals = torch.from_numpy(np.asarray(corr.ordinals, dtype=np.int64))
-    return ActivationEdges(layers=corr.layers, recorded=list(corr.recorded), ordinals=corr.ordinals,
-                           excluded=corr.excluded, src=ordinals[i].numpy(), dst=ordinals[j].numpy(),
-                           r=r[i, j].numpy(), r2=r2[i, j].numpy(), min_r2=float(min_r2), top_k=top_k,
-                           meta=corr.meta)
+    return ActivationEdges(
+        layers=corr.layers,
+        recorded=list(corr.recorded),
+        ordinals=corr.ordinals,
+        excluded=corr.excluded,
+        src=ordinals[i].numpy(),
+        dst=ordinals[j].numpy(),
+        r=r[i, j].numpy(),
+        r2=r2[i, j].numpy(),
+        min_r2=float(min_r2),
+        top_k=top_k,
+        meta=corr.meta,
+    )
 
 
 def count_edges(corr: ActivationCorrelations, *, min_r2: float = 0.0, top_k: int | None = None) -> int:

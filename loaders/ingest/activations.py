@@ -31,8 +31,10 @@ from neuronmap.loaders.ingest.weights import UnknownModelError, model_status
 
 class ModelNotReadyForActivationsError(LoadError, RuntimeError):
     def __init__(self, model: str, status: str) -> None:
-        super().__init__(f"Model {model!r} is {status!r}, not ready, so its neurons cannot take correlation edges. "
-                         "Finish its `neuronmap ingest` first (re-running it replaces the leftovers).")
+        super().__init__(
+            f"Model {model!r} is {status!r}, not ready, so its neurons cannot take correlation edges. "
+            "Finish its `neuronmap ingest` first (re-running it replaces the leftovers)."
+        )
         self.model, self.status = model, status
 
 
@@ -58,7 +60,8 @@ def _check_layout(store: Store, model: str, edges: ActivationEdges) -> None:
             raise ActivationLayoutError(
                 f"The correlations were recorded from layer {index} ({layer.name!r}, {layer.size:,} units), but "
                 f"model {model!r} {found}. Record them from the network that was ingested as {model!r} (the same "
-                "--arch and input shape).")
+                "--arch and input shape)."
+            )
 
 
 def edge_batches(edges: ActivationEdges, batch_size: int) -> Iterator[tuple[int, int, list[dict[str, Any]], int]]:
@@ -88,8 +91,14 @@ def edge_batches(edges: ActivationEdges, batch_size: int) -> Iterator[tuple[int,
             yield current[0], current[1], rows, count
             rows, count = [], 0
         current = (s_layer, d_layer)
-        rows.append({"src": int(src[start] - offsets[s_layer]), "dst": (dst[start:end] - offsets[d_layer]).tolist(),
-                     "r": r[start:end].tolist(), "r2": r2[start:end].tolist()})
+        rows.append(
+            {
+                "src": int(src[start] - offsets[s_layer]),
+                "dst": (dst[start:end] - offsets[d_layer]).tolist(),
+                "r": r[start:end].tolist(),
+                "r2": r2[start:end].tolist(),
+            }
+        )
         count += int(end - start)
         if count >= batch_size:
             yield s_layer, d_layer, rows, count
@@ -98,9 +107,17 @@ def edge_batches(edges: ActivationEdges, batch_size: int) -> Iterator[tuple[int,
         yield current[0], current[1], rows, count
 
 
-def ingest_activation_graph(store: Store, model: str, name: str, edges: ActivationEdges, *, replace: bool = False,
-                            batch_size: int = 20_000, workers: int = 2,
-                            on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
+def ingest_activation_graph(
+    store: Store,
+    model: str,
+    name: str,
+    edges: ActivationEdges,
+    *,
+    replace: bool = False,
+    batch_size: int = 20_000,
+    workers: int = 2,
+    on_batch: Callable[[int], None] = lambda n_edges: None,
+) -> int:
     """Store ``edges`` as activation graph ``name`` of the ready model ``model``; returns the edges written.
 
     Parameters
@@ -136,8 +153,9 @@ def ingest_activation_graph(store: Store, model: str, name: str, edges: Activati
     if not isinstance(name, str) or not name.strip():
         raise ActivationError(f"An activation graph needs a non-empty name, got {name!r}; pass --name.")
     if name == "weight":
-        raise ActivationError("'weight' names a model's own weight edges when clustering; choose another --name for "
-                              "the activation graph.")
+        raise ActivationError(
+            "'weight' names a model's own weight edges when clustering; choose another --name for the activation graph."
+        )
     status = model_status(store, model)
     if status is None:
         raise UnknownModelError(model)
@@ -155,14 +173,17 @@ def ingest_activation_graph(store: Store, model: str, name: str, edges: Activati
     except neo4j.exceptions.ConstraintError:
         raise ActivationGraphExistsError(model, name, concurrent=True) from None
     try:
-        batches = ((dict(model=model, graph=name, src_layer=src, dst_layer=dst, rows=rows), count)
-                   for src, dst, rows, count in edge_batches(edges, batch_size))
+        batches = (
+            (dict(model=model, graph=name, src_layer=src, dst_layer=dst, rows=rows), count)
+            for src, dst, rows, count in edge_batches(edges, batch_size)
+        )
         written = store.run_concurrently("activations.create_edges", batches, workers=workers, on_batch=on_batch)
         store.run("activations.mark_ready", model=model, name=name, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
         try:
-            store.run("activations.mark_failed", model=model, name=name,
-                      reason=f"{type(error).__name__}: {error}"[:500])
+            store.run(
+                "activations.mark_failed", model=model, name=name, reason=f"{type(error).__name__}: {error}"[:500]
+            )
         except Exception:
             pass  # the graph stays 'loading', which analysis ignores just the same
         raise

@@ -21,8 +21,9 @@ NEURONS_PER_BATCH = 20_000
 
 class ModelExistsError(LoadError, FileExistsError):
     def __init__(self, model: str) -> None:
-        super().__init__(f"Model {model!r} is already in the store. Pass --replace to re-ingest it, "
-                         "or choose another --name.")
+        super().__init__(
+            f"Model {model!r} is already in the store. Pass --replace to re-ingest it, or choose another --name."
+        )
         self.model = model
 
 
@@ -43,9 +44,14 @@ def neuron_rows(graph: ModelGraph, max_rows: int = NEURONS_PER_BATCH) -> Iterato
     for layer, bias in zip(graph.layers, graph.biases):
         values = np.zeros(layer.size) if bias is None else np.asarray(bias, dtype=np.float64)
         for start in range(0, layer.size, max_rows):
-            chunk = values[start:start + max_rows]
-            yield {"layer": layer.index, "role": layer.role, "start": start,
-                   "ordinal": int(graph.offsets[layer.index]) + start, "bias": chunk.tolist()}
+            chunk = values[start : start + max_rows]
+            yield {
+                "layer": layer.index,
+                "role": layer.role,
+                "start": start,
+                "ordinal": int(graph.offsets[layer.index]) + start,
+                "bias": chunk.tolist(),
+            }
 
 
 def edge_batches(graph: ModelGraph, batch_size: int) -> Iterator[tuple[int, int, list[dict[str, Any]], int]]:
@@ -75,8 +81,16 @@ def _check_finite(graph: ModelGraph) -> None:
             raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, block.weight.size)
 
 
-def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False, batch_size: int = 10_000,
-           workers: int = 3, on_batch: Callable[[int], None] = lambda n_edges: None) -> int:
+def ingest(
+    store: Store,
+    model: str,
+    graph: ModelGraph,
+    *,
+    replace: bool = False,
+    batch_size: int = 10_000,
+    workers: int = 3,
+    on_batch: Callable[[int], None] = lambda n_edges: None,
+) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
 
     Parameters
@@ -126,8 +140,10 @@ def ingest(store: Store, model: str, graph: ModelGraph, *, replace: bool = False
     store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
     try:
         store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
-        batches = ((dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
-                   for src, dst, rows, count in edge_batches(graph, batch_size))
+        batches = (
+            (dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
+            for src, dst, rows, count in edge_batches(graph, batch_size)
+        )
         written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=on_batch)
         store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise

@@ -29,8 +29,9 @@ class BatchNormParams:
         return int(self.running_mean.shape[0])
 
 
-def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
-                   bn: BatchNormParams) -> tuple[torch.Tensor, torch.Tensor]:
+def fold_batchnorm(
+    weight: torch.Tensor, bias: torch.Tensor | None, bn: BatchNormParams
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The weight and bias of ``bn(layer(x))`` as one layer, in float64.
 
     Parameters

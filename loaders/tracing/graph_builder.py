@@ -26,8 +26,10 @@ from neuronmap.loaders.tracing.weight_edges import conv_edges, flatten_linear_ed
 StepKind = Literal["linear", "conv", "batch_norm", "elementwise", "pool", "spatial_mean", "reshape", "add"]
 Layout = Literal["units", "channels", "flat"]
 
-_FOLD_HINT = ("neuronmap folds BatchNorm into the Linear or Conv2d whose output it reads directly; pass "
-              "fold_batchnorm=False (--no-fold-batchnorm) to keep the weights unscaled and treat it as a pass-through")
+_FOLD_HINT = (
+    "neuronmap folds BatchNorm into the Linear or Conv2d whose output it reads directly; pass "
+    "fold_batchnorm=False (--no-fold-batchnorm) to keep the weights unscaled and treat it as a pass-through"
+)
 
 
 class StepFields(TypedDict):
@@ -103,8 +105,13 @@ class _Contribution:
     map_shape: tuple[int, int, int] | None = None
 
 
-def build_graph(net: TracedNetwork, *, kernel_norm: KernelNorm = "entry_l1", fold_batchnorm: bool = True,
-                meta: ModelMeta | None = None) -> ModelGraph:
+def build_graph(
+    net: TracedNetwork,
+    *,
+    kernel_norm: KernelNorm = "entry_l1",
+    fold_batchnorm: bool = True,
+    meta: ModelMeta | None = None,
+) -> ModelGraph:
     """Layers, edge blocks and biases of a traced network.
 
     Parameters
@@ -127,15 +134,21 @@ def build_graph(net: TracedNetwork, *, kernel_norm: KernelNorm = "entry_l1", fol
     weights, biases = _fold_and_check(layers)
     blocks = _compute_blocks(layers, contributions, weights, kernel_norm)
     records = [
-        LayerRecord(index=i, name=layer.name, kind=layer.kind,
-                    role="input" if i == 0 else ("output" if i in output_layers else "hidden"),
-                    size=layer.size, shape=list(layer.shape))
+        LayerRecord(
+            index=i,
+            name=layer.name,
+            kind=layer.kind,
+            role="input" if i == 0 else ("output" if i in output_layers else "hidden"),
+            size=layer.size,
+            shape=list(layer.shape),
+        )
         for i, layer in enumerate(layers)
     ]
     return ModelGraph(layers=records, blocks=blocks, biases=biases, meta=meta or ModelMeta())
 
 
 # -- pass 1: structure ---------------------------------------------------------------------------------------------
+
 
 def _input_layout(net: TracedNetwork) -> Layout:
     """Whether the input's neurons are its features (MLP) or its channels (CNN).
@@ -157,17 +170,23 @@ def _input_layout(net: TracedNetwork) -> Layout:
                 seen.add(step.out)
                 frontier.append(step.out)
     if not reached:
-        raise ArchitectureError("No Linear or Conv2d layer reads the network's input, so the network has no "
-                                "weights to build a graph from.")
+        raise ArchitectureError(
+            "No Linear or Conv2d layer reads the network's input, so the network has no weights to build a graph from."
+        )
     if len(reached) == 2:
-        raise UnsupportedLayerError(reached["linear"].path, reached["linear"].type_name,
-                                    f"reads the network input while Conv2d {reached['conv'].path!r} also does",
-                                    hint="neuronmap needs the input's neurons to be either its features (an MLP) "
-                                         "or its channels (a CNN), not both")
+        raise UnsupportedLayerError(
+            reached["linear"].path,
+            reached["linear"].type_name,
+            f"reads the network input while Conv2d {reached['conv'].path!r} also does",
+            hint="neuronmap needs the input's neurons to be either its features (an MLP) "
+            "or its channels (a CNN), not both",
+        )
     if "conv" in reached:
         if len(net.input_shape) != 3:
-            raise ArchitectureError(f"The network's input has shape {net.input_shape} (without the batch dim), but "
-                                    "a Conv2d reads it; pass a (C, H, W) input shape.")
+            raise ArchitectureError(
+                f"The network's input has shape {net.input_shape} (without the batch dim), but "
+                "a Conv2d reads it; pass a (C, H, W) input shape."
+            )
         return "channels"
     return "units"
 
@@ -196,10 +215,12 @@ def _plan(net: TracedNetwork, fold_batchnorm: bool) -> tuple[list[_Layer], list[
             index = len(layers)
             name = _unique(step.name, names)
             contributions += _weight_contributions(step, x, index)
-            layers.append(_Layer(name=name, kind=step.kind, size=int(_weight(step).shape[0]), shape=step.shape,
-                                 step=step))
-            values[step.out] = _Value(sources=(index,), layout="channels" if step.kind == "conv" else "units",
-                                      shape=step.shape)
+            layers.append(
+                _Layer(name=name, kind=step.kind, size=int(_weight(step).shape[0]), shape=step.shape, step=step)
+            )
+            values[step.out] = _Value(
+                sources=(index,), layout="channels" if step.kind == "conv" else "units", shape=step.shape
+            )
             layer_of_value[step.out] = index
         elif step.kind == "batch_norm":
             (x,) = ins
@@ -207,31 +228,36 @@ def _plan(net: TracedNetwork, fold_batchnorm: bool) -> tuple[list[_Layer], list[
             if fold_batchnorm:
                 layer_index = layer_of_value.get(step.inputs[0])
                 if layer_index is None or n_consumers[step.inputs[0]] != 1:
-                    raise UnsupportedLayerError(step.path, step.type_name,
-                                                "does not directly follow a Linear or Conv2d output"
-                                                if layer_index is None else
-                                                "reads a layer output that is also used elsewhere",
-                                                hint=_FOLD_HINT)
+                    raise UnsupportedLayerError(
+                        step.path,
+                        step.type_name,
+                        "does not directly follow a Linear or Conv2d output"
+                        if layer_index is None
+                        else "reads a layer output that is also used elsewhere",
+                        hint=_FOLD_HINT,
+                    )
                 _attach_batch_norm(step, layers[layer_index])
                 layer_of_value[step.out] = layer_index
         elif step.kind == "elementwise":
             (x,) = ins
             if step.shape != x.shape:
-                raise UnsupportedLayerError(step.path, step.type_name,
-                                            f"changes the shape {x.shape} to {step.shape}")
+                raise UnsupportedLayerError(step.path, step.type_name, f"changes the shape {x.shape} to {step.shape}")
             values[step.out] = x
         elif step.kind == "pool":
             (x,) = ins
             if x.layout != "channels" or len(step.shape) != 3 or step.shape[0] != x.shape[0]:
-                raise UnsupportedLayerError(step.path, step.type_name,
-                                            f"pools a value of shape {x.shape} that is not a (C, H, W) map of "
-                                            "channels")
+                raise UnsupportedLayerError(
+                    step.path,
+                    step.type_name,
+                    f"pools a value of shape {x.shape} that is not a (C, H, W) map of channels",
+                )
             values[step.out] = replace(x, shape=step.shape)
         elif step.kind == "spatial_mean":
             (x,) = ins
             if x.layout != "channels":
-                raise UnsupportedLayerError(step.path, step.type_name,
-                                            f"averages a value of shape {x.shape} that is not a (C, H, W) map")
+                raise UnsupportedLayerError(
+                    step.path, step.type_name, f"averages a value of shape {x.shape} that is not a (C, H, W) map"
+                )
             # One scalar per channel: a (C,) vector of the same neurons, or (C, 1, 1) with keepdim.
             values[step.out] = _Value(x.sources, "units" if len(step.shape) == 1 else "channels", step.shape)
         elif step.kind == "reshape":
@@ -257,8 +283,9 @@ def _attach_batch_norm(step: Step, layer: _Layer) -> None:
     bn = step.bn
     assert bn is not None, f"batch_norm step {step.out!r} has no parameters"  # both front ends set them
     if bn.num_features != layer.size:
-        raise ArchitectureError(f"BatchNorm {step.path!r} normalises {bn.num_features} features, "
-                                f"but layer {layer.name!r} has {layer.size}.")
+        raise ArchitectureError(
+            f"BatchNorm {step.path!r} normalises {bn.num_features} features, but layer {layer.name!r} has {layer.size}."
+        )
     layer.batch_norms.append(bn)
 
 
@@ -276,22 +303,32 @@ def _weight_contributions(step: Step, x: _Value, dst: int) -> list[_Contribution
     weight = _weight(step)
     if step.kind == "conv":
         if x.layout != "channels" or len(x.shape) != 3:
-            raise UnsupportedLayerError(step.path, step.type_name,
-                                        f"reads a value of shape {x.shape} that is not a (C, H, W) map of channels")
+            raise UnsupportedLayerError(
+                step.path, step.type_name, f"reads a value of shape {x.shape} that is not a (C, H, W) map of channels"
+            )
         if weight.dim() != 4:
-            raise UnsupportedLayerError(step.path, step.type_name, f"has a {weight.dim() - 2}-D kernel",
-                                        hint="neuronmap reads 2-D convolutions only")
+            raise UnsupportedLayerError(
+                step.path,
+                step.type_name,
+                f"has a {weight.dim() - 2}-D kernel",
+                hint="neuronmap reads 2-D convolutions only",
+            )
         if x.shape[0] != weight.shape[1] * step.groups:
-            raise ArchitectureError(f"Conv2d {step.path!r} expects {weight.shape[1] * step.groups} input channels "
-                                    f"but reads {x.shape[0]}.")
+            raise ArchitectureError(
+                f"Conv2d {step.path!r} expects {weight.shape[1] * step.groups} input channels but reads {x.shape[0]}."
+            )
         return [_Contribution(src, dst, "conv") for src in x.sources]
     if len(x.shape) != 1:
-        raise UnsupportedLayerError(step.path, step.type_name,
-                                    f"is applied to the last dim of a value of shape {x.shape}",
-                                    hint="Flatten the value first so every element is one input feature")
+        raise UnsupportedLayerError(
+            step.path,
+            step.type_name,
+            f"is applied to the last dim of a value of shape {x.shape}",
+            hint="Flatten the value first so every element is one input feature",
+        )
     if x.shape[0] != weight.shape[1]:
-        raise ArchitectureError(f"Linear {step.path!r} expects {weight.shape[1]} input features "
-                                f"but reads {x.shape[0]}.")
+        raise ArchitectureError(
+            f"Linear {step.path!r} expects {weight.shape[1]} input features but reads {x.shape[0]}."
+        )
     if x.layout == "flat":
         return [_Contribution(src, dst, "flat", x.map_shape) for src in x.sources]
     return [_Contribution(src, dst, "linear") for src in x.sources]
@@ -318,10 +355,13 @@ def _reshape(step: Step, x: _Value) -> _Value:
             return _Value(x.sources, "flat", shape, map_shape=(c, h, w))
     if x.layout == "flat" and shape == x.map_shape:
         return _Value(x.sources, "channels", shape)
-    raise UnsupportedLayerError(step.path, step.type_name,
-                                f"reshapes a {x.layout} value of shape {x.shape} to {shape}",
-                                hint="neuronmap follows flattening a (C, H, W) map to (C·H·W,) and reshapes that "
-                                     "keep whole channels or units together")
+    raise UnsupportedLayerError(
+        step.path,
+        step.type_name,
+        f"reshapes a {x.layout} value of shape {x.shape} to {shape}",
+        hint="neuronmap follows flattening a (C, H, W) map to (C·H·W,) and reshapes that "
+        "keep whole channels or units together",
+    )
 
 
 def _add(step: Step, ins: list[_Value]) -> _Value:
@@ -329,13 +369,17 @@ def _add(step: Step, ins: list[_Value]) -> _Value:
         return replace(ins[0], shape=step.shape)  # adding a constant moves no neuron
     a, b = ins
     if (a.layout, a.shape, a.map_shape) != (b.layout, b.shape, b.map_shape) or a.shape != step.shape:
-        raise UnsupportedLayerError(step.path, step.type_name,
-                                    f"adds values of shapes {a.shape} and {b.shape} ({a.layout}, {b.layout})",
-                                    hint="neuronmap follows residual adds of two values with the same neurons")
+        raise UnsupportedLayerError(
+            step.path,
+            step.type_name,
+            f"adds values of shapes {a.shape} and {b.shape} ({a.layout}, {b.layout})",
+            hint="neuronmap follows residual adds of two values with the same neurons",
+        )
     return _Value(a.sources + b.sources, a.layout, a.shape, a.map_shape)
 
 
 # -- pass 2: numbers -----------------------------------------------------------------------------------------------
+
 
 def _fold_and_check(layers: list[_Layer]) -> tuple[dict[int, torch.Tensor], list[np.ndarray | None]]:
     """Float64 weights (by layer index) and biases of every layer after folding; raises on NaN or inf."""
@@ -347,8 +391,11 @@ def _fold_and_check(layers: list[_Layer]) -> tuple[dict[int, torch.Tensor], list
         if step.bias is not None:
             _check_finite(layer.name, step.bias, "biases")
         weight = _weight(step).detach().to("cpu", torch.float64)
-        bias = (torch.zeros(layer.size, dtype=torch.float64) if step.bias is None
-                else step.bias.detach().to("cpu", torch.float64))
+        bias = (
+            torch.zeros(layer.size, dtype=torch.float64)
+            if step.bias is None
+            else step.bias.detach().to("cpu", torch.float64)
+        )
         for bn in layer.batch_norms:
             weight, bias = fold_batchnorm(weight, bias, bn)
         if layer.batch_norms:
@@ -366,8 +413,9 @@ def _check_finite(layer: str, tensor: torch.Tensor, what: str, note: str = "") -
         raise NonFiniteWeightsError(layer, bad, tensor.numel(), what=what, note=note)
 
 
-def _compute_blocks(layers: list[_Layer], contributions: list[_Contribution],
-                    weights: dict[int, torch.Tensor], kernel_norm: KernelNorm) -> list[EdgeBlock]:
+def _compute_blocks(
+    layers: list[_Layer], contributions: list[_Contribution], weights: dict[int, torch.Tensor], kernel_norm: KernelNorm
+) -> list[EdgeBlock]:
     """One block per (source layer, layer) pair; contributions that meet on the same pair are summed."""
     cache: dict[tuple[int, str, tuple[int, int, int] | None], np.ndarray] = {}
     summed: dict[tuple[int, int], np.ndarray] = {}
@@ -385,5 +433,7 @@ def _compute_blocks(layers: list[_Layer], contributions: list[_Contribution],
         block = cache[key]
         pair = (c.src, c.dst)
         summed[pair] = summed[pair] + block if pair in summed else block.copy()
-    return [EdgeBlock(src_layer=src, dst_layer=dst, weight=w)
-            for (src, dst), w in sorted(summed.items(), key=lambda item: (item[0][1], item[0][0]))]
+    return [
+        EdgeBlock(src_layer=src, dst_layer=dst, weight=w)
+        for (src, dst), w in sorted(summed.items(), key=lambda item: (item[0][1], item[0][0]))
+    ]

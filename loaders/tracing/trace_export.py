@@ -31,11 +31,47 @@ def _packets(*names: str) -> set[Any]:
 
 
 _ELEMENTWISE = _packets(
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "_prelu_kernel", "elu", "elu_", "selu", "selu_",
-    "celu", "gelu", "gelu_", "silu", "silu_", "mish", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_",
-    "hardswish", "hardsigmoid", "softplus", "log_sigmoid", "softmax", "_softmax", "log_softmax", "_log_softmax",
-    "dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "clone", "alias", "detach", "contiguous",
-    "_to_copy", "to",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "prelu",
+    "_prelu_kernel",
+    "elu",
+    "elu_",
+    "selu",
+    "selu_",
+    "celu",
+    "gelu",
+    "gelu_",
+    "silu",
+    "silu_",
+    "mish",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardtanh",
+    "hardtanh_",
+    "hardswish",
+    "hardsigmoid",
+    "softplus",
+    "log_sigmoid",
+    "softmax",
+    "_softmax",
+    "log_softmax",
+    "_log_softmax",
+    "dropout",
+    "feature_dropout",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "clone",
+    "alias",
+    "detach",
+    "contiguous",
+    "_to_copy",
+    "to",
 )
 _POOL = _packets("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "_adaptive_avg_pool2d")
 _RESHAPE = _packets("flatten", "view", "reshape", "_unsafe_view", "squeeze", "unsqueeze")
@@ -47,8 +83,9 @@ _TUPLE_OPS: dict[Any, StepKind] = {
 }
 
 
-def graph_from_exported(ep: ExportedProgram, *, kernel_norm: KernelNorm = "entry_l1",
-                        fold_batchnorm: bool = True) -> ModelGraph:
+def graph_from_exported(
+    ep: ExportedProgram, *, kernel_norm: KernelNorm = "entry_l1", fold_batchnorm: bool = True
+) -> ModelGraph:
     """Read a ``torch.export`` program into neurons and weighted edges.
 
     Parameters
@@ -76,8 +113,9 @@ def graph_from_exported(ep: ExportedProgram, *, kernel_norm: KernelNorm = "entry
     """
     kernel_norm = check_kernel_norm(kernel_norm)
     net = trace_export(ep)
-    meta = ModelMeta(arch="torch.export", source="ExportedProgram", kernel_norm=kernel_norm,
-                     fold_batchnorm=fold_batchnorm)
+    meta = ModelMeta(
+        arch="torch.export", source="ExportedProgram", kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm
+    )
     return build_graph(net, kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm, meta=meta)
 
 
@@ -92,8 +130,11 @@ class _Translator:
     def __init__(self, ep: ExportedProgram) -> None:
         self.ep = ep
         sig = ep.graph_signature
-        self.fqn: dict[str, str] = {**sig.inputs_to_parameters, **sig.inputs_to_buffers,
-                                    **sig.inputs_to_lifted_tensor_constants}
+        self.fqn: dict[str, str] = {
+            **sig.inputs_to_parameters,
+            **sig.inputs_to_buffers,
+            **sig.inputs_to_lifted_tensor_constants,
+        }
         self.user_inputs = list(sig.user_inputs)
         self.user_outputs = list(sig.user_outputs)
         self.value_of: dict[fx.Node, str] = {}  # network nodes → the value name they carry
@@ -106,8 +147,10 @@ class _Translator:
         tensors = [n for n in inputs if isinstance(n.meta.get("val"), torch.Tensor)]
         if len(tensors) != 1 or len(inputs) != 1:
             names = ", ".join(n.name for n in inputs)
-            raise ArchitectureError(f"The exported program takes {len(inputs)} inputs ({names}); neuronmap reads "
-                                    "networks with exactly one input tensor.")
+            raise ArchitectureError(
+                f"The exported program takes {len(inputs)} inputs ({names}); neuronmap reads "
+                "networks with exactly one input tensor."
+            )
         (x,) = tensors
         self.value_of[x] = x.name
         steps: list[Step] = []
@@ -125,14 +168,16 @@ class _Translator:
             self.value_of[node] = step.out
             steps.append(step)
         output = next(n for n in graph.nodes if n.op == "output")
-        outputs = tuple(self.value_of[n] for n in nodes_in(output.args)
-                        if n.name in self.user_outputs and n in self.value_of)
+        outputs = tuple(
+            self.value_of[n] for n in nodes_in(output.args) if n.name in self.user_outputs and n in self.value_of
+        )
         return TracedNetwork(input=x.name, input_shape=_shape(x, "the input"), steps=steps, outputs=outputs)
 
     def _getitem(self, node: fx.Node) -> None:
         source, index = node.args
-        if isinstance(source, fx.Node) and (source.target in _TUPLE_OPS
-                                            or getattr(source.target, "overloadpacket", None) in _TUPLE_OPS):
+        if isinstance(source, fx.Node) and (
+            source.target in _TUPLE_OPS or getattr(source.target, "overloadpacket", None) in _TUPLE_OPS
+        ):
             if index == 0:
                 self.value_of[node] = self.value_of[source]  # the activation; other items are never followed
             return
@@ -151,13 +196,15 @@ class _Translator:
         if not isinstance(val, torch.Tensor):
             raise UnsupportedLayerError(path, type_name, f"calls {node.target}, which does not return a tensor")
         inputs = tuple(self.value_of[a] for a in nodes_in((node.args, node.kwargs)) if a in self.value_of)
-        base = StepFields(out=node.name, inputs=inputs, shape=tuple(int(d) for d in val.shape[1:]), path=path,
-                          type_name=type_name)
+        base = StepFields(
+            out=node.name, inputs=inputs, shape=tuple(int(d) for d in val.shape[1:]), path=path, type_name=type_name
+        )
         arg, tensor, weight_of = self._arg, self._tensor, self._weight
 
         if packet is aten.linear:
-            return Step(kind="linear", name=self._layer_name(node, 1), weight=weight_of(node, 1),
-                        bias=tensor(node, 2), **base)
+            return Step(
+                kind="linear", name=self._layer_name(node, 1), weight=weight_of(node, 1), bias=tensor(node, 2), **base
+            )
         if packet in (aten.addmm, aten.mm):  # decomposed linear: addmm(b, x, W.T), mm(x, W.T)
             offset = 1 if packet is aten.addmm else 0
             if arg(node, 3 + offset, default=1) != 1 or arg(node, 4 + offset, default=1) != 1:
@@ -168,25 +215,50 @@ class _Translator:
             bias = tensor(node, 0) if packet is aten.addmm else None
             return Step(kind="linear", name=self._layer_name(node, offset + 1), weight=weight, bias=bias, **base)
         if packet is aten.conv2d:  # conv2d(x, w, b, stride, padding, dilation, groups)
-            return Step(kind="conv", name=self._layer_name(node, 1), weight=weight_of(node, 1),
-                        bias=tensor(node, 2), groups=int(arg(node, 6, default=1)), **base)
+            return Step(
+                kind="conv",
+                name=self._layer_name(node, 1),
+                weight=weight_of(node, 1),
+                bias=tensor(node, 2),
+                groups=int(arg(node, 6, default=1)),
+                **base,
+            )
         if packet is aten.convolution:  # convolution(x, w, b, stride, padding, dilation, transposed, out_pad, groups)
             weight = weight_of(node, 1)
             if arg(node, 6) or weight.dim() != 4:
-                raise UnsupportedLayerError(path, type_name, f"calls {node.target} as a transposed or non-2-D "
-                                                             "convolution, which is not supported")
-            return Step(kind="conv", name=self._layer_name(node, 1), weight=weight, bias=tensor(node, 2),
-                        groups=int(arg(node, 8)), **base)
+                raise UnsupportedLayerError(
+                    path,
+                    type_name,
+                    f"calls {node.target} as a transposed or non-2-D convolution, which is not supported",
+                )
+            return Step(
+                kind="conv",
+                name=self._layer_name(node, 1),
+                weight=weight,
+                bias=tensor(node, 2),
+                groups=int(arg(node, 8)),
+                **base,
+            )
         if packet is aten.batch_norm or tuple_kind == "batch_norm":
             # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
             # _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)
             eps = arg(node, 7) if packet is aten.batch_norm else arg(node, 6)
             mean, var = tensor(node, 3), tensor(node, 4)
             if mean is None or var is None:
-                raise UnsupportedLayerError(path, type_name, "normalises without running statistics",
-                                            hint="Without them there is no fixed affine map to fold")
-            bn = BatchNormParams(path=path, running_mean=mean, running_var=var, eps=float(eps),
-                                 weight=tensor(node, 1), bias=tensor(node, 2))
+                raise UnsupportedLayerError(
+                    path,
+                    type_name,
+                    "normalises without running statistics",
+                    hint="Without them there is no fixed affine map to fold",
+                )
+            bn = BatchNormParams(
+                path=path,
+                running_mean=mean,
+                running_var=var,
+                eps=float(eps),
+                weight=tensor(node, 1),
+                bias=tensor(node, 2),
+            )
             return Step(kind="batch_norm", bn=bn, **base)
         if tuple_kind is not None:
             return Step(kind=tuple_kind, **base)
@@ -210,8 +282,9 @@ class _Translator:
 
     def _single(self, node: fx.Node, base: StepFields) -> StepFields:
         if len(base["inputs"]) != 1:
-            raise UnsupportedLayerError(base["path"], base["type_name"],
-                                        f"calls {node.target} on {len(base['inputs'])} tensors")
+            raise UnsupportedLayerError(
+                base["path"], base["type_name"], f"calls {node.target} on {len(base['inputs'])} tensors"
+            )
         return base
 
     def _arg(self, node: fx.Node, index: int, name: str = "", default: Any = None) -> Any:
@@ -244,8 +317,10 @@ class _Translator:
             if node.op == "placeholder":
                 name = self.fqn.get(node.name)
                 if name is None:
-                    raise ArchitectureError(f"The exported program's placeholder {node.name!r} is neither the "
-                                            "input nor a parameter, buffer or constant.")
+                    raise ArchitectureError(
+                        f"The exported program's placeholder {node.name!r} is neither the "
+                        "input nor a parameter, buffer or constant."
+                    )
                 value = self.ep.state_dict[name] if name in self.ep.state_dict else self.ep.constants[name]
             elif node.op == "get_attr":
                 value = getattr(self.ep.graph_module, target_name(node))
@@ -289,5 +364,7 @@ def _shape(node: fx.Node, what: str) -> tuple[int, ...]:
     try:
         return tuple(int(d) for d in node.meta["val"].shape[1:])
     except (TypeError, ValueError) as error:  # a symbolic non-batch dim
-        raise ArchitectureError(f"The shape of {what} has symbolic dims beyond the batch dim "
-                                f"({tuple(node.meta['val'].shape)}); export with static feature dims.") from error
+        raise ArchitectureError(
+            f"The shape of {what} has symbolic dims beyond the batch dim "
+            f"({tuple(node.meta['val'].shape)}); export with static feature dims."
+        ) from error

@@ -24,11 +24,34 @@ from neuronmap.loaders.tracing.graph_builder import Step, StepFields, StepKind, 
 from neuronmap.loaders.tracing.weight_edges import check_kernel_norm
 
 _ELEMENTWISE_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid,
-    nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.LogSigmoid, nn.Tanhshrink,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.LogSigmoid,
+    nn.Tanhshrink,
     # Softmax mixes the units it normalises but carries no weights, so for the weight graph it passes through.
-    nn.Softmax, nn.LogSoftmax,
-    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
 )
 _POOL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _RESHAPE_MODULES = (nn.Flatten, nn.Unflatten)
@@ -42,10 +65,45 @@ def _functions(*names: str, modules: Sequence[Any] = (torch, F)) -> frozenset[Ca
 
 
 _ELEMENTWISE_NAMES = (
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "elu", "elu_", "selu", "celu", "gelu", "silu",
-    "mish", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_", "hardswish", "hardsigmoid", "softplus",
-    "softsign", "logsigmoid", "tanhshrink", "softmax", "log_softmax", "dropout", "dropout1d", "dropout2d",
-    "alpha_dropout", "feature_alpha_dropout", "clone", "contiguous", "detach", "float", "double", "half", "to",
+    "relu",
+    "relu_",
+    "relu6",
+    "leaky_relu",
+    "leaky_relu_",
+    "prelu",
+    "elu",
+    "elu_",
+    "selu",
+    "celu",
+    "gelu",
+    "silu",
+    "mish",
+    "sigmoid",
+    "sigmoid_",
+    "tanh",
+    "tanh_",
+    "hardtanh",
+    "hardtanh_",
+    "hardswish",
+    "hardsigmoid",
+    "softplus",
+    "softsign",
+    "logsigmoid",
+    "tanhshrink",
+    "softmax",
+    "log_softmax",
+    "dropout",
+    "dropout1d",
+    "dropout2d",
+    "alpha_dropout",
+    "feature_alpha_dropout",
+    "clone",
+    "contiguous",
+    "detach",
+    "float",
+    "double",
+    "half",
+    "to",
 )
 _KIND_OF_FUNCTION: dict[Callable[..., Any], StepKind] = {
     **{f: "elementwise" for f in _functions(*_ELEMENTWISE_NAMES)},
@@ -60,12 +118,21 @@ _KIND_OF_FUNCTION: dict[Callable[..., Any], StepKind] = {
 _KIND_OF_METHOD: dict[str, StepKind] = {
     **{name: "elementwise" for name in _ELEMENTWISE_NAMES},
     **{name: "reshape" for name in ("flatten", "reshape", "view", "squeeze", "unsqueeze")},
-    "mean": "spatial_mean", "add": "add", "add_": "add", "__add__": "add", "__iadd__": "add",
+    "mean": "spatial_mean",
+    "add": "add",
+    "add_": "add",
+    "__add__": "add",
+    "__iadd__": "add",
 }
 
 
-def graph_from_module(module: nn.Module, *, input_shape: Sequence[int] | None = None,
-                      kernel_norm: KernelNorm = "entry_l1", fold_batchnorm: bool = True) -> ModelGraph:
+def graph_from_module(
+    module: nn.Module,
+    *,
+    input_shape: Sequence[int] | None = None,
+    kernel_norm: KernelNorm = "entry_l1",
+    fold_batchnorm: bool = True,
+) -> ModelGraph:
     """Trace an in-process module into neurons and weighted edges.
 
     Parameters
@@ -98,8 +165,12 @@ def graph_from_module(module: nn.Module, *, input_shape: Sequence[int] | None = 
     """
     kernel_norm = check_kernel_norm(kernel_norm)
     net = trace_module(module, input_shape)
-    meta = ModelMeta(arch=f"nn.Module:{type(module).__name__}", source="in-process nn.Module",
-                     kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm)
+    meta = ModelMeta(
+        arch=f"nn.Module:{type(module).__name__}",
+        source="in-process nn.Module",
+        kernel_norm=kernel_norm,
+        fold_batchnorm=fold_batchnorm,
+    )
     return build_graph(net, kernel_norm=kernel_norm, fold_batchnorm=fold_batchnorm, meta=meta)
 
 
@@ -115,7 +186,8 @@ def trace_module(module: nn.Module, input_shape: Sequence[int] | None = None) ->
         except Exception as error:  # fx raises many types (TraceError, TypeError, ...) for untraceable code
             raise ArchitectureError(
                 f"torch.fx cannot trace {type(module).__name__} ({type(error).__name__}: {error}). Export it with "
-                "torch.export.export and torch.export.save, then load the .pt2 file instead.") from error
+                "torch.export.export and torch.export.save, then load the .pt2 file instead."
+            ) from error
         _check_leaf_modules(gm)  # before running anything: an Embedding would fail obscurely on a float input
         shape = _resolve_input_shape(module, input_shape)
         _propagate_shapes(gm, module, shape)
@@ -126,8 +198,7 @@ def trace_module(module: nn.Module, input_shape: Sequence[int] | None = None) ->
 
 
 def _check_leaf_modules(gm: fx.GraphModule) -> None:
-    supported = (nn.Linear, nn.Conv2d, *_BATCHNORM_MODULES, *_ELEMENTWISE_MODULES, *_POOL_MODULES,
-                 *_RESHAPE_MODULES)
+    supported = (nn.Linear, nn.Conv2d, *_BATCHNORM_MODULES, *_ELEMENTWISE_MODULES, *_POOL_MODULES, *_RESHAPE_MODULES)
     for node in gm.graph.nodes:
         if node.op == "call_module":
             sub = gm.get_submodule(target_name(node))
@@ -142,18 +213,22 @@ def _resolve_input_shape(module: nn.Module, input_shape: Sequence[int] | None) -
         if isinstance(first, nn.Linear):
             return (first.in_features,)
         if first is None:
-            raise ArchitectureError(f"{type(module).__name__} has no Linear or Conv2d layer, so it has no weights to "
-                                    "build a graph from.")
+            raise ArchitectureError(
+                f"{type(module).__name__} has no Linear or Conv2d layer, so it has no weights to build a graph from."
+            )
         raise ArchitectureError(
             f"{type(module).__name__} starts with a Conv2d, so its input shape cannot be inferred. Pass "
-            "input_shape=(C, H, W) (--input-shape), or set an input_shape attribute on the module in its factory.")
+            "input_shape=(C, H, W) (--input-shape), or set an input_shape attribute on the module in its factory."
+        )
     try:
         shape = tuple(int(d) for d in shape)
     except (TypeError, ValueError) as error:
         raise ArchitectureError(f"input_shape={shape!r} is not a sequence of ints, e.g. (1, 28, 28).") from error
     if not shape or any(d < 1 for d in shape):
-        raise ArchitectureError(f"input_shape={shape!r} must be a non-empty sequence of positive ints, "
-                                "without the batch dim, e.g. (1, 28, 28).")
+        raise ArchitectureError(
+            f"input_shape={shape!r} must be a non-empty sequence of positive ints, "
+            "without the batch dim, e.g. (1, 28, 28)."
+        )
     return shape
 
 
@@ -169,7 +244,8 @@ def _propagate_shapes(gm: fx.GraphModule, module: nn.Module, shape: tuple[int, .
         raise ArchitectureError(
             f"Running {type(module).__name__} on an input of shape {tuple(example.shape)} failed "
             f"({type(error).__name__}: {error}). Pass the input shape without the batch dim as input_shape "
-            "(--input-shape), e.g. (1, 28, 28).") from error
+            "(--input-shape), e.g. (1, 28, 28)."
+        ) from error
 
 
 class _Translator:
@@ -184,8 +260,10 @@ class _Translator:
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             names = ", ".join(n.target for n in placeholders)
-            raise ArchitectureError(f"{self.root_type}.forward takes {len(placeholders)} inputs ({names}); "
-                                    "neuronmap traces networks with exactly one input tensor.")
+            raise ArchitectureError(
+                f"{self.root_type}.forward takes {len(placeholders)} inputs ({names}); "
+                "neuronmap traces networks with exactly one input tensor."
+            )
         (x,) = placeholders
         self.network.add(x)
         steps: list[Step] = []
@@ -235,15 +313,21 @@ class _Translator:
         elif kind == "conv":
             weight, bias = self._tensor(node, 1, "weight"), self._tensor(node, 2, "bias")
             groups = self._arg(node, 6, "groups", 1)
-            return Step(kind="conv", name=self._weight_name(node, 1, path), weight=weight, bias=bias,
-                        groups=int(groups), **base)
+            return Step(
+                kind="conv", name=self._weight_name(node, 1, path), weight=weight, bias=bias, groups=int(groups), **base
+            )
         elif kind == "batch_norm":  # F.batch_norm(input, running_mean, running_var, weight, bias, training, m, eps)
             mean, var = self._tensor(node, 1, "running_mean"), self._tensor(node, 2, "running_var")
             if mean is None or var is None:
                 raise UnsupportedLayerError(path, type_name, "calls batch_norm without running statistics")
-            bn = BatchNormParams(path=path, running_mean=mean, running_var=var,
-                                 eps=float(self._arg(node, 7, "eps", 1e-5)),
-                                 weight=self._tensor(node, 3, "weight"), bias=self._tensor(node, 4, "bias"))
+            bn = BatchNormParams(
+                path=path,
+                running_mean=mean,
+                running_var=var,
+                eps=float(self._arg(node, 7, "eps", 1e-5)),
+                weight=self._tensor(node, 3, "weight"),
+                bias=self._tensor(node, 4, "bias"),
+            )
             return Step(kind="batch_norm", bn=bn, **base)
         return Step(kind=kind, **base)
 
@@ -251,20 +335,28 @@ class _Translator:
         target = target_name(node)
         sub = self.gm.get_submodule(target)
         if len(base["inputs"]) != 1:
-            raise UnsupportedLayerError(base["path"], base["type_name"],
-                                        f"is called on {len(base['inputs'])} tensors")
+            raise UnsupportedLayerError(base["path"], base["type_name"], f"is called on {len(base['inputs'])} tensors")
         if isinstance(sub, nn.Linear):
             return Step(kind="linear", name=target, weight=sub.weight, bias=sub.bias, **base)
         if isinstance(sub, nn.Conv2d):
             return Step(kind="conv", name=target, weight=sub.weight, bias=sub.bias, groups=sub.groups, **base)
         if isinstance(sub, _BATCHNORM_MODULES):
             if sub.running_mean is None or sub.running_var is None:
-                raise UnsupportedLayerError(target, type(sub).__name__,
-                                            "has no running statistics (track_running_stats=False)",
-                                            hint="Without them it normalises each batch by its own statistics, "
-                                                 "so there is no fixed affine map to fold")
-            bn = BatchNormParams(path=target, running_mean=sub.running_mean, running_var=sub.running_var,
-                                 eps=float(sub.eps), weight=sub.weight, bias=sub.bias)
+                raise UnsupportedLayerError(
+                    target,
+                    type(sub).__name__,
+                    "has no running statistics (track_running_stats=False)",
+                    hint="Without them it normalises each batch by its own statistics, "
+                    "so there is no fixed affine map to fold",
+                )
+            bn = BatchNormParams(
+                path=target,
+                running_mean=sub.running_mean,
+                running_var=sub.running_var,
+                eps=float(sub.eps),
+                weight=sub.weight,
+                bias=sub.bias,
+            )
             return Step(kind="batch_norm", bn=bn, **base)
         if isinstance(sub, _POOL_MODULES):
             return Step(kind="pool", **base)
@@ -343,6 +435,7 @@ def _kind_of(node: fx.Node) -> StepKind | None:
 
 # -- shared with trace_export: reading fx nodes ---------------------------------------------------------------------
 
+
 def nodes_in(arg: fx.node.Argument) -> list[fx.Node]:
     """The nodes in an fx argument structure, in order and with repeats: ``h + h`` reads h twice."""
     found: list[fx.Node] = []
@@ -374,5 +467,9 @@ def check_spatial_dims(dims: fx.node.Argument, ndim: int, path: str, type_name: 
     dim_list = (dims,) if isinstance(dims, int) else tuple(dims) if isinstance(dims, (tuple, list)) else ()
     ints = [d % ndim for d in dim_list if isinstance(d, int)]
     if ndim != 4 or len(ints) != len(dim_list) or sorted(ints) != [2, 3]:
-        raise UnsupportedLayerError(path, type_name, f"takes a mean over dims {dim_list}",
-                                    hint="neuronmap follows means over the two spatial dims of an (N, C, H, W) map")
+        raise UnsupportedLayerError(
+            path,
+            type_name,
+            f"takes a mean over dims {dim_list}",
+            hint="neuronmap follows means over the two spatial dims of an (N, C, H, W) map",
+        )

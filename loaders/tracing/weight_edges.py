@@ -87,8 +87,9 @@ def linear_edges(weight: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(weight.detach().to(device="cpu", dtype=torch.float64).T.numpy())
 
 
-def flatten_linear_edges(weight: torch.Tensor, map_shape: tuple[int, int, int],
-                         norm: KernelNorm = "entry_l1") -> np.ndarray:
+def flatten_linear_edges(
+    weight: torch.Tensor, map_shape: tuple[int, int, int], norm: KernelNorm = "entry_l1"
+) -> np.ndarray:
     """Edges from the channels of a flattened (C, H, W) map into a Linear, (C, out_features).
 
     Flatten is channel-major in PyTorch, so unit u's weights on channel c are ``W[u].reshape(C, H, W)[c]``;

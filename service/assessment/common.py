@@ -37,8 +37,10 @@ def load_split(name: str, split: Split) -> tuple[Dataset, torch.Tensor, torch.Te
     """A classification data set's inputs and labels of one split."""
     data = load_dataset(name)
     if data.task != "classification":
-        raise AssessmentInputError(f"Data set {name!r} is a {data.task} task; lesion and coherence tests measure "
-                                   "class accuracy and label entropy, so they need a classification data set.")
+        raise AssessmentInputError(
+            f"Data set {name!r} is a {data.task} task; lesion and coherence tests measure "
+            "class accuracy and label entropy, so they need a classification data set."
+        )
     x = data.inputs(split)
     y = {"train": data.y_train, "test": data.y_test}.get(split)
     if y is None:

@@ -54,7 +54,7 @@ class ImportanceConfig(BaseModel):
     method: LesionMethod = "auto"
     batchnorm: BatchNormLesion = "after"
     batch_size: int = Field(default=1000, ge=1)
-    max_elements: int = Field(default=2 ** 22, ge=1)  # see lesion.lesion_correct_counts
+    max_elements: int = Field(default=2**22, ge=1)  # see lesion.lesion_correct_counts
     parity: bool = False
 
     @model_validator(mode="before")
@@ -134,8 +134,9 @@ class ImportanceResult(BriefRepr, SubclusterTable, BaseModel):
         return self.model_dump(exclude={"assessment", "model", "partition", "subclusters"})
 
 
-def taxonomy(sub: SubClusterRef, p_overall: float | None, p_significance: float | None, delta: float,
-             config: ImportanceConfig) -> Category:
+def taxonomy(
+    sub: SubClusterRef, p_overall: float | None, p_significance: float | None, delta: float, config: ImportanceConfig
+) -> Category:
     """The reference's ``layer_cluster_taxonomify``, checked in its order (methods.md §5).
 
     ``p_significance`` is the BH-adjusted p-value (``significance="bh"``, significant below ``alpha``) or the raw one
@@ -164,8 +165,16 @@ def _recall(counts: np.ndarray, totals: np.ndarray) -> np.ndarray:
         return np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
 
 
-def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, lesions: list[Lesion],
-                   config: ImportanceConfig, stage: str, on_progress: Progress) -> tuple[np.ndarray, np.ndarray]:
+def _count_correct(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    lesions: list[Lesion],
+    config: ImportanceConfig,
+    stage: str,
+    on_progress: Progress,
+) -> tuple[np.ndarray, np.ndarray]:
     """Correct predictions per class of the intact network and of every lesion, reporting ``stage`` progress."""
     total, done = len(lesions) * -(-x.shape[0] // config.batch_size), 0
     on_progress(stage, 0, total)
@@ -176,13 +185,23 @@ def _count_correct(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_class
         on_progress(stage, done, total)
 
     intact = intact_correct_counts(net, x, y, n_classes, batch_size=config.batch_size)
-    counts = lesion_correct_counts(net, x, y, n_classes, lesions, method=config.method,
-                                   batch_size=config.batch_size, max_elements=config.max_elements, on_chunk=advance)
+    counts = lesion_correct_counts(
+        net,
+        x,
+        y,
+        n_classes,
+        lesions,
+        method=config.method,
+        batch_size=config.batch_size,
+        max_elements=config.max_elements,
+        on_chunk=advance,
+    )
     return intact, counts
 
 
-def _single_lesions(subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
-                    config: ImportanceConfig) -> tuple[list[Lesion], list[tuple[int, int]]]:
+def _single_lesions(
+    subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray], config: ImportanceConfig
+) -> tuple[list[Lesion], list[tuple[int, int]]]:
     """Every lesion to run, and per sub-cluster its rows: the real set, then its random ones (none when complete)."""
     generators = subcluster_generators(config.random_state, len(subclusters))
     lesions: list[Lesion] = []
@@ -191,8 +210,7 @@ def _single_lesions(subclusters: Sequence[SubClusterRef], pools: Mapping[int, np
         first = len(lesions)
         lesions.append({sub.layer: np.asarray(sub.units, dtype=np.int64)})
         if not sub.complete:
-            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, config.n_null,
-                                                                          rng))
+            lesions.extend({sub.layer: row} for row in draw_random_sets(pools[sub.layer], sub.size, config.n_null, rng))
         spans.append((first, len(lesions)))
     return lesions, spans
 
@@ -215,46 +233,62 @@ class _Accuracies:
         present = totals > 0
         recall0 = _recall(intact, totals)
         recall = _recall(counts, totals)
-        return cls(acc0=float(intact.sum() / totals.sum()), recall0=recall0, balanced0=float(np.nanmean(recall0)),
-                   acc=counts.sum(axis=1) / totals.sum(), recall=recall,
-                   balanced=np.nanmean(recall[:, present], axis=1),
-                   ranges=range_statistic((recall - recall0)[:, present]))
+        return cls(
+            acc0=float(intact.sum() / totals.sum()),
+            recall0=recall0,
+            balanced0=float(np.nanmean(recall0)),
+            acc=counts.sum(axis=1) / totals.sum(),
+            recall=recall,
+            balanced=np.nanmean(recall[:, present], axis=1),
+            ranges=range_statistic((recall - recall0)[:, present]),
+        )
 
 
 def _subcluster_row(sub: SubClusterRef, lo: int, hi: int, a: _Accuracies, config: ImportanceConfig) -> dict[str, Any]:
     """One sub-cluster's statistics: its lesion (row ``lo``) against its random sets (rows ``lo + 1 … hi − 1``)."""
     acc, balanced, ranges = a.acc, a.balanced, a.ranges
     row: dict[str, Any] = {
-        "cluster": sub.cluster, "layer": sub.layer, "layer_name": sub.layer_name, "size": sub.size,
-        "pool_size": sub.pool_size, "accuracy": float(acc[lo]), "delta_accuracy": float(acc[lo] - a.acc0),
-        "balanced_accuracy": float(balanced[lo]), "delta_balanced": float(balanced[lo] - a.balanced0),
+        "cluster": sub.cluster,
+        "layer": sub.layer,
+        "layer_name": sub.layer_name,
+        "size": sub.size,
+        "pool_size": sub.pool_size,
+        "accuracy": float(acc[lo]),
+        "delta_accuracy": float(acc[lo] - a.acc0),
+        "balanced_accuracy": float(balanced[lo]),
+        "delta_balanced": float(balanced[lo] - a.balanced0),
         "class_accuracy": a.recall[lo].tolist(),
         "range_statistic": None if np.isnan(ranges[lo]) else float(ranges[lo]),
     }
     if hi - lo <= 1:
         return row
-    null_delta = acc[lo + 1:hi] - a.acc0
+    null_delta = acc[lo + 1 : hi] - a.acc0
     sd = float(null_delta.std())
     metric = balanced if config.metric == "balanced" else acc
-    null_ranges = ranges[lo + 1:hi]
+    null_ranges = ranges[lo + 1 : hi]
     # A lesion that changes nothing on average has no R; it is never more class-specific than another one.
     r_true = -np.inf if np.isnan(ranges[lo]) else ranges[lo]
-    row.update({
-        "null_delta_mean": float(null_delta.mean()), "null_delta_sd": sd,
-        "z": (float(acc[lo] - a.acc0) - float(null_delta.mean())) / sd if sd > 0 else None,
-        "p_overall": float(empirical_pvalues([acc[lo]], [acc[lo + 1:hi]], "less", config.ties)[0]),
-        "p_balanced": float(empirical_pvalues([balanced[lo]], [balanced[lo + 1:hi]], "less", config.ties)[0]),
-        "null_range_mean": float(np.nanmean(null_ranges)) if np.isfinite(null_ranges).any() else None,
-        "p_range": float(empirical_pvalues([r_true], [np.nan_to_num(null_ranges, nan=-np.inf)], "greater",
-                                           config.ties)[0]),
-        "effect_mean": float(effect_factor(metric[lo + 1:hi].mean(), metric[lo])),
-    })
+    row.update(
+        {
+            "null_delta_mean": float(null_delta.mean()),
+            "null_delta_sd": sd,
+            "z": (float(acc[lo] - a.acc0) - float(null_delta.mean())) / sd if sd > 0 else None,
+            "p_overall": float(empirical_pvalues([acc[lo]], [acc[lo + 1 : hi]], "less", config.ties)[0]),
+            "p_balanced": float(empirical_pvalues([balanced[lo]], [balanced[lo + 1 : hi]], "less", config.ties)[0]),
+            "null_range_mean": float(np.nanmean(null_ranges)) if np.isfinite(null_ranges).any() else None,
+            "p_range": float(
+                empirical_pvalues([r_true], [np.nan_to_num(null_ranges, nan=-np.inf)], "greater", config.ties)[0]
+            ),
+            "effect_mean": float(effect_factor(metric[lo + 1 : hi].mean(), metric[lo])),
+        }
+    )
     row["p_value"] = row["p_balanced"] if config.metric == "balanced" else row["p_overall"]
     return row
 
 
-def _classify(subclusters: Sequence[SubClusterRef], rows: list[dict[str, Any]],
-              config: ImportanceConfig) -> list[SubClusterImportance]:
+def _classify(
+    subclusters: Sequence[SubClusterRef], rows: list[dict[str, Any]], config: ImportanceConfig
+) -> list[SubClusterImportance]:
     """BH adjustments over the tested sub-clusters (in place) and every sub-cluster's taxonomy."""
     tested = [i for i, row in enumerate(rows) if row.get("p_value") is not None]
     adjusted = adjust_pvalues(np.array([rows[i]["p_value"] for i in tested]), "bh") if tested else np.zeros(0)
@@ -265,9 +299,12 @@ def _classify(subclusters: Sequence[SubClusterRef], rows: list[dict[str, Any]],
         rows[i]["p_adjusted"] = float(adjusted[j])
         rows[i]["p_range_adjusted"] = float(adjusted_range[j])
         significance[i] = float(adjusted_overall[j]) if config.significance == "bh" else rows[i]["p_overall"]
-    return [SubClusterImportance(**row, category=taxonomy(sub, row.get("p_overall"), significance.get(i),
-                                                          row["delta_accuracy"], config))
-            for i, (sub, row) in enumerate(zip(subclusters, rows))]
+    return [
+        SubClusterImportance(
+            **row, category=taxonomy(sub, row.get("p_overall"), significance.get(i), row["delta_accuracy"], config)
+        )
+        for i, (sub, row) in enumerate(zip(subclusters, rows))
+    ]
 
 
 def _network_tests(results: list[SubClusterImportance], n: int) -> dict[str, Any]:
@@ -275,22 +312,35 @@ def _network_tests(results: list[SubClusterImportance], n: int) -> dict[str, Any
     tested = [r for r in results if r.p_value is not None]
     p_values = np.array([r.p_value for r in tested])
     p_ranges = np.array([r.p_range for r in tested])
-    range_effects = [float(effect_factor(r.null_range_mean, r.range_statistic))
-                     if r.null_range_mean is not None and r.range_statistic is not None else None for r in results]
+    range_effects = [
+        float(effect_factor(r.null_range_mean, r.range_statistic))
+        if r.null_range_mean is not None and r.range_statistic is not None
+        else None
+        for r in results
+    ]
     return {
-        "n_tested": len(tested), "n_important": sum(r.category == "important" for r in results),
+        "n_tested": len(tested),
+        "n_important": sum(r.category == "important" for r in results),
         "fisher_p": none_if_nan(fisher_combined_pvalue(p_values, n)) if tested else None,
         "chi2_p": none_if_nan(chi2_uniformity_pvalue(p_values, n)) if tested else None,
         "fisher_p_range": none_if_nan(fisher_combined_pvalue(p_ranges, n)) if tested else None,
         "chi2_p_range": none_if_nan(chi2_uniformity_pvalue(p_ranges, n)) if tested else None,
-        "effect_means": finite_mean([r.effect_mean for r in results]), "effect_ranges": finite_mean(range_effects),
+        "effect_means": finite_mean([r.effect_mean for r in results]),
+        "effect_ranges": finite_mean(range_effects),
     }
 
 
-def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                      subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
-                      config: ImportanceConfig | None = None, *,
-                      on_progress: Progress = no_progress) -> ImportanceResult:
+def assess_importance(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    subclusters: Sequence[SubClusterRef],
+    pools: Mapping[int, np.ndarray],
+    config: ImportanceConfig | None = None,
+    *,
+    on_progress: Progress = no_progress,
+) -> ImportanceResult:
     """Lesion every sub-cluster and N random same-size sets of its layer; the statistics of methods.md §5.
 
     Parameters
@@ -321,13 +371,26 @@ def assess_importance(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_cl
     rows = [_subcluster_row(sub, lo, hi, a, config) for sub, (lo, hi) in zip(subclusters, spans)]
     results = _classify(subclusters, rows, config)
     return ImportanceResult(
-        dataset=config.dataset, split=config.split, n_inputs=int(x.shape[0]), n_classes=n_classes,
-        n_null=config.n_null, seed=config.random_state, device=str(net.device), metric=config.metric,
-        ties=config.ties, accuracy=a.acc0, balanced_accuracy=a.balanced0, class_accuracy=a.recall0.tolist(),
-        subclusters=results, **_network_tests(results, config.n_null), seconds=time.perf_counter() - start)
+        dataset=config.dataset,
+        split=config.split,
+        n_inputs=int(x.shape[0]),
+        n_classes=n_classes,
+        n_null=config.n_null,
+        seed=config.random_state,
+        device=str(net.device),
+        metric=config.metric,
+        ties=config.ties,
+        accuracy=a.acc0,
+        balanced_accuracy=a.balanced0,
+        class_accuracy=a.recall0.tolist(),
+        subclusters=results,
+        **_network_tests(results, config.n_null),
+        seconds=time.perf_counter() - start,
+    )
 
 
 # -- double lesions ------------------------------------------------------------------------------------------------
+
 
 class PairInteraction(BaseModel):
     """Two sub-clusters lesioned together: is the joint damage more (or less) than the sum of the single ones?"""
@@ -376,9 +439,12 @@ class DoubleLesionResult(BaseModel):
 _PairRows = tuple[SubClusterRef, SubClusterRef, int, int]  # a, b, the joint lesion's row, its first random triple
 
 
-def _pair_lesions(candidates: Sequence[SubClusterRef], pairs: Sequence[tuple[SubClusterRef, SubClusterRef]],
-                  pools: Mapping[int, np.ndarray], config: ImportanceConfig
-                  ) -> tuple[list[Lesion], dict[tuple[int, int], int], list[_PairRows]]:
+def _pair_lesions(
+    candidates: Sequence[SubClusterRef],
+    pairs: Sequence[tuple[SubClusterRef, SubClusterRef]],
+    pools: Mapping[int, np.ndarray],
+    config: ImportanceConfig,
+) -> tuple[list[Lesion], dict[tuple[int, int], int], list[_PairRows]]:
     """Every lesion to run: each candidate alone, then per pair the joint lesion and N random (a, b, a ∪ b) triples.
 
     Returns the lesions, the row of each candidate's single lesion by (cluster, layer), and the rows of each pair.
@@ -395,7 +461,7 @@ def _pair_lesions(candidates: Sequence[SubClusterRef], pairs: Sequence[tuple[Sub
         lesions.append(_union({a.layer: np.asarray(a.units)}, {b.layer: np.asarray(b.units)}))
         if a.layer == b.layer:
             drawn = draw_random_sets(pools[a.layer], a.size + b.size, n, rng)
-            ra, rb = drawn[:, :a.size], drawn[:, a.size:]
+            ra, rb = drawn[:, : a.size], drawn[:, a.size :]
         else:
             ra = draw_random_sets(pools[a.layer], a.size, n, rng)
             rb = draw_random_sets(pools[b.layer], b.size, n, rng)
@@ -413,10 +479,18 @@ def _union(a: Lesion, b: Lesion) -> Lesion:
     return out
 
 
-def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                         subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
-                         config: ImportanceConfig | None = None, *, same_layer: bool = True,
-                         on_progress: Progress = no_progress) -> DoubleLesionResult:
+def assess_double_lesion(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    subclusters: Sequence[SubClusterRef],
+    pools: Mapping[int, np.ndarray],
+    config: ImportanceConfig | None = None,
+    *,
+    same_layer: bool = True,
+    on_progress: Progress = no_progress,
+) -> DoubleLesionResult:
     """Lesion every pair (i < j) of sub-clusters together, against random pairs of the same sizes and layers.
 
     For a pair (i, j) the interaction is Δ_ij − Δ_i − Δ_j (accuracy changes). The null draws, per sample, a random
@@ -432,8 +506,7 @@ def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n
     start = time.perf_counter()
     n = config.n_null
     candidates = [s for s in subclusters if not s.complete]
-    pairs = [(a, b) for i, a in enumerate(candidates) for b in candidates[i + 1:]
-             if same_layer or a.layer != b.layer]
+    pairs = [(a, b) for i, a in enumerate(candidates) for b in candidates[i + 1 :] if same_layer or a.layer != b.layer]
     lesions, single_row, layouts = _pair_lesions(candidates, pairs, pools, config)
     intact, counts = _count_correct(net, x, y, n_classes, lesions, config, "double lesions", on_progress)
     n_inputs = int(x.shape[0])
@@ -443,20 +516,40 @@ def assess_double_lesion(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n
     for a, b, joint, first in layouts:
         da, db = delta[single_row[(a.cluster, a.layer)]], delta[single_row[(b.cluster, b.layer)]]
         real = delta[joint] - da - db
-        block = delta[first:first + 3 * n].reshape(n, 3)
+        block = delta[first : first + 3 * n].reshape(n, 3)
         null = block[:, 2] - block[:, 0] - block[:, 1]
         p_less = float(empirical_pvalues([real], [null], "less", config.ties)[0])
         p_greater = float(empirical_pvalues([real], [null], "greater", config.ties)[0])
-        rows.append({"cluster_a": a.cluster, "layer_a": a.layer, "cluster_b": b.cluster, "layer_b": b.layer,
-                     "delta_a": float(da), "delta_b": float(db), "delta_ab": float(delta[joint]),
-                     "interaction": float(real), "null_mean": float(null.mean()), "null_sd": float(null.std()),
-                     "p_less": p_less, "p_greater": p_greater, "p_two_sided": min(1.0, 2 * min(p_less, p_greater))})
+        rows.append(
+            {
+                "cluster_a": a.cluster,
+                "layer_a": a.layer,
+                "cluster_b": b.cluster,
+                "layer_b": b.layer,
+                "delta_a": float(da),
+                "delta_b": float(db),
+                "delta_ab": float(delta[joint]),
+                "interaction": float(real),
+                "null_mean": float(null.mean()),
+                "null_sd": float(null.std()),
+                "p_less": p_less,
+                "p_greater": p_greater,
+                "p_two_sided": min(1.0, 2 * min(p_less, p_greater)),
+            }
+        )
     adjusted = adjust_pvalues([r["p_two_sided"] for r in rows], "bh") if rows else np.zeros(0)
     results = [PairInteraction(**row, p_adjusted=float(p)) for row, p in zip(rows, adjusted)]
     p_less_all = np.array([r.p_less for r in results])
     return DoubleLesionResult(
-        dataset=config.dataset, split=config.split, n_inputs=n_inputs, n_null=n, seed=config.random_state,
-        device=str(net.device), accuracy=acc0, pairs=results,
+        dataset=config.dataset,
+        split=config.split,
+        n_inputs=n_inputs,
+        n_null=n,
+        seed=config.random_state,
+        device=str(net.device),
+        accuracy=acc0,
+        pairs=results,
         fisher_p=none_if_nan(fisher_combined_pvalue(p_less_all, n)) if results else None,
         chi2_p=none_if_nan(chi2_uniformity_pvalue(p_less_all, n)) if results else None,
-        seconds=time.perf_counter() - start)
+        seconds=time.perf_counter() - start,
+    )

@@ -75,8 +75,12 @@ def lesion_kernels(cache_dir: Path | None = None) -> LesionKernels | None:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
         ref = resources.files(__package__).joinpath(_SOURCE)
         with resources.as_file(ref) as source:
-            key = hashlib.sha256(b"\0".join(s.encode() if isinstance(s, str) else s for s in (
-                source.read_bytes(), version, " ".join(_FLAGS), _cpu_signature()))).hexdigest()[:16]
+            key = hashlib.sha256(
+                b"\0".join(
+                    s.encode() if isinstance(s, str) else s
+                    for s in (source.read_bytes(), version, " ".join(_FLAGS), _cpu_signature())
+                )
+            ).hexdigest()[:16]
             target = (cache_dir or Settings.from_env().home / "kernels") / f"lesion_kernels-{key}.so"
             if not target.exists():
                 _build(source, target, compiler)
@@ -108,21 +112,59 @@ class LesionKernels:
     def __init__(self, library: ctypes.CDLL, *, amx: bool = False) -> None:
         self._counts = library.lesion_counts
         self._counts.restype = _I
-        self._counts.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _I, _I, _P, _I,
-                                 _P]
+        self._counts.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _I, _I, _P, _I, _P]
         self.amx = amx
         if amx:
             self._deep = library.lesion_counts_deep
             self._deep.restype = _I
-            self._deep.argtypes = [_I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _I, ctypes.c_float, _P, _P, _P, _P, _I,
-                                   _P, _P, _I, ctypes.c_float, ctypes.c_float, ctypes.c_float, _P, _I, _P, _P]
+            self._deep.argtypes = [
+                _I,
+                _I,
+                _I,
+                _I,
+                _I,
+                _I,
+                _P,
+                _P,
+                _P,
+                _P,
+                _I,
+                ctypes.c_float,
+                _P,
+                _P,
+                _P,
+                _P,
+                _I,
+                _P,
+                _P,
+                _I,
+                ctypes.c_float,
+                ctypes.c_float,
+                ctypes.c_float,
+                _P,
+                _I,
+                _P,
+                _P,
+            ]
             self._product = library.amx_hidden_product
             self._product.restype = _I
             self._product.argtypes = [_I, _I, _P, _P, _P, _P]
 
-    def lesion_counts(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
-                      subtract: bool, wout: torch.Tensor | None, bout: torch.Tensor | None, n_out: int,
-                      y: torch.Tensor, n_classes: int, threads: int) -> np.ndarray:
+    def lesion_counts(
+        self,
+        h: torch.Tensor,
+        wt: torch.Tensor,
+        idx: torch.Tensor,
+        base: torch.Tensor,
+        *,
+        subtract: bool,
+        wout: torch.Tensor | None,
+        bout: torch.Tensor | None,
+        n_out: int,
+        y: torch.Tensor,
+        n_classes: int,
+        threads: int,
+    ) -> np.ndarray:
         """Correct predictions per class of every lesion row of ``idx``; see ``lesion_kernels.c``.
 
         Parameters
@@ -143,24 +185,56 @@ class LesionKernels:
         _check(h, wt, idx, base, wout, bout)
         _check_labels(y, n_classes)
         (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
-        if wout is not None and (wout.shape[1] != width or wout.shape[0] % 4
-                                 or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
+        if wout is not None and (
+            wout.shape[1] != width or wout.shape[0] % 4 or not n_out <= wout.shape[0] <= MAX_OUTPUTS
+        ):
             raise ValueError(f"wout must be (n_out ≤ {MAX_OUTPUTS} padded to a multiple of 4, H)")
         counts = np.zeros((m, n_classes), dtype=np.int64)
         base_stride = width if base.shape[0] == b and b > 1 else 0
         out_width = n_out if wout is not None else width
 
         def run(lo: int, hi: int) -> None:
-            self._counts(lo, hi, b, c, width, s, _ptr(h), _ptr(wt), _ptr(idx), _ptr(base), base_stride,
-                         -1.0 if subtract else 1.0, _ptr(wout), _ptr(bout), out_width, n_out, _ptr(y), n_classes,
-                         counts.ctypes.data)
+            self._counts(
+                lo,
+                hi,
+                b,
+                c,
+                width,
+                s,
+                _ptr(h),
+                _ptr(wt),
+                _ptr(idx),
+                _ptr(base),
+                base_stride,
+                -1.0 if subtract else 1.0,
+                _ptr(wout),
+                _ptr(bout),
+                out_width,
+                n_out,
+                _ptr(y),
+                n_classes,
+                counts.ctypes.data,
+            )
 
         _in_threads(run, m, threads)
         return counts
 
-    def lesion_counts_deep(self, h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *,
-                           subtract: bool, hidden: DeepHidden, wout: torch.Tensor, bout: torch.Tensor, n_out: int,
-                           y: torch.Tensor, n_classes: int, threads: int) -> tuple[np.ndarray, int]:
+    def lesion_counts_deep(
+        self,
+        h: torch.Tensor,
+        wt: torch.Tensor,
+        idx: torch.Tensor,
+        base: torch.Tensor,
+        *,
+        subtract: bool,
+        hidden: DeepHidden,
+        wout: torch.Tensor,
+        bout: torch.Tensor,
+        n_out: int,
+        y: torch.Tensor,
+        n_classes: int,
+        threads: int,
+    ) -> tuple[np.ndarray, int]:
         """Like ``lesion_counts`` with one more hidden step, ReLU → ``hidden`` → ReLU → (wout, bout), on AMX.
 
         ``wt`` has H a multiple of 32 columns and ``wout`` ``hidden.width`` columns. Returns the counts and how many
@@ -171,20 +245,51 @@ class LesionKernels:
         _check(h, wt, idx, base, wout, bout, hidden.wt)
         _check_labels(y, n_classes)
         (b, c), (m, s), width = h.shape, idx.shape, wt.shape[1]
-        if (width % 32 or hidden.wt.shape[0] != width or wout.shape[1] != hidden.width or wout.shape[0] % 4
-                or not n_out <= wout.shape[0] <= MAX_OUTPUTS):
-            raise ValueError("inconsistent shapes for lesion_counts_deep: wt (C, H), H a multiple of 32, the hidden "
-                             f"Linear (H → H2), wout (n_out ≤ {MAX_OUTPUTS} padded to a multiple of 4, H2)")
+        if (
+            width % 32
+            or hidden.wt.shape[0] != width
+            or wout.shape[1] != hidden.width
+            or wout.shape[0] % 4
+            or not n_out <= wout.shape[0] <= MAX_OUTPUTS
+        ):
+            raise ValueError(
+                "inconsistent shapes for lesion_counts_deep: wt (C, H), H a multiple of 32, the hidden "
+                f"Linear (H → H2), wout (n_out ≤ {MAX_OUTPUTS} padded to a multiple of 4, H2)"
+            )
         counts = np.zeros((m, n_classes), dtype=np.int64)
         fallbacks = np.zeros(m + 1, dtype=np.int64)  # one slot per range start: each thread writes its own
         base_stride = width if base.shape[0] == b and b > 1 else 0
 
         def run(lo: int, hi: int) -> None:
-            done = self._deep(lo, hi, b, c, width, s, _ptr(h), _ptr(wt), _ptr(idx), _ptr(base), base_stride,
-                              -1.0 if subtract else 1.0, _ptr(hidden.hi), _ptr(hidden.lo), _ptr(hidden.wt),
-                              _ptr(hidden.bias), hidden.width, _ptr(wout), _ptr(bout), n_out, hidden.coef_h,
-                              hidden.coef_h2, hidden.coef_abs, _ptr(y), n_classes, counts.ctypes.data,
-                              fallbacks[lo:].ctypes.data)
+            done = self._deep(
+                lo,
+                hi,
+                b,
+                c,
+                width,
+                s,
+                _ptr(h),
+                _ptr(wt),
+                _ptr(idx),
+                _ptr(base),
+                base_stride,
+                -1.0 if subtract else 1.0,
+                _ptr(hidden.hi),
+                _ptr(hidden.lo),
+                _ptr(hidden.wt),
+                _ptr(hidden.bias),
+                hidden.width,
+                _ptr(wout),
+                _ptr(bout),
+                n_out,
+                hidden.coef_h,
+                hidden.coef_h2,
+                hidden.coef_abs,
+                _ptr(y),
+                n_classes,
+                counts.ctypes.data,
+                fallbacks[lo:].ctypes.data,
+            )
             if done == -2:
                 raise MemoryError("lesion_counts_deep could not allocate its scratch rows")
             if done != 0:
@@ -198,15 +303,20 @@ class LesionKernels:
         ``lesion_counts_deep`` computes it on AMX, without the bias: for checking it against an emulation."""
         if not self.amx:
             raise RuntimeError("hidden_product needs AMX; check LesionKernels.amx first")
-        if (a.dtype != torch.float32 or a.device.type != "cpu" or a.dim() != 2 or a.shape[0] > 32
-                or a.shape[1] != hidden.wt.shape[0]):
+        if (
+            a.dtype != torch.float32
+            or a.device.type != "cpu"
+            or a.dim() != 2
+            or a.shape[0] > 32
+            or a.shape[1] != hidden.wt.shape[0]
+        ):
             raise ValueError("a must be float32 CPU (rows ≤ 32, H) with the hidden Linear's padded H")
         rows = a.new_zeros(32, a.shape[1])  # contiguous, the kernel's 32 rows
-        rows[:a.shape[0]] = a
+        rows[: a.shape[0]] = a
         out = a.new_empty(32, hidden.width)
         if self._product(a.shape[1], hidden.width, _ptr(rows), _ptr(hidden.hi), _ptr(hidden.lo), _ptr(out)) != 0:
             raise ValueError("amx_hidden_product refused its operands")
-        return out[:a.shape[0]]
+        return out[: a.shape[0]]
 
 
 @dataclass(frozen=True)
@@ -245,25 +355,30 @@ class DeepHidden:
     coef_abs: float
 
     @classmethod
-    def prepare(cls, weight: torch.Tensor, bias: torch.Tensor | None, wout: torch.Tensor,
-                bout: torch.Tensor | None, in_width: int) -> DeepHidden:
+    def prepare(
+        cls,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        wout: torch.Tensor,
+        bout: torch.Tensor | None,
+        in_width: int,
+    ) -> DeepHidden:
         """``weight`` (H2, H) and ``bias`` of the hidden Linear, ``wout`` (n_out, H2) and ``bout`` of the last one;
         ``in_width`` is H padded to a multiple of 32."""
         out_width = -(-weight.shape[0] // 32) * 32
         padded = weight.new_zeros(out_width, in_width)
-        padded[:weight.shape[0], :weight.shape[1]] = weight
+        padded[: weight.shape[0], : weight.shape[1]] = weight
         bias_padded = weight.new_zeros(out_width)
         if bias is not None:
-            bias_padded[:weight.shape[0]] = bias
+            bias_padded[: weight.shape[0]] = bias
         hi = padded.to(torch.bfloat16)
         lo = (padded - hi.to(torch.float32)).to(torch.bfloat16)
 
         def tiles(part: torch.Tensor) -> torch.Tensor:  # [k/32][n/16][k pair][n][2]: AMX's VNNI layout
             k_blocks, n_blocks = in_width // 32, out_width // 16
-            return (part.t().reshape(k_blocks, 16, 2, n_blocks, 16).permute(0, 3, 1, 4, 2).contiguous()
-                    .view(torch.int16))
+            return part.t().reshape(k_blocks, 16, 2, n_blocks, 16).permute(0, 3, 1, 4, 2).contiguous().view(torch.int16)
 
-        u, unit = 2.0 ** -8, 2.0 ** -24
+        u, unit = 2.0**-8, 2.0**-24
 
         def gamma(n: int) -> float:
             return n * unit / (1 - n * unit)
@@ -275,26 +390,40 @@ class DeepHidden:
         b = bias.double().abs() if bias is not None else w.new_zeros(w.shape[0])
         c = bout.double().abs().max().item() if bout is not None else 0.0
         g = v @ w  # |W_out| |W|
-        tiny = 2.0 ** -125  # twice the largest value flushed to zero
-        coef_abs = (unit * (v @ b).max().item() + last * c + tiny * g.sum(1).max().item()
-                    + 2.0 ** -100 * (1 + v.sum(1).max().item()) * 3 * in_width)
-        return cls(hi=tiles(hi), lo=tiles(lo), wt=padded.t().contiguous(), bias=bias_padded, width=out_width,
-                   coef_h=1.01 * (per_product * g.max().item() + tiny * v.sum(1).max().item()),
-                   coef_h2=1.01 * last * v.max().item(), coef_abs=1.01 * coef_abs)
+        tiny = 2.0**-125  # twice the largest value flushed to zero
+        coef_abs = (
+            unit * (v @ b).max().item()
+            + last * c
+            + tiny * g.sum(1).max().item()
+            + 2.0**-100 * (1 + v.sum(1).max().item()) * 3 * in_width
+        )
+        return cls(
+            hi=tiles(hi),
+            lo=tiles(lo),
+            wt=padded.t().contiguous(),
+            bias=bias_padded,
+            width=out_width,
+            coef_h=1.01 * (per_product * g.max().item() + tiny * v.sum(1).max().item()),
+            coef_h2=1.01 * last * v.max().item(),
+            coef_abs=1.01 * coef_abs,
+        )
 
 
-def _check(h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor,
-           *more: torch.Tensor | None) -> None:
+def _check(
+    h: torch.Tensor, wt: torch.Tensor, idx: torch.Tensor, base: torch.Tensor, *more: torch.Tensor | None
+) -> None:
     """The kernels' layout contract: contiguous float32 CPU operands, int64 indices, H a multiple of 16."""
     for tensor in (h, wt, base, *more):
-        if tensor is not None and (tensor.dtype != torch.float32 or not tensor.is_contiguous()
-                                   or tensor.device.type != "cpu"):
+        if tensor is not None and (
+            tensor.dtype != torch.float32 or not tensor.is_contiguous() or tensor.device.type != "cpu"
+        ):
             raise ValueError("the lesion kernels take contiguous float32 CPU tensors")
     if idx.dtype != torch.int64 or not idx.is_contiguous():
         raise ValueError("idx must be a contiguous int64 tensor")
     if wt.shape[0] != h.shape[1] or wt.shape[1] % 16 or base.shape[1] != wt.shape[1]:
-        raise ValueError("inconsistent shapes for the lesion kernels: h (B, C), wt (C, H), base (B or 1, H), "
-                         "H a multiple of 16")
+        raise ValueError(
+            "inconsistent shapes for the lesion kernels: h (B, C), wt (C, H), base (B or 1, H), H a multiple of 16"
+        )
 
 
 def _check_labels(y: torch.Tensor, n_classes: int) -> None:

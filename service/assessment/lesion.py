@@ -27,6 +27,7 @@ _Route = Literal["mask", "delta", "kept"]  # how one group of lesions runs; "kep
 
 # -- lesion sets -----------------------------------------------------------------------------------------------------
 
+
 def keep_masks(sets: Sequence[np.ndarray], size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(M, size) float keep-masks: 0 at each set's units, 1 elsewhere."""
     masks = torch.ones(len(sets), size, device=device)
@@ -40,7 +41,7 @@ def padded_indices(sets: Sequence[np.ndarray], size: int, device: torch.device |
     width = max((len(units) for units in sets), default=0)
     idx = np.full((len(sets), max(width, 1)), size, dtype=np.int64)
     for row, units in enumerate(sets):
-        idx[row, :len(units)] = np.asarray(units, dtype=np.int64)
+        idx[row, : len(units)] = np.asarray(units, dtype=np.int64)
     return torch.from_numpy(idx).to(device)
 
 
@@ -55,17 +56,28 @@ def draw_random_sets(pool: np.ndarray, size: int, n: int, rng: np.random.Generat
 
 # -- evaluation ------------------------------------------------------------------------------------------------------
 
+
 def _class_counts(logits: torch.Tensor, y: torch.Tensor, onehot: torch.Tensor, m: int) -> torch.Tensor:
     pred = logits.max(dim=1).indices.reshape(m, -1)  # (M, B); the first maximum, as argmax, and faster
     correct = (pred == y.unsqueeze(0)).to(onehot.dtype)
     return (correct @ onehot).round().to(torch.int64)  # (M, n_classes)
 
 
-def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                          lesions: Sequence[dict[int, np.ndarray]], *, method: LesionMethod = "auto",
-                          batch_size: int = 1000, max_elements: int = 2 ** 22, max_lesions: int = 32,
-                          delta_max_fraction: float = 0.5, native: bool = True,
-                          on_chunk: Callable[[int], None] | None = None) -> np.ndarray:
+def lesion_correct_counts(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    lesions: Sequence[dict[int, np.ndarray]],
+    *,
+    method: LesionMethod = "auto",
+    batch_size: int = 1000,
+    max_elements: int = 2**22,
+    max_lesions: int = 32,
+    delta_max_fraction: float = 0.5,
+    native: bool = True,
+    on_chunk: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Correct predictions per class with each lesion applied, batched.
 
     Parameters
@@ -115,21 +127,38 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
     buffers = LesionBuffers()
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].to(net.device)
-            yb = y[start:start + batch_size].to(net.device)
+            xb = x[start : start + batch_size].to(net.device)
+            yb = y[start : start + batch_size].to(net.device)
             onehot = F.one_hot(yb, n_classes).to(torch.float32)
             env = net.run(xb, keep=True)
             for (layers, route), rows in groups.items():
                 if route != "mask" and native:
-                    done = _native_counts(net, env, net.layer(layers[0]), [lesions[r][layers[0]] for r in rows],
-                                          complement=route == "kept", y=yb, n_classes=n_classes)
+                    done = _native_counts(
+                        net,
+                        env,
+                        net.layer(layers[0]),
+                        [lesions[r][layers[0]] for r in rows],
+                        complement=route == "kept",
+                        y=yb,
+                        n_classes=n_classes,
+                    )
                     if done is not None:
                         counts[rows] += torch.from_numpy(done)
                         if on_chunk is not None:
                             on_chunk(len(rows))
                         continue
-                chunks = _torch_chunks(net, env, [net.layer(i) for i in layers], route, rows, lesions, buffers,
-                                       batch=xb.shape[0], max_elements=max_elements, max_lesions=max_lesions)
+                chunks = _torch_chunks(
+                    net,
+                    env,
+                    [net.layer(i) for i in layers],
+                    route,
+                    rows,
+                    lesions,
+                    buffers,
+                    batch=xb.shape[0],
+                    max_elements=max_elements,
+                    max_lesions=max_lesions,
+                )
                 for chunk, logits in chunks:
                     counts[chunk] += _class_counts(logits, yb, onehot, len(chunk)).cpu()
                     if on_chunk is not None:
@@ -138,8 +167,9 @@ def lesion_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, 
     return counts.numpy()
 
 
-def _group_lesions(net: LesionNetwork, lesions: Sequence[dict[int, np.ndarray]], method: LesionMethod,
-                   delta_max_fraction: float) -> dict[tuple[tuple[int, ...], _Route], list[int]]:
+def _group_lesions(
+    net: LesionNetwork, lesions: Sequence[dict[int, np.ndarray]], method: LesionMethod, delta_max_fraction: float
+) -> dict[tuple[tuple[int, ...], _Route], list[int]]:
     """The rows of ``lesions`` by (layers lesioned, route), each delta-path group sorted by set size."""
     groups: dict[tuple[tuple[int, ...], _Route], list[int]] = defaultdict(list)
     for row, lesion in enumerate(lesions):
@@ -147,8 +177,10 @@ def _group_lesions(net: LesionNetwork, lesions: Sequence[dict[int, np.ndarray]],
         point = net.layer(layers[0]) if len(layers) == 1 else None
         if method == "delta" and (point is None or point.delta is None):
             names = [net.layer(i).name for i in layers]
-            raise AssessmentInputError(f"Layer(s) {names} do not reach a Linear through zero-preserving steps only, "
-                                       "so method='delta' cannot lesion them; use method='auto' or 'mask'.")
+            raise AssessmentInputError(
+                f"Layer(s) {names} do not reach a Linear through zero-preserving steps only, "
+                "so method='delta' cannot lesion them; use method='auto' or 'mask'."
+            )
         route: _Route = "mask"
         if point is not None and point.delta is not None and method != "mask":
             # The delta path subtracts the silenced units' share from the intact sum: cheap and accurate for small
@@ -163,9 +195,19 @@ def _group_lesions(net: LesionNetwork, lesions: Sequence[dict[int, np.ndarray]],
     return groups
 
 
-def _torch_chunks(net: LesionNetwork, env: dict[str, Any], points: list[LayerPoint], route: _Route, rows: list[int],
-                  lesions: Sequence[dict[int, np.ndarray]], buffers: LesionBuffers, *, batch: int,
-                  max_elements: int, max_lesions: int) -> Iterator[tuple[list[int], torch.Tensor]]:
+def _torch_chunks(
+    net: LesionNetwork,
+    env: dict[str, Any],
+    points: list[LayerPoint],
+    route: _Route,
+    rows: list[int],
+    lesions: Sequence[dict[int, np.ndarray]],
+    buffers: LesionBuffers,
+    *,
+    batch: int,
+    max_elements: int,
+    max_lesions: int,
+) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(rows, logits) per pass of one group's lesions on torch; the logits live in ``buffers`` until the next."""
     point = points[0]
     if route == "mask":
@@ -176,7 +218,7 @@ def _torch_chunks(net: LesionNetwork, env: dict[str, Any], points: list[LayerPoi
         starts = [plan.node]
     per_pass = max(1, min(max_lesions, max_elements // (batch * net.widest(starts))))
     for lo in range(0, len(rows), per_pass):
-        chunk = rows[lo:lo + per_pass]
+        chunk = rows[lo : lo + per_pass]
         if route == "delta":
             idx = padded_indices([lesions[r][point.index] for r in chunk], point.size, net.device)
             logits = net.run_lesioned(env, delta=(plan, idx), buffers=buffers)
@@ -190,8 +232,16 @@ def _torch_chunks(net: LesionNetwork, env: dict[str, Any], points: list[LayerPoi
         yield chunk, logits
 
 
-def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, sets: Sequence[np.ndarray], *,
-                   complement: bool, y: torch.Tensor, n_classes: int) -> np.ndarray | None:
+def _native_counts(
+    net: LesionNetwork,
+    env: dict[str, Any],
+    point: LayerPoint,
+    sets: Sequence[np.ndarray],
+    *,
+    complement: bool,
+    y: torch.Tensor,
+    n_classes: int,
+) -> np.ndarray | None:
     """Counts of one layer's delta-path lesions from the compiled kernels, or None where they do not apply."""
     tail = net.native_tail(point)
     if tail is None:
@@ -210,14 +260,35 @@ def _native_counts(net: LesionNetwork, env: dict[str, Any], point: LayerPoint, s
     threads = torch.get_num_threads()
     if tail.hidden is not None:
         assert tail.wout is not None and tail.bout is not None  # set with hidden (plan_native_tail)
-        counts, _ = tail.kernels.lesion_counts_deep(h.contiguous(), tail.wt, idx, base, subtract=not complement,
-                                                    hidden=tail.hidden, wout=tail.wout, bout=tail.bout,
-                                                    n_out=tail.bout.shape[0], y=y, n_classes=n_classes,
-                                                    threads=threads)
+        counts, _ = tail.kernels.lesion_counts_deep(
+            h.contiguous(),
+            tail.wt,
+            idx,
+            base,
+            subtract=not complement,
+            hidden=tail.hidden,
+            wout=tail.wout,
+            bout=tail.bout,
+            n_out=tail.bout.shape[0],
+            y=y,
+            n_classes=n_classes,
+            threads=threads,
+        )
         return counts
     n_out = z.shape[1] if tail.bout is None else tail.bout.shape[0]  # both None or both set
-    return tail.kernels.lesion_counts(h.contiguous(), tail.wt, idx, base, subtract=not complement, wout=tail.wout,
-                                      bout=tail.bout, n_out=n_out, y=y, n_classes=n_classes, threads=threads)
+    return tail.kernels.lesion_counts(
+        h.contiguous(),
+        tail.wt,
+        idx,
+        base,
+        subtract=not complement,
+        wout=tail.wout,
+        bout=tail.bout,
+        n_out=n_out,
+        y=y,
+        n_classes=n_classes,
+        threads=threads,
+    )
 
 
 def _complements(sets: Sequence[np.ndarray], size: int) -> list[np.ndarray]:
@@ -233,23 +304,30 @@ def _finite(env: dict[str, Any], plan: DeltaPlan) -> bool:
     return env[key]
 
 
-def intact_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, *,
-                          batch_size: int = 1000) -> np.ndarray:
+def intact_correct_counts(
+    net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int, *, batch_size: int = 1000
+) -> np.ndarray:
     """(n_classes,) correct predictions per class of the intact network."""
     x = prepare_inputs(net, x)
     counts = torch.zeros(n_classes, dtype=torch.int64)
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            xb, yb = x[start:start + batch_size].to(net.device), y[start:start + batch_size].to(net.device)
+            xb, yb = x[start : start + batch_size].to(net.device), y[start : start + batch_size].to(net.device)
             onehot = F.one_hot(yb, n_classes).to(torch.float32)
             counts += _class_counts(net.run(xb), yb, onehot, 1)[0].cpu()
     return counts.numpy()
 
 
-def one_at_a_time_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                                 lesions: Sequence[dict[int, np.ndarray]], *,
-                                 how: Literal["weights", "mask"] = "weights",
-                                 batch_size: int = 1000) -> np.ndarray:
+def one_at_a_time_correct_counts(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    lesions: Sequence[dict[int, np.ndarray]],
+    *,
+    how: Literal["weights", "mask"] = "weights",
+    batch_size: int = 1000,
+) -> np.ndarray:
     """The baseline: one forward pass over the data per lesion.
 
     ``how="weights"`` does what the reference did: zero the silenced units' incoming weights and bias in the module
@@ -266,8 +344,10 @@ def one_at_a_time_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.T
                 for layer, units in lesion.items():
                     point = net.layer(layer)
                     if point.batchnorm is not None:
-                        raise AssessmentInputError(f"Layer {point.name!r} is followed by a BatchNorm; zeroing its "
-                                                   "weights does not silence it. Use how='mask'.")
+                        raise AssessmentInputError(
+                            f"Layer {point.name!r} is followed by a BatchNorm; zeroing its "
+                            "weights does not silence it. Use how='mask'."
+                        )
                     target = cast(nn.Linear | nn.Conv2d, net.module.get_submodule(point.name))
                     index = torch.as_tensor(np.asarray(units, dtype=np.int64), device=net.device)
                     for param in (target.weight, target.bias):
@@ -276,14 +356,16 @@ def one_at_a_time_correct_counts(net: LesionNetwork, x: torch.Tensor, y: torch.T
                             param[index] = 0.0
             try:
                 for start in range(0, x.shape[0], batch_size):
-                    xb, yb = x[start:start + batch_size].to(net.device), y[start:start + batch_size].to(net.device)
+                    xb, yb = x[start : start + batch_size].to(net.device), y[start : start + batch_size].to(net.device)
                     onehot = F.one_hot(yb, n_classes).to(torch.float32)
                     if how == "weights":
                         logits = net.module(xb)
                     else:
                         env = net.run(xb, keep=True)
-                        masks = {net.layer(i).value: keep_masks([u], net.layer(i).size, net.device)
-                                 for i, u in lesion.items()}
+                        masks = {
+                            net.layer(i).value: keep_masks([u], net.layer(i).size, net.device)
+                            for i, u in lesion.items()
+                        }
                         logits = net.run_lesioned(env, masks=masks)
                     out[row] += _class_counts(logits, yb, onehot, 1)[0].cpu().numpy()
             finally:

@@ -37,15 +37,61 @@ from neuronmap.service.assessment.tails import (
 from neuronmap.service.errors import AssessmentInputError
 
 # f(0) = 0 and elementwise: silencing a unit before or after these is the same (the "delta" path's condition).
-_ZERO_PRESERVING_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU,
-                            nn.Mish, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Softsign, nn.Tanhshrink, nn.Identity,
-                            nn.Dropout, nn.Dropout1d, nn.AlphaDropout)
-_ZERO_PRESERVING_NAMES = frozenset({
-    "relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "prelu", "_prelu_kernel", "elu", "elu_", "celu", "selu",
-    "gelu", "silu", "mish", "tanh", "tanh_", "hardtanh", "hardtanh_", "hardswish", "softsign", "tanhshrink",
-    "dropout", "native_dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "clone", "contiguous",
-    "detach", "alias",
-})
+_ZERO_PRESERVING_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.AlphaDropout,
+)
+_ZERO_PRESERVING_NAMES = frozenset(
+    {
+        "relu",
+        "relu_",
+        "relu6",
+        "leaky_relu",
+        "leaky_relu_",
+        "prelu",
+        "_prelu_kernel",
+        "elu",
+        "elu_",
+        "celu",
+        "selu",
+        "gelu",
+        "silu",
+        "mish",
+        "tanh",
+        "tanh_",
+        "hardtanh",
+        "hardtanh_",
+        "hardswish",
+        "softsign",
+        "tanhshrink",
+        "dropout",
+        "native_dropout",
+        "feature_dropout",
+        "alpha_dropout",
+        "feature_alpha_dropout",
+        "clone",
+        "contiguous",
+        "detach",
+        "alias",
+    }
+)
 _FRESH_NAMES = frozenset({"linear", "conv2d", "convolution", "addmm", "batch_norm", "add", "baddbmm"})
 
 
@@ -74,12 +120,12 @@ class _RedirectedReLU(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         return x.clamp_min(0)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         (x,) = ctx.saved_tensors
         relu_grad = torch.where(x < 0, torch.zeros_like(grad), grad)
         redirected = torch.where((x < 0) & (grad > 0), torch.zeros_like(grad), grad)  # grad of the loss (minimised)
@@ -118,9 +164,15 @@ class LesionNetwork:
     input_shape : tuple of int
     """
 
-    def __init__(self, module: nn.Module, input_shape: Sequence[int] | None = None, *,
-                 device: str | torch.device = "cpu", batchnorm: BatchNormLesion = "after",
-                 traced: TracedNetwork | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        input_shape: Sequence[int] | None = None,
+        *,
+        device: str | torch.device = "cpu",
+        batchnorm: BatchNormLesion = "after",
+        traced: TracedNetwork | None = None,
+    ) -> None:
         if batchnorm not in choices(BatchNormLesion):
             raise AssessmentInputError(f"batchnorm must be 'after' or 'before', got {batchnorm!r}.")
         self.device = resolve_device(device)
@@ -137,8 +189,10 @@ class LesionNetwork:
         self._by_name = {node.name: node for node in self._nodes}
         missing = [s.out for s in self.traced.steps if s.out not in self._by_name]
         if missing:
-            raise AssessmentInputError(f"The traced network names values {missing[:3]} that the module's graph lacks; "
-                                       "pass the trace of this very module.")
+            raise AssessmentInputError(
+                f"The traced network names values {missing[:3]} that the module's graph lacks; "
+                "pass the trace of this very module."
+            )
         self._modules = dict(self.gm.named_modules())
         placeholders = [n for n in self._nodes if n.op == "placeholder"]
         self._input = next((n for n in placeholders if n.name == self.traced.input), placeholders[0])
@@ -188,8 +242,9 @@ class LesionNetwork:
         # torch.export's .module() checks its input shapes in a call that returns nothing; nothing reads it
         return node.op == "call_module" and str(node.target).startswith("_guards") and not node.users
 
-    def run(self, x: torch.Tensor, *, stop_at: str | None = None, relu_override: bool = False,
-            keep: bool = False) -> Any:
+    def run(
+        self, x: torch.Tensor, *, stop_at: str | None = None, relu_override: bool = False, keep: bool = False
+    ) -> Any:
         """Run the intact network on ``x``.
 
         Parameters
@@ -234,10 +289,15 @@ class LesionNetwork:
         return self._descendants_cache[starts]
 
     @torch.no_grad()
-    def run_lesioned(self, env: dict[str, Any], *, masks: dict[str, torch.Tensor] | None = None,
-                     delta: tuple[DeltaPlan, torch.Tensor] | None = None,
-                     kept: tuple[DeltaPlan, torch.Tensor] | None = None,
-                     buffers: LesionBuffers | None = None) -> torch.Tensor:
+    def run_lesioned(
+        self,
+        env: dict[str, Any],
+        *,
+        masks: dict[str, torch.Tensor] | None = None,
+        delta: tuple[DeltaPlan, torch.Tensor] | None = None,
+        kept: tuple[DeltaPlan, torch.Tensor] | None = None,
+        buffers: LesionBuffers | None = None,
+    ) -> torch.Tensor:
         """The output of M lesioned copies of the network at once, reusing the intact run ``env`` (no gradients).
 
         Parameters
@@ -273,15 +333,20 @@ class LesionNetwork:
             assert pair is not None
             plan, idx = pair
             chain = self._chain(plan.node)
-            if (chain is not None and delta is not None and len(chain) == 2 and chain[0].weight is None
-                    and chain[1].weight is not None):
+            if (
+                chain is not None
+                and delta is not None
+                and len(chain) == 2
+                and chain[0].weight is None
+                and chain[1].weight is not None
+            ):
                 return delta_to_output(env, plan, idx, chain[1], batch, buffers)
             if chain is not None:
                 value = delta_value(env, plan, idx, complement=kept is not None, batch=batch, buffers=buffers)
                 return run_chain(value, chain, buffers)
             return self._run_graph(env, {}, (plan, idx, kept is not None), batch, buffers)
         if len(masks) == 1:
-            (name, keep), = masks.items()
+            ((name, keep),) = masks.items()
             value = env[name]
             chain = self._chain(name) if isinstance(value, torch.Tensor) and value.dim() == 2 else None
             if chain is not None:
@@ -291,9 +356,14 @@ class LesionNetwork:
                 return run_chain(out.view(m * batch, size), chain, buffers)
         return self._run_graph(env, masks, None, batch, buffers)
 
-    def _run_graph(self, env: dict[str, Any], masks: dict[str, torch.Tensor],
-                   delta: tuple[DeltaPlan, torch.Tensor, bool] | None, batch: int,
-                   buffers: LesionBuffers) -> torch.Tensor:
+    def _run_graph(
+        self,
+        env: dict[str, Any],
+        masks: dict[str, torch.Tensor],
+        delta: tuple[DeltaPlan, torch.Tensor, bool] | None,
+        batch: int,
+        buffers: LesionBuffers,
+    ) -> torch.Tensor:
         """``run_lesioned`` for any graph: interpret every node downstream of the lesion on the expanded batch."""
         if delta is None:
             starts, m = frozenset(masks), next(iter(masks.values())).shape[0]
@@ -311,8 +381,12 @@ class LesionNetwork:
             if n.name in local:
                 return local[n.name]
             value = env[n.name]
-            if (n.name in self._depends and isinstance(value, torch.Tensor) and value.dim() > 0
-                    and value.shape[0] == batch):
+            if (
+                n.name in self._depends
+                and isinstance(value, torch.Tensor)
+                and value.dim() > 0
+                and value.shape[0] == batch
+            ):
                 value = value.unsqueeze(0).expand(m, *value.shape).reshape(m * batch, *value.shape[1:])
                 local[n.name] = value  # a residual branch from before the lesion, repeated once
             return value
@@ -368,8 +442,7 @@ class LesionNetwork:
         if source.name in starts:
             return True
         if source.op == "call_module":
-            return isinstance(self._modules[str(source.target)],
-                              (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d))
+            return isinstance(self._modules[str(source.target)], (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d))
         return source.op == "call_function" and op_name(source.target) in _FRESH_NAMES
 
     # -- planned tails ---------------------------------------------------------------------------------------------
@@ -394,8 +467,9 @@ class LesionNetwork:
     def widest(self, starts: Sequence[str]) -> int:
         """The most elements one input has in any value recomputed after lesioning ``starts``."""
         shapes = {step.out: step.shape for step in self.traced.steps}
-        return max([int(np.prod(shapes[n.name])) for n in self._descendants(frozenset(starts)) if n.name in shapes]
-                   + [1])
+        return max(
+            [int(np.prod(shapes[n.name])) for n in self._descendants(frozenset(starts)) if n.name in shapes] + [1]
+        )
 
     def activations(self, x: torch.Tensor, layer: LayerPoint) -> torch.Tensor:
         """The layer's post-activation values (B, C): spatial means for conv channels (methods.md §6)."""
@@ -410,14 +484,18 @@ def prepare_inputs(net: LesionNetwork, x: torch.Tensor) -> torch.Tensor:
         return x
     if int(np.prod(x.shape[1:])) == int(np.prod(shape)):
         return x.reshape(x.shape[0], *shape)  # e.g. flat 784 pixels for a (1, 28, 28) network
-    raise AssessmentInputError(f"The data set's inputs have shape {tuple(x.shape[1:])}, but the network reads "
-                               f"{shape}; choose a data set made for this network.")
+    raise AssessmentInputError(
+        f"The data set's inputs have shape {tuple(x.shape[1:])}, but the network reads "
+        f"{shape}; choose a data set made for this network."
+    )
 
 
 # -- planning the layers -------------------------------------------------------------------------------------------
 
-def _plan_layers(traced: TracedNetwork, by_name: dict[str, fx.Node], modules: dict[str, nn.Module],
-                 batchnorm: BatchNormLesion) -> list[LayerPoint]:
+
+def _plan_layers(
+    traced: TracedNetwork, by_name: dict[str, fx.Node], modules: dict[str, nn.Module], batchnorm: BatchNormLesion
+) -> list[LayerPoint]:
     """Every Linear/Conv layer of the trace, with its neurons' value, activation and delta path."""
     consumers: dict[str, list[Step]] = defaultdict(list)
     for step in traced.steps:
@@ -452,14 +530,29 @@ def _plan_layers(traced: TracedNetwork, by_name: dict[str, fx.Node], modules: di
         while (user := only_user(activation)) is not None and user.kind == "elementwise":
             activation = user.out
         delta = _delta_plan(value, only_user, shapes, lambda out: zero_preserving(by_name[out]))
-        layers.append(LayerPoint(index=len(layers) + 1, name=name, kind=step.kind, size=int(step.weight.shape[0]),
-                                 shape=tuple(step.shape), output=step.out, value=value, activation=activation,
-                                 batchnorm=bn, delta=delta))
+        layers.append(
+            LayerPoint(
+                index=len(layers) + 1,
+                name=name,
+                kind=step.kind,
+                size=int(step.weight.shape[0]),
+                shape=tuple(step.shape),
+                output=step.out,
+                value=value,
+                activation=activation,
+                batchnorm=bn,
+                delta=delta,
+            )
+        )
     return layers
 
 
-def _delta_plan(value: str, only_user: Callable[[str], Step | None], shapes: dict[str, tuple[int, ...]],
-                zero_preserving: Callable[[str], bool]) -> DeltaPlan | None:
+def _delta_plan(
+    value: str,
+    only_user: Callable[[str], Step | None],
+    shapes: dict[str, tuple[int, ...]],
+    zero_preserving: Callable[[str], bool],
+) -> DeltaPlan | None:
     """The delta path of the layer whose neurons are ``value``: the next Linear, reached through f(0) = 0 steps."""
     if len(shapes.get(value, ())) != 1:
         return None  # conv maps: the mask path

@@ -66,6 +66,7 @@ class LesionBuffers:
 
 # -- Linear/ReLU chains ----------------------------------------------------------------------------------------------
 
+
 def linear_relu_chain(start: fx.Node, modules: dict[str, nn.Module]) -> tuple[ChainStep, ...] | None:
     """The steps after ``start`` when they are a plain chain of Linear and ReLU to the output, else None.
 
@@ -86,14 +87,19 @@ def linear_relu_chain(start: fx.Node, modules: dict[str, nn.Module]) -> tuple[Ch
         if user.op == "call_module":
             module = modules[str(user.target)]
             if type(module) is nn.Linear:
-                steps.append(ChainStep(module.weight.detach(),
-                                       module.bias.detach() if module.bias is not None else None))
+                steps.append(
+                    ChainStep(module.weight.detach(), module.bias.detach() if module.bias is not None else None)
+                )
             elif type(module) is nn.ReLU:
                 steps.append(ChainStep(None, None))
             elif not (type(module) is nn.Identity or (type(module) is nn.Dropout and not module.training)):
                 return None
-        elif (user.op in ("call_function", "call_method") and op_name(user.target) in RELU_NAMES
-              and len(user.args) == 1 and set(user.kwargs) <= {"inplace"}):
+        elif (
+            user.op in ("call_function", "call_method")
+            and op_name(user.target) in RELU_NAMES
+            and len(user.args) == 1
+            and set(user.kwargs) <= {"inplace"}
+        ):
             steps.append(ChainStep(None, None))
         else:
             return None
@@ -119,6 +125,7 @@ def run_chain(value: torch.Tensor, chain: Sequence[ChainStep], buffers: LesionBu
 
 # -- the delta path ---------------------------------------------------------------------------------------------------
 
+
 def delta_operands(env: dict[str, Any], plan: DeltaPlan) -> tuple[torch.Tensor, torch.Tensor]:
     """(C+1, B) values and (C+1, C_next) weight rows of the delta Linear; row C is "no unit" (padding)."""
     key = "__delta__" + plan.node  # cached in the intact run's environment: one per data batch
@@ -130,8 +137,9 @@ def delta_operands(env: dict[str, Any], plan: DeltaPlan) -> tuple[torch.Tensor, 
     return env[key]
 
 
-def delta_value(env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, *, complement: bool, batch: int,
-                buffers: LesionBuffers) -> torch.Tensor:
+def delta_value(
+    env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, *, complement: bool, batch: int, buffers: LesionBuffers
+) -> torch.Tensor:
     """(M·B, C_next): the Linear's output with the lesions applied, ``delta`` or ``kept`` form."""
     rows, weight = delta_operands(env, plan)
     m, width = idx.shape[0], weight.shape[1]
@@ -147,8 +155,9 @@ def delta_value(env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, *, comp
     return out.view(m * batch, width)
 
 
-def delta_to_output(env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, last: ChainStep, batch: int,
-                    buffers: LesionBuffers) -> torch.Tensor:
+def delta_to_output(
+    env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, last: ChainStep, batch: int, buffers: LesionBuffers
+) -> torch.Tensor:
     """The ``delta`` lesion of the last hidden layer's predecessor when only ReLU → Linear follow: the output.
 
     relu(z − Δ) = z − min(Δ, z) exactly, so W relu(z − Δ) + b = (W z + b) − W min(Δ, z), with W z + b computed once
@@ -172,6 +181,7 @@ def delta_to_output(env: dict[str, Any], plan: DeltaPlan, idx: torch.Tensor, las
 
 
 # -- the compiled kernels ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class NativeTail:
@@ -225,5 +235,5 @@ def pad_columns(value: torch.Tensor, width: int) -> torch.Tensor:
     if value.shape[1] == width and value.is_contiguous():
         return value
     out = value.new_zeros(value.shape[0], width)
-    out[:, :value.shape[1]] = value
+    out[:, : value.shape[1]] = value
     return out

@@ -8,6 +8,14 @@ import click
 import pydantic
 
 from neuronmap.errors import NeuronmapError
+from neuronmap.service.cli import activations as _activations
+from neuronmap.service.cli import assess as _assess
+from neuronmap.service.cli import cluster as _cluster
+from neuronmap.service.cli import db as _db
+from neuronmap.service.cli import demo as _demo
+from neuronmap.service.cli import ingest as _ingest
+from neuronmap.service.cli import query as _query
+from neuronmap.service.cli import serve as _serve
 from neuronmap.service.config import Settings
 
 
@@ -42,9 +50,6 @@ def cli(ctx: click.Context) -> None:
 def main() -> None:
     cli(prog_name="neuronmap")
 
-
-from neuronmap.service.cli import cluster as _cluster, db as _db, demo as _demo, ingest as _ingest, query as _query  # noqa: E402
-from neuronmap.service.cli import activations as _activations, assess as _assess, serve as _serve  # noqa: E402
 
 for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:

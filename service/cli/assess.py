@@ -11,26 +11,63 @@ from neuronmap.options import CoherenceMethod, choices
 from neuronmap.service.cli.common import StageBars, console, device_option, format_option, progress, store_from
 from neuronmap.service.cli.output import emit
 
-_IMPORTANCE_COLUMNS = ["layer_name", "cluster", "size", "accuracy", "delta_accuracy", "null_delta_mean", "p_value",
-                       "p_adjusted", "range_statistic", "p_range", "category"]
-_COHERENCE_COLUMNS = ["layer_name", "cluster", "size", "statistic", "p_value", "p_adjusted", "entropy",
-                      "null_entropy_mean", "activation", "null_activation_mean", "similarity"]
+_IMPORTANCE_COLUMNS = [
+    "layer_name",
+    "cluster",
+    "size",
+    "accuracy",
+    "delta_accuracy",
+    "null_delta_mean",
+    "p_value",
+    "p_adjusted",
+    "range_statistic",
+    "p_range",
+    "category",
+]
+_COHERENCE_COLUMNS = [
+    "layer_name",
+    "cluster",
+    "size",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "entropy",
+    "null_entropy_mean",
+    "activation",
+    "null_activation_mean",
+    "similarity",
+]
 
 
 @click.command()
 @click.argument("model")
 @click.option("--partition", default="latest", show_default=True, help="A partition id, or latest.")
 @click.option("--data", "dataset", default="digits", show_default=True, help="A classification data set the net reads.")
-@click.option("--random-sets", "n_null", default=200, show_default=True,
-              help="Random same-size sets per sub-cluster (N); the smallest p-value is 1/(N+1).")
+@click.option(
+    "--random-sets",
+    "n_null",
+    default=200,
+    show_default=True,
+    help="Random same-size sets per sub-cluster (N); the smallest p-value is 1/(N+1).",
+)
 @click.option("--double", is_flag=True, help="Also run the double-lesion interaction test (methods.md §5).")
 @click.option("--parity", is_flag=True, help="The reference code's choices (balanced accuracy, thresholds).")
 @click.option("--seed", default=0, show_default=True)
 @device_option()
 @format_option()
 @click.pass_context
-def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_null: int, double: bool, parity: bool,
-               seed: int, device: str | None, fmt: str) -> None:
+def importance(
+    ctx: click.Context,
+    model: str,
+    partition: str,
+    dataset: str,
+    n_null: int,
+    double: bool,
+    parity: bool,
+    seed: int,
+    device: str | None,
+    fmt: str,
+) -> None:
     """Lesion every sub-cluster (a cluster within one layer) and compare with random same-size sets.
 
     \b
@@ -41,30 +78,62 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
 
     options = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
-        result = run_importance(store, model, partition, dataset=dataset, n_null=n_null, seed=seed,
-                                device=device or ctx.obj.device, on_progress=StageBars(bar), **options)
-        pairs = (run_double_lesion(store, model, partition, dataset=dataset, seed=seed,
-                                   device=device or ctx.obj.device, on_progress=StageBars(bar), **options)
-                 if double else None)
+        result = run_importance(
+            store,
+            model,
+            partition,
+            dataset=dataset,
+            n_null=n_null,
+            seed=seed,
+            device=device or ctx.obj.device,
+            on_progress=StageBars(bar),
+            **options,
+        )
+        pairs = (
+            run_double_lesion(
+                store,
+                model,
+                partition,
+                dataset=dataset,
+                seed=seed,
+                device=device or ctx.obj.device,
+                on_progress=StageBars(bar),
+                **options,
+            )
+            if double
+            else None
+        )
     if fmt != "table":
         emit([s.model_dump() for s in result.subclusters], _IMPORTANCE_COLUMNS, fmt)
         return
-    emit([s.model_dump() for s in result.subclusters], _IMPORTANCE_COLUMNS, "table",
-         title=f"importance of {result.partition} ({result.n_null} random sets, {result.dataset})")
-    console.print(f"intact accuracy {result.accuracy:.4f}; {result.n_important} of {result.n_tested} sub-clusters "
-                  f"important; network: Fisher p = {result.fisher_p:.3g}, reference χ² (two-sided) "
-                  f"p = {result.chi2_p:.3g}. Stored as {result.assessment}.")
+    emit(
+        [s.model_dump() for s in result.subclusters],
+        _IMPORTANCE_COLUMNS,
+        "table",
+        title=f"importance of {result.partition} ({result.n_null} random sets, {result.dataset})",
+    )
+    console.print(
+        f"intact accuracy {result.accuracy:.4f}; {result.n_important} of {result.n_tested} sub-clusters "
+        f"important; network: Fisher p = {result.fisher_p:.3g}, reference χ² (two-sided) "
+        f"p = {result.chi2_p:.3g}. Stored as {result.assessment}."
+    )
     if pairs is not None:
-        console.print(f"double lesions: {len(pairs.pairs)} pairs; Fisher p = {pairs.fisher_p:.3g}, "
-                      f"χ² p = {pairs.chi2_p:.3g}")
+        console.print(
+            f"double lesions: {len(pairs.pairs)} pairs; Fisher p = {pairs.fisher_p:.3g}, χ² p = {pairs.chi2_p:.3g}"
+        )
 
 
 @click.command()
 @click.argument("model")
 @click.option("--partition", default="latest", show_default=True, help="A partition id, or latest.")
 @click.option("--data", "dataset", default="digits", show_default=True, help="Data set for data-set examples.")
-@click.option("--method", "methods", default="features,examples", show_default=True,
-              help="features (feature visualisation), examples (data-set examples), or both.")
+@click.option(
+    "--method",
+    "methods",
+    default="features,examples",
+    show_default=True,
+    help="features (feature visualisation), examples (data-set examples), or both.",
+)
 @click.option("--random-sets", "n_null", default=100, show_default=True, help="Random same-size sets (N).")
 @click.option("--steps", default=256, show_default=True, help="Optimisation steps of feature visualisation.")
 @click.option("--top-k", "k", default=32, show_default=True, help="Data-set examples per set.")
@@ -73,8 +142,20 @@ def importance(ctx: click.Context, model: str, partition: str, dataset: str, n_n
 @device_option()
 @format_option()
 @click.pass_context
-def coherence(ctx: click.Context, model: str, partition: str, dataset: str, methods: str, n_null: int, steps: int,
-              k: int, out: Path | None, seed: int, device: str | None, fmt: str) -> None:
+def coherence(
+    ctx: click.Context,
+    model: str,
+    partition: str,
+    dataset: str,
+    methods: str,
+    n_null: int,
+    steps: int,
+    k: int,
+    out: Path | None,
+    seed: int,
+    device: str | None,
+    fmt: str,
+) -> None:
     """Do a sub-cluster's neurons respond to the same features, more than random same-size sets do?
 
     \b
@@ -86,12 +167,24 @@ def coherence(ctx: click.Context, model: str, partition: str, dataset: str, meth
     chosen = cast("tuple[CoherenceMethod, ...]", tuple(m.strip() for m in methods.split(",") if m.strip()))
     unknown = [m for m in chosen if m not in choices(CoherenceMethod)]
     if unknown or not chosen:
-        raise click.BadParameter(f"{methods!r}: choose features, examples, or features,examples.",
-                                 param_hint="--method")
+        raise click.BadParameter(
+            f"{methods!r}: choose features, examples, or features,examples.", param_hint="--method"
+        )
     with store_from(ctx) as store, progress() as bar:
-        run = run_coherence(store, model, partition, dataset=dataset, n_null=n_null, seed=seed,
-                            device=device or ctx.obj.device, methods=chosen, steps=steps, k=k, out_dir=out,
-                            on_progress=StageBars(bar))
+        run = run_coherence(
+            store,
+            model,
+            partition,
+            dataset=dataset,
+            n_null=n_null,
+            seed=seed,
+            device=device or ctx.obj.device,
+            methods=chosen,
+            steps=steps,
+            k=k,
+            out_dir=out,
+            on_progress=StageBars(bar),
+        )
     for result in (run.features, run.examples):
         if result is None:
             continue
@@ -101,9 +194,11 @@ def coherence(ctx: click.Context, model: str, partition: str, dataset: str, meth
             continue
         emit(rows, _COHERENCE_COLUMNS, "table", title=f"{result.method} of {result.partition} ({result.n_null} sets)")
         skipped = f"; skipped (size rule): {', '.join(result.skipped)}" if result.skipped else ""
-        console.print(f"{result.n_coherent} of {len(result.subclusters)} sub-clusters coherent (BH, α={result.alpha}); "
-                      f"network Fisher p = {result.fisher_p if result.fisher_p is not None else float('nan'):.3g}"
-                      f"{skipped}. Stored as {result.assessment}.")
+        console.print(
+            f"{result.n_coherent} of {len(result.subclusters)} sub-clusters coherent (BH, α={result.alpha}); "
+            f"network Fisher p = {result.fisher_p if result.fisher_p is not None else float('nan'):.3g}"
+            f"{skipped}. Stored as {result.assessment}."
+        )
 
 
 COMMANDS = [importance, coherence]

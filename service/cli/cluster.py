@@ -14,42 +14,79 @@ from neuronmap.service.store import admin
 
 
 def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
-    rows = [("partition", result.id), ("model", result.model), ("edges", result.edges), ("layers", result.layers),
-            ("k", result.k), ("neurons", result.n_neurons), ("isolated (label -1)", result.n_isolated),
-            ("n-cut", f"{result.ncut:.6g}"), ("cluster sizes", " ".join(map(str, result.cluster_sizes))),
-            ("solver / device", f"{result.solver} / {result.device}"),
-            ("eigen-residual", f"{result.eigen_residual:.2e}")]
+    rows = [
+        ("partition", result.id),
+        ("model", result.model),
+        ("edges", result.edges),
+        ("layers", result.layers),
+        ("k", result.k),
+        ("neurons", result.n_neurons),
+        ("isolated (label -1)", result.n_isolated),
+        ("n-cut", f"{result.ncut:.6g}"),
+        ("cluster sizes", " ".join(map(str, result.cluster_sizes))),
+        ("solver / device", f"{result.solver} / {result.device}"),
+        ("eigen-residual", f"{result.eigen_residual:.2e}"),
+    ]
     if result.n_null:
-        rows += [("null", f"{result.n_null} × {result.null_method}"),
-                 ("null n-cut mean ± sd", f"{result.null_mean:.6g} ± {result.null_sd:.3g}"),
-                 ("z-score", f"{result.z:.3g}"), ("percentile (p)", f"{result.percentile:.4g}")]
-    rows.append(("seconds (pull, cluster, null, write)", f"{result.pull_seconds:.2f}, {result.cluster_seconds:.2f}, "
-                                                          f"{result.null_seconds:.2f}, {result.write_seconds:.2f}"))
+        rows += [
+            ("null", f"{result.n_null} × {result.null_method}"),
+            ("null n-cut mean ± sd", f"{result.null_mean:.6g} ± {result.null_sd:.3g}"),
+            ("z-score", f"{result.z:.3g}"),
+            ("percentile (p)", f"{result.percentile:.4g}"),
+        ]
+    rows.append(
+        (
+            "seconds (pull, cluster, null, write)",
+            f"{result.pull_seconds:.2f}, {result.cluster_seconds:.2f}, "
+            f"{result.null_seconds:.2f}, {result.write_seconds:.2f}",
+        )
+    )
     return [{"field": k, "value": v} for k, v in rows]
 
 
 @click.command()
 @click.argument("model")
 @click.option("-k", "--k", "n_clusters", default=12, show_default=True, help="Number of clusters.")
-@click.option("--shuffles", "n_shuffles", default=0, show_default=True,
-              help="Shuffled networks for the clusterability null (0: none).")
-@click.option("--null-method", type=choice(NullMethod),
-              help="Default: layer for weight graphs, upper_triangle for activation graphs.")
+@click.option(
+    "--shuffles",
+    "n_shuffles",
+    default=0,
+    show_default=True,
+    help="Shuffled networks for the clusterability null (0: none).",
+)
+@click.option(
+    "--null-method",
+    type=choice(NullMethod),
+    help="Default: layer for weight graphs, upper_triangle for activation graphs.",
+)
 @click.option("--layers", help="first:last layer (names or indexes) to cluster, e.g. conv1:conv3.")
-@click.option("--edges", default="weight", show_default=True,
-              help="'weight', or the name of an activation graph of the model.")
+@click.option(
+    "--edges", default="weight", show_default=True, help="'weight', or the name of an activation graph of the model."
+)
 @click.option("--min-weight", default=0.0, show_default=True, help="Drop edges with |w| below this.")
 @device_option()
 @click.option("--seed", default=0, show_default=True, help="Makes labels and nulls identical run to run.")
-@click.option("--solver", "eigen_solver", type=choice(EigenSolver), default="auto",
-              show_default=True)
+@click.option("--solver", "eigen_solver", type=choice(EigenSolver), default="auto", show_default=True)
 @click.option("--n-init", type=int, help="k-means restarts (default 10; 25/100 with --parity).")
 @click.option("--parity", is_flag=True, help="The reference code's settings (methods.md §3).")
 @format_option(SummaryFormat)
 @click.pass_context
-def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, null_method: str | None,
-            layers: str | None, edges: str, min_weight: float, device: str | None, seed: int, eigen_solver: str,
-            n_init: int | None, parity: bool, fmt: str) -> None:
+def cluster(
+    ctx: click.Context,
+    model: str,
+    n_clusters: int,
+    n_shuffles: int,
+    null_method: str | None,
+    layers: str | None,
+    edges: str,
+    min_weight: float,
+    device: str | None,
+    seed: int,
+    eigen_solver: str,
+    n_init: int | None,
+    parity: bool,
+    fmt: str,
+) -> None:
     """Partition a model's neurons by spectral clustering and write the partition back.
 
     \b
@@ -57,9 +94,19 @@ def cluster(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, nu
     neuronmap cluster mnist-mlp-a --k 12 --shuffles 200     # + clusterability: z-score, percentile
     neuronmap cluster small-cnn --k 8 --layers conv1:conv3 --device cuda
     """
-    config = ClusterConfig(n_clusters=n_clusters, edges=edges, layers=layers, min_weight=min_weight,
-                           n_shuffles=n_shuffles, null_method=null_method, random_state=seed,
-                           device=device or ctx.obj.device, eigen_solver=eigen_solver, n_init=n_init, parity=parity)
+    config = ClusterConfig(
+        n_clusters=n_clusters,
+        edges=edges,
+        layers=layers,
+        min_weight=min_weight,
+        n_shuffles=n_shuffles,
+        null_method=null_method,
+        random_state=seed,
+        device=device or ctx.obj.device,
+        eigen_solver=eigen_solver,
+        n_init=n_init,
+        parity=parity,
+    )
     with store_from(ctx) as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with console.status("clustering…") as status:
@@ -90,8 +137,12 @@ def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) ->
             click.echo(f"Dropped partition {drop_id}.")
             return
         rows = admin.list_partitions(store, model)
-    emit(rows, ["id", "k", "edges", "layers", "seed", "ncut", "n_null", "null_mean", "z", "percentile", "created_at"],
-         fmt, title=f"partitions of {model}")
+    emit(
+        rows,
+        ["id", "k", "edges", "layers", "seed", "ncut", "n_null", "null_mean", "z", "percentile", "created_at"],
+        fmt,
+        title=f"partitions of {model}",
+    )
 
 
 COMMANDS = [cluster, partitions]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import click
 from rich.console import Console
@@ -36,8 +37,10 @@ def device_option(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 def _starting(server: local_neo4j.LocalServer) -> None:
-    console.print(f"Starting the local Neo4j {local_neo4j.NEO4J_VERSION} in {server.root} "
-                  "(first start fetches the jars; 'neuronmap db stop' stops it)…")
+    console.print(
+        f"Starting the local Neo4j {local_neo4j.NEO4J_VERSION} in {server.root} "
+        "(first start fetches the jars; 'neuronmap db stop' stops it)…"
+    )
 
 
 @contextlib.contextmanager
@@ -86,5 +89,12 @@ class StageBars:
 
 
 def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

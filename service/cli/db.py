@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from neuronmap.service.store import local_neo4j
-from neuronmap.service.config import Settings
 from neuronmap.service.cli.common import console, store_from
+from neuronmap.service.config import Settings
+from neuronmap.service.store import local_neo4j
 
 
 @click.group()
@@ -22,8 +22,10 @@ def db() -> None:
 def _server(ctx: click.Context) -> local_neo4j.LocalServer:
     settings: Settings = ctx.obj
     if settings.neo4j_uri:
-        console.print(f"[yellow]NEO4J_URI is set ({settings.neo4j_uri}): commands use that server, "
-                      "not the local one managed here.[/yellow]")
+        console.print(
+            f"[yellow]NEO4J_URI is set ({settings.neo4j_uri}): commands use that server, "
+            "not the local one managed here.[/yellow]"
+        )
     return local_neo4j.LocalServer.from_settings(settings)
 
 

@@ -23,18 +23,26 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
     graph = load_graph(path, arch=arch)
     with progress() as bar:
         task = bar.add_task(f"ingest {name}", total=graph.n_edges)
-        ingest_graph(store, name, graph, replace=True, batch_size=ctx.obj.batch_size,
-                     on_batch=lambda n: bar.advance(task, n))
+        ingest_graph(
+            store, name, graph, replace=True, batch_size=ctx.obj.batch_size, on_batch=lambda n: bar.advance(task, n)
+        )
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to save the trained models (default: <data home>/demo).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to save the trained models (default: <data home>/demo).",
+)
 @click.option("--epochs", default=20, show_default=True, help="Training epochs per network.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--shuffles", default=100, show_default=True, help="Shuffled networks for the clusterability null.")
-@click.option("--assess/--no-assess", default=True, show_default=True,
-              help="Then test the partitions' sub-clusters for importance (lesions) and coherence.")
+@click.option(
+    "--assess/--no-assess",
+    default=True,
+    show_default=True,
+    help="Then test the partitions' sub-clusters for importance (lesions) and coherence.",
+)
 @click.pass_context
 def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int, assess: bool) -> None:
     """Train small nets on scikit-learn's digits, save and ingest them, cluster them against shuffled nets, and
@@ -68,40 +76,69 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
         _ingest_file(ctx, store, "digits-mlp", mlp_path, "neuronmap.examples.nets:digits_mlp")
         _ingest_file(ctx, store, "digits-cnn", cnn_path, None)
         rows = list_models(store)
-        emit([r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
-             ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"], "table", title="demo models")
+        emit(
+            [r for r in rows if r["name"] in ("digits-mlp", "digits-cnn")],
+            ["name", "status", "n_layers", "n_neurons", "n_edges", "arch"],
+            "table",
+            title="demo models",
+        )
         results = []
-        for name, config in (("digits-mlp", ClusterConfig(n_clusters=8, n_shuffles=shuffles, random_state=seed)),
-                             ("digits-cnn", ClusterConfig(n_clusters=4, n_shuffles=shuffles, random_state=seed))):
+        for name, config in (
+            ("digits-mlp", ClusterConfig(n_clusters=8, n_shuffles=shuffles, random_state=seed)),
+            ("digits-cnn", ClusterConfig(n_clusters=4, n_shuffles=shuffles, random_state=seed)),
+        ):
             with console.status(f"clustering {name} and {shuffles} shuffled copies…"):
                 results.append(run_clustering(store, name, config))
-        emit([r.model_dump() for r in results], ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
-             "table", title="partitions (lower n-cut than the shuffled nets = more clusterable)")
+        emit(
+            [r.model_dump() for r in results],
+            ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
+            "table",
+            title="partitions (lower n-cut than the shuffled nets = more clusterable)",
+        )
         if assess:
-            emit([_assess(ctx, store, r.model, seed, out) for r in results],
-                 ["model", "accuracy", "important", "importance_fisher_p", "coherent_features", "coherent_examples"],
-                 "table", title="sub-clusters that matter (lesions, 100 random sets) and mean something (20 sets)")
-    console.print(f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp, "
-                  "neuronmap query important-modules --model digits-mlp, neuronmap report digits-mlp --out report")
+            emit(
+                [_assess(ctx, store, r.model, seed, out) for r in results],
+                ["model", "accuracy", "important", "importance_fisher_p", "coherent_features", "coherent_examples"],
+                "table",
+                title="sub-clusters that matter (lesions, 100 random sets) and mean something (20 sets)",
+            )
+    console.print(
+        f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp, "
+        "neuronmap query important-modules --model digits-mlp, neuronmap report digits-mlp --out report"
+    )
 
 
 def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
     """Importance and coherence of the model's newest partition, as one summary row."""
     with progress() as bar:
         bars = StageBars(bar)
-        importance = run_importance(store, model, "latest", dataset="digits", n_null=100, seed=seed,
-                                    device=ctx.obj.device, on_progress=bars)
-        coherence = run_coherence(store, model, "latest", dataset="digits", n_null=20, seed=seed,
-                                  device=ctx.obj.device, steps=128, out_dir=out / f"{model}-features",
-                                  on_progress=bars)
+        importance = run_importance(
+            store, model, "latest", dataset="digits", n_null=100, seed=seed, device=ctx.obj.device, on_progress=bars
+        )
+        coherence = run_coherence(
+            store,
+            model,
+            "latest",
+            dataset="digits",
+            n_null=20,
+            seed=seed,
+            device=ctx.obj.device,
+            steps=128,
+            out_dir=out / f"{model}-features",
+            on_progress=bars,
+        )
 
     def share(result) -> str:
         return f"{result.n_coherent} of {len(result.subclusters)}"
 
-    return {"model": model, "accuracy": importance.accuracy,
-            "important": f"{importance.n_important} of {importance.n_tested}",
-            "importance_fisher_p": importance.fisher_p, "coherent_features": share(coherence.features),
-            "coherent_examples": share(coherence.examples)}
+    return {
+        "model": model,
+        "accuracy": importance.accuracy,
+        "important": f"{importance.n_important} of {importance.n_tested}",
+        "importance_fisher_p": importance.fisher_p,
+        "coherent_features": share(coherence.features),
+        "coherent_examples": share(coherence.examples),
+    }
 
 
 COMMANDS = [demo]

@@ -31,13 +31,26 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 @click.option("--name", help="The model's name in the store (default: the file's stem).")
 @click.option("--arch", help="module:factory that builds the nn.Module for a state dict (.pt/.pth/.safetensors).")
 @click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (conv nets).")
-@click.option("--kernel-norm", type=choice(KernelNorm), default="entry_l1", show_default=True,
-              help="Conv kernel-slice norm; induced1 is the reference code's (parity).")
+@click.option(
+    "--kernel-norm",
+    type=choice(KernelNorm),
+    default="entry_l1",
+    show_default=True,
+    help="Conv kernel-slice norm; induced1 is the reference code's (parity).",
+)
 @click.option("--no-fold-batchnorm", is_flag=True, help="Ignore BatchNorm scaling (the reference code's VGG graphs).")
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.pass_context
-def ingest(ctx: click.Context, checkpoint: Path, name: str | None, arch: str | None, input_shape: str | None,
-           kernel_norm: KernelNorm, no_fold_batchnorm: bool, replace: bool) -> None:
+def ingest(
+    ctx: click.Context,
+    checkpoint: Path,
+    name: str | None,
+    arch: str | None,
+    input_shape: str | None,
+    kernel_norm: KernelNorm,
+    no_fold_batchnorm: bool,
+    replace: bool,
+) -> None:
     """Load a model file and write its neurons and weighted edges into the store.
 
     \b
@@ -47,15 +60,22 @@ def ingest(ctx: click.Context, checkpoint: Path, name: str | None, arch: str | N
     if not checkpoint.exists():
         raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
     # Everything is read and checked before the first write: a bad file writes nothing.
-    graph = load_graph(checkpoint, arch=arch, input_shape=parse_shape(input_shape), kernel_norm=kernel_norm,
-                       fold_batchnorm=not no_fold_batchnorm)
+    graph = load_graph(
+        checkpoint,
+        arch=arch,
+        input_shape=parse_shape(input_shape),
+        kernel_norm=kernel_norm,
+        fold_batchnorm=not no_fold_batchnorm,
+    )
     name = name or checkpoint.stem
     with store_from(ctx) as store, progress() as bar:
         task = bar.add_task(f"ingest {name}", total=graph.n_edges)
-        written = ingest_graph(store, name, graph, replace=replace, batch_size=ctx.obj.batch_size,
-                               on_batch=lambda n: bar.advance(task, n))
-    console.print(f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, "
-                  f"{written:,} edges.")
+        written = ingest_graph(
+            store, name, graph, replace=replace, batch_size=ctx.obj.batch_size, on_batch=lambda n: bar.advance(task, n)
+        )
+    console.print(
+        f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, {written:,} edges."
+    )
 
 
 @click.command()

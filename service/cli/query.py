@@ -34,14 +34,22 @@ def _parse_params(query: LibraryQuery, args: list[str], pairs: tuple[tuple[str, 
     for key, text in raw.items():
         name = _ALIASES.get(key, key).replace("-", "_")
         param = query.param(name)  # an unknown name fails here, listing the known ones
-        params[name] = text if name.startswith("partition") or name in ("model", "layer", "models") else param.cast(text)
+        params[name] = (
+            text if name.startswith("partition") or name in ("model", "layer", "models") else param.cast(text)
+        )
     return params
 
 
 def _list_queries() -> None:
-    rows = [{"query": q.name.replace("_", "-"), "summary": q.summary,
-             "parameters": ", ".join(f"{p.name}{'' if not p.has_default else '=' + str(p.default)}" for p in q.params),
-             "columns": ", ".join(q.columns)} for q in library_queries()]
+    rows = [
+        {
+            "query": q.name.replace("_", "-"),
+            "summary": q.summary,
+            "parameters": ", ".join(f"{p.name}{'' if not p.has_default else '=' + str(p.default)}" for p in q.params),
+            "columns": ", ".join(q.columns),
+        }
+        for q in library_queries()
+    ]
     emit(rows, ["query", "summary", "parameters", "columns"], "table", title="named queries")
 
 
@@ -61,8 +69,9 @@ def _show(name: str) -> None:
 @click.option("-p", "--param", "pairs", type=(str, str), multiple=True, help="A parameter as NAME VALUE.")
 @format_option()
 @click.pass_context
-def query(ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: tuple[tuple[str, str], ...],
-          fmt: str) -> None:
+def query(
+    ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: tuple[tuple[str, str], ...], fmt: str
+) -> None:
     """Run a named library query; parameters go as --name value (or -p name value).
 
     \b
@@ -86,15 +95,20 @@ def query(ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: 
         if described.name == "compare_partitions":
             from neuronmap.service.store.compare import compare_partitions
 
-            comparison = compare_partitions(store, str(params.get("partition_a", "latest")),
-                                            str(params.get("partition_b", "latest")),
-                                            model=params.get("model"))  # type: ignore[arg-type]
+            comparison = compare_partitions(
+                store,
+                str(params.get("partition_a", "latest")),
+                str(params.get("partition_b", "latest")),
+                model=str(params["model"]) if params.get("model") else None,
+            )
     emit(rows, described.columns, fmt, title=described.name.replace("_", "-"))
     if not rows and fmt == "table":
         console.print("(no rows)")
     if comparison is not None:
-        console.print(f"ARI {comparison.ari:.4f}   NMI {comparison.nmi:.4f}   "
-                      f"({comparison.partition_a} vs {comparison.partition_b})")
+        console.print(
+            f"ARI {comparison.ari:.4f}   NMI {comparison.nmi:.4f}   "
+            f"({comparison.partition_a} vs {comparison.partition_b})"
+        )
 
 
 @click.command()

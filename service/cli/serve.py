@@ -23,6 +23,7 @@ def serve(ctx: click.Context, poll: float, exit_when_idle: bool) -> None:
     neuronmap jobs add mnist-mlp-a --k 12 --shuffles 200
     neuronmap serve --exit-when-idle
     """
+
     def report(outcome: dict[str, str]) -> None:
         detail = outcome.get("partition") or outcome.get("error", "")
         console.print(f"{outcome['id']}: {outcome['status']}  {detail}")
@@ -54,15 +55,22 @@ def jobs() -> None:
 @click.option("--edges", default="weight", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.pass_context
-def add(ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, layers: str | None, edges: str,
-        seed: int) -> None:
+def add(
+    ctx: click.Context, model: str, n_clusters: int, n_shuffles: int, layers: str | None, edges: str, seed: int
+) -> None:
     """Queue a clustering job (the options of `neuronmap cluster`).
 
     \b
     neuronmap jobs add mnist-mlp-a --k 12 --shuffles 200
     """
-    config = ClusterConfig(n_clusters=n_clusters, n_shuffles=n_shuffles, layers=layers, edges=edges,
-                           random_state=seed, device=ctx.obj.device)
+    config = ClusterConfig(
+        n_clusters=n_clusters,
+        n_shuffles=n_shuffles,
+        layers=layers,
+        edges=edges,
+        random_state=seed,
+        device=ctx.obj.device,
+    )
     with store_from(ctx) as store:
         click.echo(enqueue(store, model, config))
 
@@ -79,8 +87,9 @@ def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
     """
     with store_from(ctx) as store:
         rows = jobs_store.list_jobs(store, limit)
-    emit(rows, ["id", "model", "status", "partition", "error", "worker", "created_at", "finished_at"], fmt,
-         title="jobs")
+    emit(
+        rows, ["id", "model", "status", "partition", "error", "worker", "created_at", "finished_at"], fmt, title="jobs"
+    )
 
 
 COMMANDS = [serve, jobs]

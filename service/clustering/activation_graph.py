@@ -19,8 +19,15 @@ from neuronmap.service.errors import ClusteringInputError
 EDGE_WEIGHTS = choices(EdgeWeight)
 
 
-def activation_block_graph(sizes: list[int], src: np.ndarray, dst: np.ndarray, weight: np.ndarray, *,
-                           dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> BlockGraph:
+def activation_block_graph(
+    sizes: list[int],
+    src: np.ndarray,
+    dst: np.ndarray,
+    weight: np.ndarray,
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: str | torch.device = "cpu",
+) -> BlockGraph:
     """The layered adjacency of a correlation graph from local edge indices.
 
     Parameters
@@ -44,14 +51,17 @@ def activation_block_graph(sizes: list[int], src: np.ndarray, dst: np.ndarray, w
     offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int64)
     n = int(offsets[-1])
     if not (src_t.numel() == dst_t.numel() == w.numel()):
-        raise ClusteringInputError(f"Edge arrays differ in length: {src_t.numel():,} sources, {dst_t.numel():,} "
-                                   f"targets, {w.numel():,} weights.")
+        raise ClusteringInputError(
+            f"Edge arrays differ in length: {src_t.numel():,} sources, {dst_t.numel():,} "
+            f"targets, {w.numel():,} weights."
+        )
     if src_t.numel():
         if int(src_t.min()) < 0 or int(dst_t.max()) >= n:
             raise ClusteringInputError(f"An edge endpoint lies outside the graph's nodes 0..{n - 1}.")
         if bool((src_t >= dst_t).any()):
-            raise ClusteringInputError("Correlation edges must run from the lower node to the higher (src < dst), "
-                                       "once per pair.")
+            raise ClusteringInputError(
+                "Correlation edges must run from the lower node to the higher (src < dst), once per pair."
+            )
         if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
             raise ClusteringInputError("Correlation edge weights must be finite and non-negative (r² or |r|).")
     src_layer = torch.searchsorted(offsets, src_t, right=True) - 1
@@ -71,8 +81,9 @@ def activation_block_graph(sizes: list[int], src: np.ndarray, dst: np.ndarray, w
 
 def check_weight(weight: str) -> None:
     if weight not in EDGE_WEIGHTS:
-        raise ClusteringInputError(f"weight={weight!r} is not one of 'r2' (the reference's squared correlation) or "
-                                   "'abs_r'.")
+        raise ClusteringInputError(
+            f"weight={weight!r} is not one of 'r2' (the reference's squared correlation) or 'abs_r'."
+        )
 
 
 def edge_weight(r: np.ndarray, r2: np.ndarray, weight: str) -> np.ndarray:

@@ -26,8 +26,10 @@ Stack = tuple[int, int, torch.Tensor]
 
 def _check(method: str) -> None:
     if method not in UPPER_TRIANGLE_METHODS:
-        raise ClusteringInputError(f"Unknown activation null method {method!r}; choose 'all' (permute every "
-                                   "upper-triangle entry, the reference) or 'nonzero' (keep the zero pattern).")
+        raise ClusteringInputError(
+            f"Unknown activation null method {method!r}; choose 'all' (permute every "
+            "upper-triangle entry, the reference) or 'nonzero' (keep the zero pattern)."
+        )
 
 
 def _upper_index(n: int, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -69,8 +71,10 @@ def upper_triangle_values(graph: BlockGraph) -> torch.Tensor:
         cols = torch.arange(offsets[dst], offsets[dst + 1])[None, :].expand_as(w)
         if src == dst:
             if w.numel() and bool(torch.diagonal(w).ne(0).any()):
-                raise ClusteringInputError(f"Layer {src} has self-loops (a non-zero diagonal in its within-layer "
-                                           "block); an upper-triangle null has no place for them. Zero the diagonal.")
+                raise ClusteringInputError(
+                    f"Layer {src} has self-loops (a non-zero diagonal in its within-layer "
+                    "block); an upper-triangle null has no place for them. Zero the diagonal."
+                )
             # W + Wᵀ above the diagonal: an entry below it belongs to the mirrored position.
             rows, cols = torch.minimum(rows, cols), torch.maximum(rows, cols)
         off = rows != cols
@@ -81,8 +85,11 @@ def upper_triangle_values(graph: BlockGraph) -> torch.Tensor:
 def _permuted(values: torch.Tensor, method: str, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
     """(S, m): one permutation of ``values`` per generator (of its non-zeros only, for ``nonzero``)."""
     if method == "all":
-        perms = np.stack([rng.permutation(values.numel()) for rng in rngs]) if values.numel() else \
-            np.zeros((len(rngs), 0), np.int64)
+        perms = (
+            np.stack([rng.permutation(values.numel()) for rng in rngs])
+            if values.numel()
+            else np.zeros((len(rngs), 0), np.int64)
+        )
         return values[torch.from_numpy(perms)]
     nz = torch.nonzero(values).flatten()
     out = values.expand(len(rngs), -1).clone()
@@ -92,8 +99,9 @@ def _permuted(values: torch.Tensor, method: str, rngs: Sequence[np.random.Genera
     return out
 
 
-def upper_triangle_null_stacks(graph: BlockGraph, rngs: Sequence[np.random.Generator], *,
-                               method: UpperTriangleMethod = "all") -> list[Stack]:
+def upper_triangle_null_stacks(
+    graph: BlockGraph, rngs: Sequence[np.random.Generator], *, method: UpperTriangleMethod = "all"
+) -> list[Stack]:
     """One upper-triangle null per generator, stacked per block: ``[(a, b, (S, n_a, n_b)) for a <= b]``.
 
     The stacks have the graph's dtype and device; memory is about S·n²/2 values.
@@ -110,15 +118,17 @@ def upper_triangle_null_stacks(graph: BlockGraph, rngs: Sequence[np.random.Gener
     return stacks
 
 
-def shuffle_activation_graph(graph: BlockGraph, rng: np.random.Generator, *,
-                             method: UpperTriangleMethod = "all") -> BlockGraph:
+def shuffle_activation_graph(
+    graph: BlockGraph, rng: np.random.Generator, *, method: UpperTriangleMethod = "all"
+) -> BlockGraph:
     """One upper-triangle null of a layered graph, as a BlockGraph with a block per pair of layers a <= b."""
     stacks = upper_triangle_null_stacks(graph, [rng], method=method)
     return BlockGraph(graph.sizes, [(a, b, w[0]) for a, b, w in stacks], validate=False)
 
 
-def shuffle_upper_triangle(adjacency: torch.Tensor, rng: np.random.Generator, *,
-                           method: UpperTriangleMethod = "all") -> torch.Tensor:
+def shuffle_upper_triangle(
+    adjacency: torch.Tensor, rng: np.random.Generator, *, method: UpperTriangleMethod = "all"
+) -> torch.Tensor:
     """One upper-triangle null of a dense symmetric (n, n) adjacency: permute, place above the diagonal, mirror.
 
     The diagonal of the result is 0 (the reference zeroes it before shuffling). Same dtype and device.
@@ -136,9 +146,13 @@ def shuffle_upper_triangle(adjacency: torch.Tensor, rng: np.random.Generator, *,
     return out.to(device=adjacency.device, dtype=adjacency.dtype)
 
 
-def upper_triangle_nulls(graph: BlockGraph | torch.Tensor, n_samples: int, *, method: UpperTriangleMethod = "all",
-                         random_state: RandomState = None
-                         ) -> list[BlockGraph] | list[torch.Tensor]:
+def upper_triangle_nulls(
+    graph: BlockGraph | torch.Tensor,
+    n_samples: int,
+    *,
+    method: UpperTriangleMethod = "all",
+    random_state: RandomState = None,
+) -> list[BlockGraph] | list[torch.Tensor]:
     """``n_samples`` upper-triangle nulls, sample ``i`` drawn from child ``i`` of ``SeedSequence(random_state)``.
 
     Parameters
@@ -161,6 +175,7 @@ def upper_triangle_nulls(graph: BlockGraph | torch.Tensor, n_samples: int, *, me
     if isinstance(graph, torch.Tensor):
         return [shuffle_upper_triangle(graph, rng, method=method) for rng in rngs]
     if not isinstance(graph, BlockGraph):
-        raise ClusteringInputError(f"upper_triangle_nulls takes a BlockGraph or a dense tensor, got "
-                                   f"{type(graph).__name__}.")
+        raise ClusteringInputError(
+            f"upper_triangle_nulls takes a BlockGraph or a dense tensor, got {type(graph).__name__}."
+        )
     return [shuffle_activation_graph(graph, rng, method=method) for rng in rngs]

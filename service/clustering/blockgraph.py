@@ -60,35 +60,51 @@ class BlockGraph:
             if not (0 <= src < len(self.sizes) and 0 <= dst < len(self.sizes)):
                 raise ClusteringInputError(f"Block {src}->{dst} names a layer outside 0..{len(self.sizes) - 1}.")
             if tuple(w.shape) != (self.sizes[src], self.sizes[dst]):
-                raise ClusteringInputError(f"Block {src}->{dst} has shape {tuple(w.shape)}, expected "
-                                           f"{(self.sizes[src], self.sizes[dst])} from the layer sizes.")
+                raise ClusteringInputError(
+                    f"Block {src}->{dst} has shape {tuple(w.shape)}, expected "
+                    f"{(self.sizes[src], self.sizes[dst])} from the layer sizes."
+                )
             if not w.is_floating_point():
                 raise ClusteringInputError(f"Block {src}->{dst} holds {w.dtype}; weights must be floating point.")
             if w.numel():
                 if not bool(torch.isfinite(w).all()):
                     bad = int((~torch.isfinite(w)).sum())
-                    raise ClusteringInputError(f"Block {src}->{dst} has {bad:,} non-finite weights (NaN or inf) "
-                                               f"out of {w.numel():,}. Clean the weights before clustering.")
+                    raise ClusteringInputError(
+                        f"Block {src}->{dst} has {bad:,} non-finite weights (NaN or inf) "
+                        f"out of {w.numel():,}. Clean the weights before clustering."
+                    )
                 if bool((w < 0).any()):
-                    raise ClusteringInputError(f"Block {src}->{dst} has negative weights; a BlockGraph holds |W|. "
-                                               "Use BlockGraph.from_model_graph or from_edges, which take |w|.")
+                    raise ClusteringInputError(
+                        f"Block {src}->{dst} has negative weights; a BlockGraph holds |W|. "
+                        "Use BlockGraph.from_model_graph or from_edges, which take |w|."
+                    )
 
     # ------------------------------------------------------------------ constructors
 
     @classmethod
-    def from_model_graph(cls, graph: ModelGraph, *, dtype: torch.dtype = torch.float64,
-                         device: str | torch.device = "cpu") -> BlockGraph:
+    def from_model_graph(
+        cls, graph: ModelGraph, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    ) -> BlockGraph:
         """|W| of every edge block of a loaded model (methods.md §1.1: absolute values, no biases)."""
         sizes = [layer.size for layer in graph.layers]
-        blocks = [(b.src_layer, b.dst_layer, torch.as_tensor(np.abs(b.weight), dtype=dtype, device=device))
-                  for b in graph.blocks]
+        blocks = [
+            (b.src_layer, b.dst_layer, torch.as_tensor(np.abs(b.weight), dtype=dtype, device=device))
+            for b in graph.blocks
+        ]
         return cls(sizes, blocks)
 
     @classmethod
-    def from_edges(cls, sizes: Sequence[int], src_ordinals: np.ndarray | torch.Tensor,
-                   dst_ordinals: np.ndarray | torch.Tensor, weights: np.ndarray | torch.Tensor, *,
-                   absolute: bool = True, dtype: torch.dtype = torch.float64,
-                   device: str | torch.device = "cpu") -> BlockGraph:
+    def from_edges(
+        cls,
+        sizes: Sequence[int],
+        src_ordinals: np.ndarray | torch.Tensor,
+        dst_ordinals: np.ndarray | torch.Tensor,
+        weights: np.ndarray | torch.Tensor,
+        *,
+        absolute: bool = True,
+        dtype: torch.dtype = torch.float64,
+        device: str | torch.device = "cpu",
+    ) -> BlockGraph:
         """Build the blocks from an edge list, as the store's pull returns it.
 
         Parameters
@@ -112,15 +128,19 @@ class BlockGraph:
         src, dst = src.to("cpu", torch.int64).reshape(-1), dst.to("cpu", torch.int64).reshape(-1)
         w = w.to("cpu", torch.float64).reshape(-1)
         if not (src.numel() == dst.numel() == w.numel()):
-            raise ClusteringInputError(f"Edge arrays differ in length: {src.numel():,} sources, "
-                                       f"{dst.numel():,} targets, {w.numel():,} weights.")
+            raise ClusteringInputError(
+                f"Edge arrays differ in length: {src.numel():,} sources, "
+                f"{dst.numel():,} targets, {w.numel():,} weights."
+            )
         sizes = [int(s) for s in sizes]
         offsets = torch.tensor(np.concatenate([[0], np.cumsum(sizes)]), dtype=torch.int64)
         n = int(offsets[-1])
         for name, ords in (("source", src), ("target", dst)):
             if ords.numel() and (int(ords.min()) < 0 or int(ords.max()) >= n):
-                raise ClusteringInputError(f"An edge {name} ordinal lies outside 0..{n - 1} "
-                                           f"(min {int(ords.min())}, max {int(ords.max())}); check the layer sizes.")
+                raise ClusteringInputError(
+                    f"An edge {name} ordinal lies outside 0..{n - 1} "
+                    f"(min {int(ords.min())}, max {int(ords.max())}); check the layer sizes."
+                )
         if not bool(torch.isfinite(w).all()):
             raise ClusteringInputError(f"{int((~torch.isfinite(w)).sum()):,} edge weights are not finite.")
         if absolute:
@@ -269,7 +289,7 @@ class BlockGraph:
         spanning an even number of layers, or a within-layer block, breaks this. Layers joined by no block get
         side 0.
         """
-        side: list[int | None] = [None] * self.n_layers
+        side = [-1] * self.n_layers  # -1: not reached yet
         neighbours: list[list[int]] = [[] for _ in self.sizes]
         for src, dst, w in self.blocks:
             if w.numel() == 0:
@@ -279,16 +299,16 @@ class BlockGraph:
             neighbours[src].append(dst)
             neighbours[dst].append(src)
         for start in range(self.n_layers):
-            if side[start] is not None:
+            if side[start] >= 0:
                 continue
             side[start] = 0
             stack = [start]
             while stack:
                 layer = stack.pop()
                 for other in neighbours[layer]:
-                    if side[other] is None:
-                        side[other] = 1 - side[layer]  # type: ignore[operator]
+                    if side[other] < 0:
+                        side[other] = 1 - side[layer]
                         stack.append(other)
                     elif side[other] == side[layer]:
                         return None
-        return [int(s) for s in side]  # type: ignore[arg-type]
+        return side

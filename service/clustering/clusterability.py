@@ -121,8 +121,7 @@ def _null_stacks(graph: BlockGraph, method: str, rngs: list[np.random.Generator]
     return upper_triangle_null_stacks(graph, rngs, method=_UPPER_TRIANGLE_NULLS[method])
 
 
-def _check_inputs(graph: object, n_shuffles: int, method: str, eigen_solver: str,
-                  batch_size: int | None) -> BlockGraph:
+def _check_inputs(graph: object, n_shuffles: int, method: str, eigen_solver: str, batch_size: int | None) -> BlockGraph:
     """Validate the arguments; the graph as a BlockGraph."""
     if isinstance(n_shuffles, bool) or not isinstance(n_shuffles, (int, np.integer)) or n_shuffles < 1:
         raise ClusteringInputError(f"n_shuffles must be a positive int, got {n_shuffles!r}.")
@@ -135,16 +134,28 @@ def _check_inputs(graph: object, n_shuffles: int, method: str, eigen_solver: str
     if not isinstance(graph, BlockGraph) and hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a ModelGraph
         graph = BlockGraph.from_model_graph(cast("ModelGraph", graph))
     if not isinstance(graph, BlockGraph):
-        raise ClusteringInputError(f"clusterability takes a BlockGraph or a ModelGraph, got {type(graph).__name__}; "
-                                   "shuffles are defined per weight block.")
+        raise ClusteringInputError(
+            f"clusterability takes a BlockGraph or a ModelGraph, got {type(graph).__name__}; "
+            "shuffles are defined per weight block."
+        )
     return graph
 
 
-def clusterability(graph: BlockGraph | ModelGraph, n_clusters: int, n_shuffles: int = 200, *,
-                   method: NullMethod = "layer", random_state: RandomState = None,
-                   device: str | torch.device = "auto", eigen_solver: EigenSolver = "auto", n_init: int | None = None,
-                   parity: bool = False, dtype: torch.dtype | None = None, batch_size: int | None = None,
-                   on_batch: Callable[[int, int], None] | None = None) -> ClusterabilityResult:
+def clusterability(
+    graph: BlockGraph | ModelGraph,
+    n_clusters: int,
+    n_shuffles: int = 200,
+    *,
+    method: NullMethod = "layer",
+    random_state: RandomState = None,
+    device: str | torch.device = "auto",
+    eigen_solver: EigenSolver = "auto",
+    n_init: int | None = None,
+    parity: bool = False,
+    dtype: torch.dtype | None = None,
+    batch_size: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> ClusterabilityResult:
     """Cluster a network and ``n_shuffles`` shuffled copies of it; report where its n-cut falls in the null.
 
     Parameters
@@ -183,8 +194,16 @@ def clusterability(graph: BlockGraph | ModelGraph, n_clusters: int, n_shuffles: 
     root = seed_sequence(random_state)
     graph = graph.to(dev)
 
-    real = spectral_clustering(graph, n_clusters, eigen_solver=eigen_solver, n_init=n_init, random_state=root,
-                               device=dev, parity=parity, dtype=dtype)
+    real = spectral_clustering(
+        graph,
+        n_clusters,
+        eigen_solver=eigen_solver,
+        n_init=n_init,
+        random_state=root,
+        device=dev,
+        parity=parity,
+        dtype=dtype,
+    )
     real_ncut = ncut_of(graph, real.labels.to(dev), n_clusters=n_clusters)
     t_real = time.perf_counter() - start
 
@@ -192,30 +211,65 @@ def clusterability(graph: BlockGraph | ModelGraph, n_clusters: int, n_shuffles: 
     reduced = BlockGraph(reduced.sizes, [(s, d, w) for s, d, w in reduced.blocks if w.numel()], validate=False)
     seeds = sample_seeds(root, n_shuffles)
     chunk = batch_size or _chunk_size(reduced, real.n_init, n_clusters, dev, n_shuffles)
-    nulls = _cluster_nulls(reduced, n_clusters, method, seeds, chunk, eigen_solver=eigen_solver, n_init=real.n_init,
-                           dtype=dtype, on_batch=on_batch)
+    nulls = _cluster_nulls(
+        reduced,
+        n_clusters,
+        method,
+        seeds,
+        chunk,
+        eigen_solver=eigen_solver,
+        n_init=real.n_init,
+        dtype=dtype,
+        on_batch=on_batch,
+    )
     if nulls.disconnected:
-        warnings.warn(DisconnectedGraphWarning(
-            f"{nulls.disconnected} of {n_shuffles} shuffled networks are disconnected (after dropping their isolated "
-            "neurons); they were clustered anyway, as the reference does.", nulls.disconnected), stacklevel=2)
+        warnings.warn(
+            DisconnectedGraphWarning(
+                f"{nulls.disconnected} of {n_shuffles} shuffled networks are disconnected (after dropping their "
+                "isolated neurons); they were clustered anyway, as the reference does.",
+                nulls.disconnected,
+            ),
+            stacklevel=2,
+        )
 
     values = nulls.ncuts.numpy()
     timings = {"real": t_real, **nulls.timings, "total": time.perf_counter() - start}
     # The root comes from an int or from fresh entropy, so its entropy is an int.
     entropy = int(cast(int, root.entropy)) if root.entropy is not None else 0
     return ClusterabilityResult(
-        ncut=real_ncut, labels=real.labels, null_ncuts=nulls.ncuts, mean=float(values.mean()),
-        sd=float(values.std(ddof=0)), z_score=z_score(real_ncut, values),
-        percentile=percentile_pvalue(real_ncut, values, "less"), n_clusters=n_clusters, n_shuffles=n_shuffles,
-        method=method, entropy=entropy, n_init=real.n_init,
-        eigen_solver="/".join(sorted(nulls.solvers | {real.eigen_solver})), device=str(dev),
+        ncut=real_ncut,
+        labels=real.labels,
+        null_ncuts=nulls.ncuts,
+        mean=float(values.mean()),
+        sd=float(values.std(ddof=0)),
+        z_score=z_score(real_ncut, values),
+        percentile=percentile_pvalue(real_ncut, values, "less"),
+        n_clusters=n_clusters,
+        n_shuffles=n_shuffles,
+        method=method,
+        entropy=entropy,
+        n_init=real.n_init,
+        eigen_solver="/".join(sorted(nulls.solvers | {real.eigen_solver})),
+        device=str(dev),
         n_disconnected_nulls=int(nulls.disconnected),
-        max_null_residual=float(nulls.residuals.max()) if n_shuffles else math.nan, spectral=real, timings=timings)
+        max_null_residual=float(nulls.residuals.max()) if n_shuffles else math.nan,
+        spectral=real,
+        timings=timings,
+    )
 
 
-def _cluster_nulls(reduced: BlockGraph, n_clusters: int, method: str, seeds: Sequence[np.random.SeedSequence],
-                   chunk: int, *, eigen_solver: EigenSolver, n_init: int, dtype: torch.dtype | None,
-                   on_batch: Callable[[int, int], None] | None) -> _Nulls:
+def _cluster_nulls(
+    reduced: BlockGraph,
+    n_clusters: int,
+    method: str,
+    seeds: Sequence[np.random.SeedSequence],
+    chunk: int,
+    *,
+    eigen_solver: EigenSolver,
+    n_init: int,
+    dtype: torch.dtype | None,
+    on_batch: Callable[[int, int], None] | None,
+) -> _Nulls:
     """Shuffle and cluster the nulls in chunks of ``chunk`` samples, sample ``i`` from ``seeds[i]``."""
     n_shuffles = len(seeds)
     null = torch.empty(n_shuffles, dtype=torch.float64)
@@ -228,9 +282,15 @@ def _cluster_nulls(reduced: BlockGraph, n_clusters: int, method: str, seeds: Seq
         t0 = time.perf_counter()
         stacks = _null_stacks(reduced, method, [numpy_generator(seed) for seed in seeds[lo:hi]])
         timings["shuffle"] += time.perf_counter() - t0
-        outcome = cluster_batch(reduced.sizes, stacks, n_clusters,
-                                generators=[torch_generator(seed) for seed in seeds[lo:hi]],
-                                eigen_solver=eigen_solver, n_init=n_init, dtype=dtype)
+        outcome = cluster_batch(
+            reduced.sizes,
+            stacks,
+            n_clusters,
+            generators=[torch_generator(seed) for seed in seeds[lo:hi]],
+            eigen_solver=eigen_solver,
+            n_init=n_init,
+            dtype=dtype,
+        )
         timings["eigen"] += outcome.timings["eigen"]
         timings["kmeans"] += outcome.timings["kmeans"]
         t1 = time.perf_counter()

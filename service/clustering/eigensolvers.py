@@ -28,8 +28,9 @@ GRAM_MIN_SIGMA = 1e-3  # the Gram reduction needs σ_k clearly above 0
 ORTHO_CANCELLATION = 1e-2  # a column that keeps less of its norm than this after projection is projected again
 
 
-def _randn(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device,
-           dtype: torch.dtype) -> torch.Tensor:
+def _randn(
+    generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     """One draw per generator (on the CPU, so a seed gives the same numbers on every device), stacked."""
     out = torch.stack([torch.randn(shape, generator=g, dtype=torch.float64) for g in generators])
     return out.to(device=device, dtype=dtype)
@@ -51,8 +52,9 @@ def _orthonormalize(x: torch.Tensor, against: torch.Tensor | None = None) -> tor
     return q
 
 
-def _rayleigh_ritz(basis: torch.Tensor, abasis: torch.Tensor, b: int
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _rayleigh_ritz(
+    basis: torch.Tensor, abasis: torch.Tensor, b: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-b Ritz pairs on an orthonormal basis (S, n, m) with its products; returns x, ax, theta, coefficients."""
     t = basis.mT @ abasis
     t = ((t + t.mT) / 2).to(torch.float64)  # the small problem in float64: it is cheap, and ties are common
@@ -62,9 +64,17 @@ def _rayleigh_ritz(basis: torch.Tensor, abasis: torch.Tensor, b: int
     return basis @ top, abasis @ top, theta, top
 
 
-def _block_krylov(make_apply: Callable[[torch.Tensor | None], Apply], x0: torch.Tensor, n_want: int, *,
-                  method: str, tol: float, max_applies: int, depth: int,
-                  gram: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def _block_krylov(
+    make_apply: Callable[[torch.Tensor | None], Apply],
+    x0: torch.Tensor,
+    n_want: int,
+    *,
+    method: str,
+    tol: float,
+    max_applies: int,
+    depth: int,
+    gram: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """The top-``b`` algebraic eigenpairs of a batch of symmetric operators, ``b = x0.shape[2]``.
 
     ``method="lanczos"``: restarted block Lanczos with full reorthogonalisation (a block Krylov basis of depth
@@ -125,8 +135,9 @@ def _block_krylov(make_apply: Callable[[torch.Tensor | None], Apply], x0: torch.
     return theta_out, v_out, res_out, applies
 
 
-def _lanczos_basis(apply: Apply, x: torch.Tensor, ax: torch.Tensor, b: int,
-                   depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _lanczos_basis(
+    apply: Apply, x: torch.Tensor, ax: torch.Tensor, b: int, depth: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """[kept Ritz vectors | ``depth`` blocks grown from A·X_block] and its products (``depth`` block products)."""
     # Written into one buffer (no growing concatenation).
     width = x.shape[2]
@@ -137,13 +148,14 @@ def _lanczos_basis(apply: Apply, x: torch.Tensor, ax: torch.Tensor, b: int,
     for _ in range(depth):
         q = _orthonormalize(grow, basis[:, :, :cols])
         grow = apply(q)
-        basis[:, :, cols:cols + b], abasis[:, :, cols:cols + b] = q, grow
+        basis[:, :, cols : cols + b], abasis[:, :, cols : cols + b] = q, grow
         cols += b
     return basis, abasis
 
 
-def _lobpcg_basis(apply: Apply, x: torch.Tensor, ax: torch.Tensor, theta: torch.Tensor,
-                  p: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _lobpcg_basis(
+    apply: Apply, x: torch.Tensor, ax: torch.Tensor, theta: torch.Tensor, p: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """LOBPCG's [X, R, P] and its products (one block product, two with a search direction P)."""
     rq = _orthonormalize(ax - x * theta.unsqueeze(1), x)
     parts, aparts = [x, rq], [ax, apply(rq)]
@@ -192,9 +204,11 @@ def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tup
     """
     size = mat.shape[-1]
     if mat.device.type == "cpu" and n_eig < size // 4:
+
         def top(one: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            w, v = scipy.linalg.eigh(one, subset_by_index=[size - n_eig, size - 1], driver="evr",
-                                     overwrite_a=True, check_finite=False)
+            w, v = scipy.linalg.eigh(
+                one, subset_by_index=[size - n_eig, size - 1], driver="evr", overwrite_a=True, check_finite=False
+            )
             return w[::-1].copy(), v[:, ::-1].copy()
 
         if mat.shape[0] > 1:
@@ -207,9 +221,16 @@ def _dense_top(mat: torch.Tensor, n_eig: int, workers: int | None = None) -> tup
     return evals[:, -n_eig:].flip(-1), evecs[:, :, -n_eig:].flip(-1)
 
 
-
-def eigenpairs(problem: EigenProblem, n_eig: int, solver: str, generators: Sequence[torch.Generator], tol: float,
-               *, allow_gram: bool = True, warm: torch.Tensor | None = None) -> EigenPairs:
+def eigenpairs(
+    problem: EigenProblem,
+    n_eig: int,
+    solver: str,
+    generators: Sequence[torch.Generator],
+    tol: float,
+    *,
+    allow_gram: bool = True,
+    warm: torch.Tensor | None = None,
+) -> EigenPairs:
     """The top ``n_eig`` algebraic eigenpairs of M for every sample of ``problem``.
 
     ``solver`` is an :data:`~neuronmap.options.EigenSolver`; ``tol`` the residual at which the iterative solvers
@@ -238,8 +259,13 @@ def eigenpairs(problem: EigenProblem, n_eig: int, solver: str, generators: Seque
     return EigenPairs(mu, vectors, residual, how, "adjacency" if gram is None else "gram", applies)
 
 
-def _start_block(problem: EigenProblem, gram: GramProblem | None, b: int, generators: Sequence[torch.Generator],
-                 warm: torch.Tensor | None) -> torch.Tensor:
+def _start_block(
+    problem: EigenProblem,
+    gram: GramProblem | None,
+    b: int,
+    generators: Sequence[torch.Generator],
+    warm: torch.Tensor | None,
+) -> torch.Tensor:
     """The iterative solvers' first block (S, size, b): ``warm`` filled up with random vectors, or the known top
     eigenvector √d (eigenvalue 1 of M and of BᵀB) and random ones."""
     size = problem.n if gram is None else gram.n_small
@@ -255,9 +281,16 @@ def _start_block(problem: EigenProblem, gram: GramProblem | None, b: int, genera
     return x0
 
 
-def _iterative_top(problem: EigenProblem, gram: GramProblem | None, n_eig: int, how: str, b: int,
-                   generators: Sequence[torch.Generator], tol: float,
-                   warm: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+def _iterative_top(
+    problem: EigenProblem,
+    gram: GramProblem | None,
+    n_eig: int,
+    how: str,
+    b: int,
+    generators: Sequence[torch.Generator],
+    tol: float,
+    warm: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Top pairs of M, or of BᵀB when ``gram`` is given, by block Lanczos or LOBPCG: (λ, vectors, residual, applies)."""
     size = problem.n if gram is None else gram.n_small
     depth = _krylov_depth(size, b)
@@ -270,8 +303,9 @@ def _iterative_top(problem: EigenProblem, gram: GramProblem | None, n_eig: int, 
         return (problem if idx is None else problem.subset(idx)).m_apply
 
     max_applies = 60 * (depth + 1) if how == "lanczos" else 600
-    theta, vec, res, applies = _block_krylov(make_apply, x0, n_eig, method=how, tol=tol, max_applies=max_applies,
-                                             depth=depth, gram=gram is not None)
+    theta, vec, res, applies = _block_krylov(
+        make_apply, x0, n_eig, method=how, tol=tol, max_applies=max_applies, depth=depth, gram=gram is not None
+    )
     # The solvers' own residuals are those of M (for the Gram operator, of the lifted pairs), from products made
     # explicitly: no need to spend another product on checking them.
     return theta[:, :n_eig], vec[:, :, :n_eig], res[:, :n_eig].amax(1), applies

@@ -27,9 +27,17 @@ def _rand(generators: Sequence[torch.Generator], shape: tuple[int, ...], device:
     return out.to(device=device)
 
 
-def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, n_init: int,
-                   generators: Sequence[torch.Generator], *, max_iter: int = 300, tol: float = 1e-4,
-                   workers: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def kmeans_batched(
+    x: torch.Tensor,
+    valid: torch.Tensor | None,
+    n_clusters: int,
+    n_init: int,
+    generators: Sequence[torch.Generator],
+    *,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    workers: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-means++ and Lloyd on G point sets at once, ``n_init`` restarts each, all restarts batched.
 
     Parameters
@@ -69,10 +77,19 @@ def kmeans_batched(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int,
     # cost more than they save, so those take whole point sets.
     chunk = KMEANS_CHUNK_ELEMENTS if x.device.type == "cpu" and len(units) == 1 else None
     parts = map_independent(
-        lambda unit: _kmeans_group(x[unit[0]:unit[1]], None if valid is None else valid[unit[0]:unit[1]], k,
-                                   u[unit[0]:unit[1], unit[2]:unit[3]], max_iter=max_iter, tol=tol,
-                                   chunk_elements=chunk),
-        units, x.device, workers)
+        lambda unit: _kmeans_group(
+            x[unit[0] : unit[1]],
+            None if valid is None else valid[unit[0] : unit[1]],
+            k,
+            u[unit[0] : unit[1], unit[2] : unit[3]],
+            max_iter=max_iter,
+            tol=tol,
+            chunk_elements=chunk,
+        ),
+        units,
+        x.device,
+        workers,
+    )
     labels = torch.empty(g_count, n, dtype=torch.int64, device=x.device)
     inertia = torch.full((g_count,), math.inf, dtype=torch.float64, device=x.device)
     n_iter = torch.zeros(g_count, dtype=torch.int64, device=x.device)
@@ -97,8 +114,11 @@ def _work_units(g_count: int, n_init: int, entries_per_run: int, device: torch.d
     if n_init <= runs_per_unit:
         per = max(1, runs_per_unit // n_init)
         return [(lo, min(g_count, lo + per), 0, n_init) for lo in range(0, g_count, per)]
-    return [(g, g + 1, lo, min(n_init, lo + runs_per_unit)) for g in range(g_count)
-            for lo in range(0, n_init, runs_per_unit)]
+    return [
+        (g, g + 1, lo, min(n_init, lo + runs_per_unit))
+        for g in range(g_count)
+        for lo in range(0, n_init, runs_per_unit)
+    ]
 
 
 @dataclass
@@ -113,8 +133,16 @@ class _Points:
     xt_full: torch.Tensor  # (G, d + 2, n) [xᵀ; 1; ‖x‖²]: squared distances as one GEMM against [-2c, ‖c‖², 1]
 
 
-def _kmeans_group(x: torch.Tensor, valid: torch.Tensor | None, n_clusters: int, u: torch.Tensor, *, max_iter: int,
-                  tol: float, chunk_elements: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _kmeans_group(
+    x: torch.Tensor,
+    valid: torch.Tensor | None,
+    n_clusters: int,
+    u: torch.Tensor,
+    *,
+    max_iter: int,
+    tol: float,
+    chunk_elements: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """k-means for G point sets with R restarts each, ``u`` (G, R, ·) holding the k-means++ draws.
 
     ``chunk_elements``: the Lloyd steps go through the points in slices of about this many distances (None: whole
@@ -177,7 +205,7 @@ def _kmeans_plus_plus(points: _Points, k: int, u: torch.Tensor) -> torch.Tensor:
     closest = torch.bmm(_lift_centres(_gather_points(x, idx0), True), points.xt_full).clamp_min_(0).mul_(w.unsqueeze(1))
     for c in range(1, k):
         cum = torch.cumsum(closest, 2, dtype=torch.float64)
-        cand = _pick(cum, u[:, :, 1 + (c - 1) * trials: 1 + c * trials], first_valid)  # (G, R, T)
+        cand = _pick(cum, u[:, :, 1 + (c - 1) * trials : 1 + c * trials], first_valid)  # (G, R, T)
         dist = torch.bmm(_lift_centres(_gather_points(x, cand.reshape(g_count, -1)), True), points.xt_full)
         new = dist.view(g_count, r_count, trials, n).clamp_min_(0)
         torch.minimum(new, closest.unsqueeze(2), out=new)
@@ -194,8 +222,9 @@ def _spans(owners: torch.Tensor) -> list[tuple[int, int, int]]:
     return [(g, int(e - c), int(e)) for g, c, e in zip(sets.tolist(), counts.tolist(), ends)]
 
 
-def _lloyd(points: _Points, centers: torch.Tensor, r_count: int, tol_g: torch.Tensor, max_iter: int,
-           chunk_elements: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _lloyd(
+    points: _Points, centers: torch.Tensor, r_count: int, tol_g: torch.Tensor, max_iter: int, chunk_elements: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Lloyd's iterations, one row of ``centers`` (G·R, k, d) per run: the final centres and each run's iterations.
 
     Converged runs are compacted away. The runs of one point set stay contiguous, so each set needs one
@@ -210,7 +239,7 @@ def _lloyd(points: _Points, centers: torch.Tensor, r_count: int, tol_g: torch.Te
     n_iter = torch.zeros(runs, dtype=torch.int64, device=device)
     active = torch.arange(runs, device=device)
     xs = torch.cat([x, w.unsqueeze(-1)], -1)  # (G, n, d + 1)
-    xts = points.xt_full[:, :d + 1].contiguous()  # (G, d + 1, n)
+    xts = points.xt_full[:, : d + 1].contiguous()  # (G, d + 1, n)
     tola, owner_a = tol_g[owner], owner
     counted = float(count[owner].sum())  # valid points over the active runs: each is in exactly one cluster
     ca = centers
@@ -248,8 +277,14 @@ def _lloyd(points: _Points, centers: torch.Tensor, r_count: int, tol_g: torch.Te
     return final, n_iter
 
 
-def _assignment_sums(cz: torch.Tensor, groups: list[tuple[int, int, int]], xts: torch.Tensor, xs: torch.Tensor,
-                     dist_buffer: torch.Tensor, chunk_elements: int) -> torch.Tensor:
+def _assignment_sums(
+    cz: torch.Tensor,
+    groups: list[tuple[int, int, int]],
+    xts: torch.Tensor,
+    xs: torch.Tensor,
+    dist_buffer: torch.Tensor,
+    chunk_elements: int,
+) -> torch.Tensor:
     """One E-step and the M-step's sums: per run and cluster, [Σ x, size] (A, k, d + 1) of the points nearest it.
 
     Distances are laid out (run, k, n) so that the reduction over k vectorises along n; the one-hot is that tensor
@@ -265,7 +300,7 @@ def _assignment_sums(cz: torch.Tensor, groups: list[tuple[int, int, int]], xts: 
         step = min(n, max(256, chunk_elements // rows))
         for start in range(0, n, step):
             stop_ = min(n, start + step)
-            dist = dist_buffer[:rows * (stop_ - start)].view(rows, stop_ - start)
+            dist = dist_buffer[: rows * (stop_ - start)].view(rows, stop_ - start)
             torch.mm(czg, xts[g, :, start:stop_], out=dist)  # ‖c‖² − 2c·x, ‖x‖² left out
             per_run = dist.view(hi - lo, k, stop_ - start)
             per_run.eq_(per_run.amin(1, keepdim=True))  # in place: 1.0 where a centre is nearest
@@ -273,8 +308,9 @@ def _assignment_sums(cz: torch.Tensor, groups: list[tuple[int, int, int]], xts: 
     return agg
 
 
-def _recount_ties(agg: torch.Tensor, cz: torch.Tensor, owner_a: torch.Tensor, count: torch.Tensor,
-                  xts: torch.Tensor, xs: torch.Tensor) -> None:
+def _recount_ties(
+    agg: torch.Tensor, cz: torch.Tensor, owner_a: torch.Tensor, count: torch.Tensor, xts: torch.Tensor, xs: torch.Tensor
+) -> None:
     """Redo, with one centre per point, the sums of the runs where a tie counted a point twice (in place)."""
     d = xs.shape[2] - 1
     for row in torch.nonzero(agg[:, :, d].sum(1) > count[owner_a] + 0.5).flatten().tolist():
@@ -284,8 +320,9 @@ def _recount_ties(agg: torch.Tensor, cz: torch.Tensor, owner_a: torch.Tensor, co
         agg[row] = onehot @ xs[g]
 
 
-def _refill_empty(new: torch.Tensor, empty: torch.Tensor, cz: torch.Tensor, owner_a: torch.Tensor, points: _Points,
-                  xts: torch.Tensor) -> None:
+def _refill_empty(
+    new: torch.Tensor, empty: torch.Tensor, cz: torch.Tensor, owner_a: torch.Tensor, points: _Points, xts: torch.Tensor
+) -> None:
     """sklearn's rule: move each empty centre to the points farthest from theirs (in place in ``new``)."""
     for row in torch.nonzero(empty.any(1)).flatten().tolist():
         g = int(owner_a[row])
@@ -295,17 +332,21 @@ def _refill_empty(new: torch.Tensor, empty: torch.Tensor, cz: torch.Tensor, owne
         new[row, holes] = points.x[g, torch.topk(far, holes.numel()).indices]
 
 
-def _best_run(points: _Points, final: torch.Tensor, n_iter: torch.Tensor,
-              r_count: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _best_run(
+    points: _Points, final: torch.Tensor, n_iter: torch.Tensor, r_count: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A last E-step for every run, then the run with the lowest inertia of every point set: labels, inertia, n_iter."""
     g_count, n, d = points.x.shape
     k = final.shape[1]
     cf = _lift_centres(final.view(g_count, r_count * k, d), False)
-    dist = torch.bmm(cf, points.xt_full[:, :d + 1]).view(g_count, r_count, k, n)
+    dist = torch.bmm(cf, points.xt_full[:, : d + 1]).view(g_count, r_count, k, n)
     nearest = (dist.amin(2) + points.xsq.unsqueeze(1)).clamp_min(0)  # (G, R, n)
     inertia = (nearest * points.w.unsqueeze(1)).sum(2, dtype=torch.float64)  # (G, R)
     best = inertia.argmin(1)  # (G,)
     winner = torch.gather(dist, 1, best.view(g_count, 1, 1, 1).expand(-1, 1, k, n)).squeeze(1)  # (G, k, n)
     labels = torch.where(points.valid, winner.argmin(1), -1)
-    return labels, inertia.gather(1, best.unsqueeze(1)).squeeze(1), n_iter.view(g_count, r_count).gather(
-        1, best.unsqueeze(1)).squeeze(1)
+    return (
+        labels,
+        inertia.gather(1, best.unsqueeze(1)).squeeze(1),
+        n_iter.view(g_count, r_count).gather(1, best.unsqueeze(1)).squeeze(1),
+    )

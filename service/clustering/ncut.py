@@ -31,8 +31,9 @@ def _as_operator(graph: GraphLike) -> BlockGraph | torch.Tensor:
     if sp.issparse(graph):
         coo = sp.coo_matrix(graph)
         idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-        adj = torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape,
-                                      check_invariants=False).coalesce()
+        adj = torch.sparse_coo_tensor(
+            idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape, check_invariants=False
+        ).coalesce()
     elif isinstance(graph, torch.Tensor):
         adj = graph.to(torch.float64)
         if adj.layout not in (torch.strided, torch.sparse_coo):
@@ -61,8 +62,10 @@ def _check_labels(labels: Any, n_nodes: int, n_clusters: int | None, device: tor
     if lab.dim() == 1:
         lab = lab.unsqueeze(0)
     if lab.dim() != 2 or lab.shape[1] != n_nodes:
-        raise ClusteringInputError(f"Labels must have shape (n_nodes,) or (n_labelings, n_nodes) with "
-                                   f"n_nodes = {n_nodes}, got {tuple(lab.shape)}.")
+        raise ClusteringInputError(
+            f"Labels must have shape (n_nodes,) or (n_labelings, n_nodes) with "
+            f"n_nodes = {n_nodes}, got {tuple(lab.shape)}."
+        )
     if lab.numel() and int(lab.min()) < -1:
         raise ClusteringInputError(f"Labels must be ≥ −1 (−1 = no cluster), got {int(lab.min())}.")
     top = int(lab.max()) + 1 if lab.numel() else 0
@@ -105,8 +108,9 @@ def _vol_assoc(op: BlockGraph | torch.Tensor, onehot: torch.Tensor) -> tuple[tor
     return vol, assoc
 
 
-def ncut_many(graph: GraphLike, labels: Any, *, n_clusters: int | None = None,
-              epsilon: float = EPSILON) -> torch.Tensor:
+def ncut_many(
+    graph: GraphLike, labels: Any, *, n_clusters: int | None = None, epsilon: float = EPSILON
+) -> torch.Tensor:
     """The normalised cut of many labellings of one graph, in one pass over the weights.
 
     Parameters
@@ -132,7 +136,7 @@ def ncut_many(graph: GraphLike, labels: Any, *, n_clusters: int | None = None,
     per_chunk = max(1, (8 << 20) // max(1, _n_nodes(op) * k))
     out = []
     for start in range(0, lab.shape[0], per_chunk):
-        vol, assoc = _vol_assoc(op, _one_hot(lab[start:start + per_chunk], k))
+        vol, assoc = _vol_assoc(op, _one_hot(lab[start : start + per_chunk], k))
         out.append(((vol - assoc) / (vol + epsilon)).sum(1))
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64, device=device)
 
@@ -154,13 +158,20 @@ def ncut(graph: GraphLike, labels: Any, *, n_clusters: int | None = None, epsilo
     """
     lab = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
     if lab.dim() != 1:
-        raise ClusteringInputError(f"ncut takes one labelling of shape (n_nodes,); got {tuple(lab.shape)}. "
-                                   "Use ncut_many for several.")
+        raise ClusteringInputError(
+            f"ncut takes one labelling of shape (n_nodes,); got {tuple(lab.shape)}. Use ncut_many for several."
+        )
     return float(ncut_many(graph, lab, n_clusters=n_clusters, epsilon=epsilon)[0])
 
 
-def ncut_batched_blocks(sizes: list[int], blocks: list[tuple[int, int, torch.Tensor]], labels: torch.Tensor,
-                        n_clusters: int, *, epsilon: float = EPSILON) -> torch.Tensor:
+def ncut_batched_blocks(
+    sizes: list[int],
+    blocks: list[tuple[int, int, torch.Tensor]],
+    labels: torch.Tensor,
+    n_clusters: int,
+    *,
+    epsilon: float = EPSILON,
+) -> torch.Tensor:
     """The n-cut of S graphs that share a layout, each with its own labelling.
 
     Parameters

@@ -25,7 +25,7 @@ def _transposed_copy(w: torch.Tensor) -> torch.Tensor:
     single-threaded and cache-unfriendly)."""
     out = w.new_empty(w.shape[0], w.shape[2], w.shape[1])
     for lo in range(0, w.shape[1], 256):
-        out[:, :, lo:lo + 256].copy_(w[:, lo:lo + 256].mT)
+        out[:, :, lo : lo + 256].copy_(w[:, lo : lo + 256].mT)
     return out
 
 
@@ -100,8 +100,14 @@ class LayeredProblem:
     so their eigenvalues sit below everything wanted, and the embedding is 0 on them (masked in k-means).
     """
 
-    def __init__(self, sizes: Sequence[int], raw: Sequence[tuple[int, int, torch.Tensor]], dtype: torch.dtype,
-                 sides: list[int] | None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        raw: Sequence[tuple[int, int, torch.Tensor]],
+        dtype: torch.dtype,
+        sides: list[int] | None,
+        threads: int | None = None,
+    ) -> None:
         self.threads = threads  # intra-op threads for the block products (see threads.cpu_thread_budget)
         self.sizes = list(sizes)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int).tolist()
@@ -132,8 +138,10 @@ class LayeredProblem:
     def _normalised(self) -> list[tuple[int, int, torch.Tensor]]:
         """The blocks of M, D^-½ W D^-½ (for the dense paths)."""
         dinv = self.dinv_c[..., 0]
-        return [(src, dst, (dinv[:, self._sl(src), None] * w) * dinv[:, None, self._sl(dst)])
-                for src, dst, w in self.weights]
+        return [
+            (src, dst, (dinv[:, self._sl(src), None] * w) * dinv[:, None, self._sl(dst)])
+            for src, dst, w in self.weights
+        ]
 
     def _sl(self, layer: int) -> slice:
         return slice(self.offsets[layer], self.offsets[layer + 1])
@@ -156,15 +164,18 @@ class LayeredProblem:
                 self.side_off[layer] = pos
                 pos += self.sizes[layer]
         self.n_small, self.n_large = count[small], count[1 - small]
-        self.small_idx = torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.small_layers]
-                                   ).to(self.device)
-        self.large_idx = (torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.large_layers])
-                          .to(self.device) if self.large_layers else torch.zeros(0, dtype=torch.int64,
-                                                                                  device=self.device))
+        self.small_idx = torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.small_layers]).to(
+            self.device
+        )
+        self.large_idx = (
+            torch.cat([torch.arange(self.offsets[l], self.offsets[l + 1]) for l in self.large_layers]).to(self.device)
+            if self.large_layers
+            else torch.zeros(0, dtype=torch.int64, device=self.device)
+        )
         self.small_shift = self.shift[:, self.small_idx].unsqueeze(-1)  # (S, n_small, 1)
         self.dinv_small = self.dinv_c[:, self.small_idx]  # (S, n_small, 1), side order
         self.dinv_large = self.dinv_c[:, self.large_idx]  # (S, n_large, 1)
-        self.dinv2_large = self.dinv_large ** 2
+        self.dinv2_large = self.dinv_large**2
 
     def _side_sl(self, layer: int) -> slice:
         return slice(self.side_off[layer], self.side_off[layer] + self.sizes[layer])
@@ -264,11 +275,11 @@ class LayeredProblem:
             bl = parts[0][1].new_zeros(self.S, self.sizes[large], starts[-1])  # (S, n_large_layer, Σ n_nbr)
             for small, w in parts:
                 i = pos[small]
-                bl[:, :, starts[i]:starts[i + 1]] += w
+                bl[:, :, starts[i] : starts[i + 1]] += w
             gl = bl.mT @ bl
             for a, la in enumerate(layers):
                 for b, lb in enumerate(layers):
-                    piece = gl[:, starts[a]:starts[a + 1], starts[b]:starts[b + 1]]
+                    piece = gl[:, starts[a] : starts[a + 1], starts[b] : starts[b + 1]]
                     g[:, self._side_sl(la), self._side_sl(lb)] += piece
         return g
 
@@ -361,4 +372,3 @@ class MatrixProblem:
             i, j = i.cpu().numpy(), j.cpu().numpy()
         pattern = sp.coo_matrix((np.ones(i.size, np.int8), (i, j)), shape=(self.n, self.n)).tocsr()
         return int(connected_components(pattern, directed=False)[0])
-

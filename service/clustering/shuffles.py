@@ -31,8 +31,10 @@ def is_shuffle_method(method: str) -> TypeGuard[ShuffleMethod]:
 
 def _check_method(method: str) -> None:
     if not is_shuffle_method(method):
-        raise ClusteringInputError(f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}. "
-                                   "The KDE variants of the reference are not implemented.")
+        raise ClusteringInputError(
+            f"Unknown shuffle method {method!r}; choose one of {', '.join(SHUFFLE_METHODS)}. "
+            "The KDE variants of the reference are not implemented."
+        )
 
 
 def shuffle_matrix(weight: torch.Tensor, method: ShuffleMethod, rng: np.random.Generator) -> torch.Tensor:
@@ -75,8 +77,9 @@ def _permutations(rngs: Sequence[np.random.Generator], size: int) -> np.ndarray:
     return out
 
 
-def shuffled_block_stacks(graph: BlockGraph, method: ShuffleMethod,
-                          rngs: Sequence[np.random.Generator]) -> list[tuple[int, int, torch.Tensor]]:
+def shuffled_block_stacks(
+    graph: BlockGraph, method: ShuffleMethod, rngs: Sequence[np.random.Generator]
+) -> list[tuple[int, int, torch.Tensor]]:
     """Every block of ``graph`` shuffled once per generator, stacked: ``(src, dst, (S, n_src, n_dst))``.
 
     Blocks are shuffled independently, in the order they are stored, each generator drawing one permutation per
@@ -92,7 +95,8 @@ def shuffle_graph(graph: BlockGraph, method: ShuffleMethod, rng: np.random.Gener
     return BlockGraph(graph.sizes, [(s, d, w[0]) for s, d, w in stacks], validate=False)
 
 
-def shuffled_graphs(graph: BlockGraph, n_shuffles: int, method: ShuffleMethod = "layer", *,
-                    random_state: RandomState = None) -> list[BlockGraph]:
+def shuffled_graphs(
+    graph: BlockGraph, n_shuffles: int, method: ShuffleMethod = "layer", *, random_state: RandomState = None
+) -> list[BlockGraph]:
     """``n_shuffles`` shuffled copies, sample ``i`` drawn from child ``i`` of the seed (as clusterability does)."""
     return [shuffle_graph(graph, method, numpy_generator(seed)) for seed in sample_seeds(random_state, n_shuffles)]

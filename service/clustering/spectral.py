@@ -104,16 +104,26 @@ def reference_n_init(n_nodes: int) -> int:
     return 100 if n_nodes > 2000 else 25
 
 
-def _solve(problem: EigenProblem, n_clusters: int, *, eigen_solver: str, n_init: int,
-           generators: Sequence[torch.Generator], dtype: torch.dtype | None, tol: float | None,
-           check_connectivity: bool) -> BatchOutcome:
+def _solve(
+    problem: EigenProblem,
+    n_clusters: int,
+    *,
+    eigen_solver: str,
+    n_init: int,
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype | None,
+    tol: float | None,
+    check_connectivity: bool,
+) -> BatchOutcome:
     device = problem.device
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     n_valid = problem.valid.sum(1)
     if int(n_valid.min()) < n_clusters:
-        raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {int(n_valid.min())} neurons left "
-                                   "after dropping isolated ones. Ask for fewer clusters.")
+        raise ClusteringInputError(
+            f"n_clusters={n_clusters} is more than the {int(n_valid.min())} neurons left "
+            "after dropping isolated ones. Ask for fewer clusters."
+        )
     n_eig = min(max(n_clusters, 2), int(n_valid.min()))  # μ₂ tells whether the graph is connected
     first_dtype = dtype or torch.float32
     eig = eigenpairs(problem, n_eig, eigen_solver, generators, tol or DEFAULT_TOL[first_dtype])
@@ -128,23 +138,41 @@ def _solve(problem: EigenProblem, n_clusters: int, *, eigen_solver: str, n_init:
     t1 = time.perf_counter()
     kdtype = torch.float64 if dtype == torch.float64 else torch.float32
     embedding = (eig.vectors[:, :, :n_clusters] * problem.dinv.to(eig.vectors.dtype).unsqueeze(-1)).to(kdtype)
-    labels, inertia, _ = kmeans_batched(embedding, problem.valid, n_clusters, n_init, generators,
-                                        workers=problem.threads)
+    labels, inertia, _ = kmeans_batched(
+        embedding, problem.valid, n_clusters, n_init, generators, workers=problem.threads
+    )
     _sync(device)
     timings["kmeans"] = time.perf_counter() - t1
     eigenvalues = (1 - eig.mu[:, :n_clusters].to(torch.float64)).clamp_min(0)
-    return BatchOutcome(labels, eigenvalues, eig.residual.to(torch.float64), n_components, inertia, eig.solver,
-                        eig.operator, used_dtype, eig.applies, timings)
+    return BatchOutcome(
+        labels,
+        eigenvalues,
+        eig.residual.to(torch.float64),
+        n_components,
+        inertia,
+        eig.solver,
+        eig.operator,
+        used_dtype,
+        eig.applies,
+        timings,
+    )
 
 
-def _retry_in_float64(problem: EigenProblem, eig: EigenPairs, n_eig: int, eigen_solver: str,
-                      generators: Sequence[torch.Generator], tol: float | None) -> EigenPairs:
+def _retry_in_float64(
+    problem: EigenProblem,
+    eig: EigenPairs,
+    n_eig: int,
+    eigen_solver: str,
+    generators: Sequence[torch.Generator],
+    tol: float | None,
+) -> EigenPairs:
     """The samples whose float32 residual is poor, solved again in float64 from their float32 vectors."""
     redo = torch.nonzero(eig.residual > FALLBACK_RESIDUAL).flatten()
     sub = problem.subset(redo).astype(torch.float64) if problem.S > 1 else problem.astype(torch.float64)
     gens = [generators[i] for i in redo.tolist()]
-    eig64 = eigenpairs(sub, n_eig, eigen_solver, gens, tol or DEFAULT_TOL[torch.float64],
-                       warm=eig.vectors[redo].to(torch.float64))
+    eig64 = eigenpairs(
+        sub, n_eig, eigen_solver, gens, tol or DEFAULT_TOL[torch.float64], warm=eig.vectors[redo].to(torch.float64)
+    )
     vectors = eig.vectors.to(torch.float64)
     vectors[redo] = eig64.vectors
     mu = eig.mu.to(torch.float64)
@@ -173,10 +201,18 @@ def _check_common(n_clusters: int, eigen_solver: str, n_init: int | None) -> Non
         raise ClusteringInputError(f"n_init must be a positive int, got {n_init!r}.")
 
 
-def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.Tensor]], n_clusters: int, *,
-                  generators: Sequence[torch.Generator], eigen_solver: EigenSolver = "auto", n_init: int = 10,
-                  dtype: torch.dtype | None = None, tol: float | None = None,
-                  check_connectivity: bool = True) -> BatchOutcome:
+def cluster_batch(
+    sizes: Sequence[int],
+    blocks: Sequence[tuple[int, int, torch.Tensor]],
+    n_clusters: int,
+    *,
+    generators: Sequence[torch.Generator],
+    eigen_solver: EigenSolver = "auto",
+    n_init: int = 10,
+    dtype: torch.dtype | None = None,
+    tol: float | None = None,
+    check_connectivity: bool = True,
+) -> BatchOutcome:
     """Spectral clustering of S graphs that share a layer layout, in one batched pass.
 
     Parameters
@@ -210,8 +246,16 @@ def cluster_batch(sizes: Sequence[int], blocks: Sequence[tuple[int, int, torch.T
     budget = cpu_thread_budget(blocks[0][2].device)
     with intra_op_threads(1 if budget else None):
         problem = LayeredProblem(sizes, blocks, dtype or torch.float32, sides, budget)
-        return _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=generators,
-                      dtype=dtype, tol=tol, check_connectivity=check_connectivity)
+        return _solve(
+            problem,
+            n_clusters,
+            eigen_solver=eigen_solver,
+            n_init=n_init,
+            generators=generators,
+            dtype=dtype,
+            tol=tol,
+            check_connectivity=check_connectivity,
+        )
 
 
 def _as_tensor_adjacency(matrix: Any) -> torch.Tensor:
@@ -219,8 +263,9 @@ def _as_tensor_adjacency(matrix: Any) -> torch.Tensor:
     if sp.issparse(matrix):
         coo = sp.coo_matrix(matrix)
         idx = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
-        return torch.sparse_coo_tensor(idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape,
-                                       check_invariants=False).coalesce()
+        return torch.sparse_coo_tensor(
+            idx, torch.as_tensor(coo.data, dtype=torch.float64), coo.shape, check_invariants=False
+        ).coalesce()
     return torch.as_tensor(np.asarray(matrix), dtype=torch.float64)
 
 
@@ -252,8 +297,9 @@ def _prepare_matrix(adjacency: torch.Tensor, device: torch.device) -> tuple[torc
     return a, keep
 
 
-def _prepare(graph: Any, n_clusters: int, device: torch.device, dtype: torch.dtype,
-             budget: int | None) -> tuple[EigenProblem, torch.Tensor, int, int]:
+def _prepare(
+    graph: Any, n_clusters: int, device: torch.device, dtype: torch.dtype, budget: int | None
+) -> tuple[EigenProblem, torch.Tensor, int, int]:
     """The eigenproblem of a single graph without its isolated neurons: (problem, keep, n_total, n_left)."""
     if hasattr(graph, "blocks") and hasattr(graph, "layers"):  # a loaders ModelGraph
         graph = BlockGraph.from_model_graph(graph)
@@ -268,24 +314,35 @@ def _prepare(graph: Any, n_clusters: int, device: torch.device, dtype: torch.dty
         reduced_a, keep = _prepare_matrix(graph, device)
         n_left = reduced_a.shape[0]
     else:
-        raise ClusteringInputError(f"spectral_clustering takes a BlockGraph, a ModelGraph or an adjacency matrix "
-                                   f"(torch, numpy or scipy.sparse), got {type(graph).__name__}.")
+        raise ClusteringInputError(
+            f"spectral_clustering takes a BlockGraph, a ModelGraph or an adjacency matrix "
+            f"(torch, numpy or scipy.sparse), got {type(graph).__name__}."
+        )
     if n_left == 0:
         raise ClusteringInputError("The graph has no edges, so every neuron is isolated; nothing to cluster.")
     if n_clusters > n_left:
-        raise ClusteringInputError(f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
-                                   f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters.")
+        raise ClusteringInputError(
+            f"n_clusters={n_clusters} is more than the {n_left} neurons left after "
+            f"dropping {n_total - n_left} isolated ones. Ask for fewer clusters."
+        )
     if isinstance(graph, BlockGraph):
         blocks = [(s, d, w.unsqueeze(0)) for s, d, w in reduced.blocks if w.numel()]
         return LayeredProblem(reduced.sizes, blocks, dtype, reduced.layer_sides(), budget), keep, n_total, n_left
     return MatrixProblem(reduced_a, dtype, budget), keep, n_total, n_left
 
 
-def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int, *,
-                        eigen_solver: EigenSolver = "auto", n_init: int | None = None,
-                        random_state: RandomState = None, device: str | torch.device = "auto",
-                        parity: bool = False, dtype: torch.dtype | None = None,
-                        tol: float | None = None) -> SpectralResult:
+def spectral_clustering(
+    graph: BlockGraph | torch.Tensor | Any,
+    n_clusters: int,
+    *,
+    eigen_solver: EigenSolver = "auto",
+    n_init: int | None = None,
+    random_state: RandomState = None,
+    device: str | torch.device = "auto",
+    parity: bool = False,
+    dtype: torch.dtype | None = None,
+    tol: float | None = None,
+) -> SpectralResult:
     """Partition the neurons of a weighted graph by the relaxed normalised cut.
 
     Parameters
@@ -352,26 +409,57 @@ def spectral_clustering(graph: BlockGraph | torch.Tensor | Any, n_clusters: int,
         n_init = reference_n_init(n_left) if parity else (n_init or 10)
         _sync(dev)
         prepare = time.perf_counter() - start
-        out = _solve(problem, n_clusters, eigen_solver=eigen_solver, n_init=n_init, generators=[generator],
-                     dtype=dtype, tol=tol, check_connectivity=True)
+        out = _solve(
+            problem,
+            n_clusters,
+            eigen_solver=eigen_solver,
+            n_init=n_init,
+            generators=[generator],
+            dtype=dtype,
+            tol=tol,
+            check_connectivity=True,
+        )
     timings = {"prepare": prepare, **out.timings}
     return _single_result(out, keep, n_total - n_left, n_clusters, n_init, dev, timings, start)
 
 
-def _single_result(out: BatchOutcome, keep: torch.Tensor, n_isolated: int, n_clusters: int, n_init: int,
-                   device: torch.device, timings: dict[str, float], start: float) -> SpectralResult:
+def _single_result(
+    out: BatchOutcome,
+    keep: torch.Tensor,
+    n_isolated: int,
+    n_clusters: int,
+    n_init: int,
+    device: torch.device,
+    timings: dict[str, float],
+    start: float,
+) -> SpectralResult:
     """The one graph of ``out`` as a SpectralResult, labels in the input's order; warns when it is disconnected."""
     labels = torch.full((keep.shape[0],), -1, dtype=torch.int64)
     labels[keep.cpu()] = out.labels[0].cpu()
     n_components = out.n_components[0]
     if n_components > 1:
-        warnings.warn(DisconnectedGraphWarning(
-            f"The graph has {n_components} connected components after dropping {n_isolated} isolated neurons; "
-            "spectral clustering proceeds, but each component's clusters are found separately.", n_components),
-            stacklevel=3)  # the caller of spectral_clustering
+        warnings.warn(
+            DisconnectedGraphWarning(
+                f"The graph has {n_components} connected components after dropping {n_isolated} isolated neurons; "
+                "spectral clustering proceeds, but each component's clusters are found separately.",
+                n_components,
+            ),
+            stacklevel=3,
+        )  # the caller of spectral_clustering
     timings = {**timings, "total": time.perf_counter() - start}
-    return SpectralResult(labels=labels, n_clusters=n_clusters, eigenvalues=out.eigenvalues[0].cpu(),
-                          eigen_residual=float(out.residual[0]), eigen_solver=out.eigen_solver, operator=out.operator,
-                          dtype=str(out.dtype).removeprefix("torch."), device=str(device), n_components=n_components,
-                          n_isolated=n_isolated, n_init=n_init, inertia=float(out.inertia[0]),
-                          n_matvecs=out.n_matvecs, timings=timings)
+    return SpectralResult(
+        labels=labels,
+        n_clusters=n_clusters,
+        eigenvalues=out.eigenvalues[0].cpu(),
+        eigen_residual=float(out.residual[0]),
+        eigen_solver=out.eigen_solver,
+        operator=out.operator,
+        dtype=str(out.dtype).removeprefix("torch."),
+        device=str(device),
+        n_components=n_components,
+        n_isolated=n_isolated,
+        n_init=n_init,
+        inertia=float(out.inertia[0]),
+        n_matvecs=out.n_matvecs,
+        timings=timings,
+    )

@@ -36,8 +36,9 @@ def intra_op_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def map_independent(fn: Callable[[T], R], items: Sequence[T], device: torch.device,
-                    workers: int | None = None) -> list[R]:
+def map_independent(
+    fn: Callable[[T], R], items: Sequence[T], device: torch.device, workers: int | None = None
+) -> list[R]:
     """``[fn(item) for item in items]``; on a CPU, spread over ``workers`` threads that each run single-threaded.
 
     Many small independent problems parallelise better across problems than inside each op: an op-level thread team

@@ -61,8 +61,16 @@ class Pulled:
         return self.x, self.y, self.data.n_classes
 
 
-def pull(store: Store, model: str, partition: str, *, device: str, batchnorm: BatchNormLesion = "after",
-         split: tuple[str, Split] | None = None, on_progress: Progress = no_progress) -> Pulled:
+def pull(
+    store: Store,
+    model: str,
+    partition: str,
+    *,
+    device: str,
+    batchnorm: BatchNormLesion = "after",
+    split: tuple[str, Split] | None = None,
+    on_progress: Progress = no_progress,
+) -> Pulled:
     """Read a partition's layout, re-load its model's network and load ``split`` = (data set, split) if given.
 
     Reports the stage ``"load"`` (0/1, 1/1). The errors are those of ``read_partition_layout``, ``load_network``,
@@ -76,16 +84,29 @@ def pull(store: Store, model: str, partition: str, *, device: str, batchnorm: Ba
     return Pulled(layout, net, data, x, y)
 
 
-def _record(store: Store, layout: PartitionLayout, result: Result, config: BaseModel, *, write: bool, method: str,
-            scores: Sequence[dict[str, Any]] = (), interactions: Sequence[dict[str, Any]] = (),
-            skip: frozenset[str] = _STORED_AS_RESULT) -> Result:
+def _record(
+    store: Store,
+    layout: PartitionLayout,
+    result: Result,
+    config: BaseModel,
+    *,
+    write: bool,
+    method: str,
+    scores: Sequence[dict[str, Any]] = (),
+    interactions: Sequence[dict[str, Any]] = (),
+    skip: frozenset[str] = _STORED_AS_RESULT,
+) -> Result:
     """Name the result's model and partition and, with ``write``, store it with its scores; returns it."""
     result.model, result.partition = layout.model, layout.partition
     if write:
-        settings = {f"config_{k}": (list(v) if isinstance(v, tuple) else v)
-                    for k, v in config.model_dump().items() if k not in skip}
-        result.assessment = write_assessment(store, layout, method, {**result.stored_properties(), **settings},
-                                             scores, interactions=interactions)
+        settings = {
+            f"config_{k}": (list(v) if isinstance(v, tuple) else v)
+            for k, v in config.model_dump().items()
+            if k not in skip
+        }
+        result.assessment = write_assessment(
+            store, layout, method, {**result.stored_properties(), **settings}, scores, interactions=interactions
+        )
     return result
 
 
@@ -96,9 +117,20 @@ def _scores(subclusters: Sequence[SubClusterImportance] | Sequence[SubClusterCoh
 
 # -- importance ----------------------------------------------------------------------------------------------------
 
-def run_importance(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                   n_null: int = 100, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
-                   write: bool = True, **options: Any) -> ImportanceResult:
+
+def run_importance(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    dataset: str = "digits",
+    n_null: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    on_progress: Progress | None = None,
+    write: bool = True,
+    **options: Any,
+) -> ImportanceResult:
     """Lesion test of a stored partition's sub-clusters; the result is stored as an (:Assessment).
 
     Parameters
@@ -149,19 +181,46 @@ def run_importance(store: Store, model: str, partition: str = "latest", *, datas
     """
     config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
     progress = on_progress or no_progress
-    pulled = pull(store, model, partition, device=config.device, batchnorm=config.batchnorm,
-                  split=(config.dataset, config.split), on_progress=progress)
+    pulled = pull(
+        store,
+        model,
+        partition,
+        device=config.device,
+        batchnorm=config.batchnorm,
+        split=(config.dataset, config.split),
+        on_progress=progress,
+    )
     x, y, n_classes = pulled.split()
     layout = pulled.layout
-    result = assess_importance(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config,
-                               on_progress=progress)
-    return _record(store, layout, result, config, write=write, method="importance",
-                   scores=_scores(result.subclusters), skip=_STORED_AS_RESULT | {"metric", "ties"})
+    result = assess_importance(
+        pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, on_progress=progress
+    )
+    return _record(
+        store,
+        layout,
+        result,
+        config,
+        write=write,
+        method="importance",
+        scores=_scores(result.subclusters),
+        skip=_STORED_AS_RESULT | {"metric", "ties"},
+    )
 
 
-def run_double_lesion(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                      n_null: int = 50, seed: int = 0, device: str = "auto", on_progress: Progress | None = None,
-                      write: bool = True, same_layer: bool = True, **options: Any) -> DoubleLesionResult:
+def run_double_lesion(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    dataset: str = "digits",
+    n_null: int = 50,
+    seed: int = 0,
+    device: str = "auto",
+    on_progress: Progress | None = None,
+    write: bool = True,
+    same_layer: bool = True,
+    **options: Any,
+) -> DoubleLesionResult:
     """The double-lesion interaction test of a stored partition; stored as an ``importance_pairs`` assessment.
 
     Parameters are those of :func:`run_importance` (default ``n_null=50``, as the reference), plus ``same_layer``
@@ -170,43 +229,88 @@ def run_double_lesion(store: Store, model: str, partition: str = "latest", *, da
     """
     config = ImportanceConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, **options)
     progress = on_progress or no_progress
-    pulled = pull(store, model, partition, device=config.device, batchnorm=config.batchnorm,
-                  split=(config.dataset, config.split), on_progress=progress)
+    pulled = pull(
+        store,
+        model,
+        partition,
+        device=config.device,
+        batchnorm=config.batchnorm,
+        split=(config.dataset, config.split),
+        on_progress=progress,
+    )
     x, y, n_classes = pulled.split()
     layout = pulled.layout
-    result = assess_double_lesion(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config,
-                                  same_layer=same_layer, on_progress=progress)
-    interactions = [{"cluster_a": p.cluster_a, "layer_a": p.layer_a, "cluster_b": p.cluster_b, "layer_b": p.layer_b,
-                     "stats": p.stored_properties()} for p in result.pairs]
-    return _record(store, layout, result, config, write=write, method="importance_pairs",
-                   skip=_STORED_AS_RESULT | {"metric", "ties"}, interactions=interactions)
+    result = assess_double_lesion(
+        pulled.net,
+        x,
+        y,
+        n_classes,
+        layout.subclusters,
+        layout.pools,
+        config,
+        same_layer=same_layer,
+        on_progress=progress,
+    )
+    interactions = [
+        {
+            "cluster_a": p.cluster_a,
+            "layer_a": p.layer_a,
+            "cluster_b": p.cluster_b,
+            "layer_b": p.layer_b,
+            "stats": p.stored_properties(),
+        }
+        for p in result.pairs
+    ]
+    return _record(
+        store,
+        layout,
+        result,
+        config,
+        write=write,
+        method="importance_pairs",
+        skip=_STORED_AS_RESULT | {"metric", "ties"},
+        interactions=interactions,
+    )
 
 
 # -- coherence -----------------------------------------------------------------------------------------------------
 
-def _features(store: Store, pulled: Pulled, config: FeatureConfig, out_dir: str | Path | None, progress: Progress,
-              write: bool) -> CoherenceResult:
+
+def _features(
+    store: Store, pulled: Pulled, config: FeatureConfig, out_dir: str | Path | None, progress: Progress, write: bool
+) -> CoherenceResult:
     layout = pulled.layout
-    result = assess_features(pulled.net, layout.subclusters, layout.pools, config, out_dir=out_dir,
-                             on_progress=progress)
-    return _record(store, layout, result, config, write=write, method=result.method,
-                   scores=_scores(result.subclusters))
+    result = assess_features(
+        pulled.net, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
+    )
+    return _record(store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters))
 
 
-def _examples(store: Store, pulled: Pulled, config: ExamplesConfig, out_dir: str | Path | None, progress: Progress,
-              write: bool) -> CoherenceResult:
+def _examples(
+    store: Store, pulled: Pulled, config: ExamplesConfig, out_dir: str | Path | None, progress: Progress, write: bool
+) -> CoherenceResult:
     layout = pulled.layout
     x, y, n_classes = pulled.split()
-    result = assess_examples(pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, out_dir=out_dir,
-                             on_progress=progress)
-    return _record(store, layout, result, config, write=write, method=result.method,
-                   scores=_scores(result.subclusters))
+    result = assess_examples(
+        pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
+    )
+    return _record(store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters))
 
 
-def run_feature_coherence(store: Store, model: str, partition: str = "latest", *, n_null: int = 100, seed: int = 0,
-                          device: str = "auto", steps: int = 256, out_dir: str | Path | None = None,
-                          on_progress: Progress | None = None, write: bool = True,
-                          **options: Any) -> CoherenceResult:
+def run_feature_coherence(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    n_null: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    steps: int = 256,
+    out_dir: str | Path | None = None,
+    on_progress: Progress | None = None,
+    write: bool = True,
+    **options: Any,
+) -> CoherenceResult:
     """Feature-visualisation coherence of a stored partition; stored as a ``coherence_features`` assessment.
 
     Parameters
@@ -241,10 +345,21 @@ def run_feature_coherence(store: Store, model: str, partition: str = "latest", *
     return _features(store, pulled, config, out_dir, progress, write)
 
 
-def run_example_coherence(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                          n_null: int = 100, seed: int = 0, device: str = "auto", k: int = 32,
-                          out_dir: str | Path | None = None, on_progress: Progress | None = None,
-                          write: bool = True, **options: Any) -> CoherenceResult:
+def run_example_coherence(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    dataset: str = "digits",
+    n_null: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    k: int = 32,
+    out_dir: str | Path | None = None,
+    on_progress: Progress | None = None,
+    write: bool = True,
+    **options: Any,
+) -> CoherenceResult:
     """Data-set-example coherence of a stored partition; stored as a ``coherence_examples`` assessment.
 
     Parameters
@@ -269,8 +384,9 @@ def run_example_coherence(store: Store, model: str, partition: str = "latest", *
     """
     config = ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k, **options)
     progress = on_progress or no_progress
-    pulled = pull(store, model, partition, device=config.device, split=(config.dataset, config.split),
-                  on_progress=progress)
+    pulled = pull(
+        store, model, partition, device=config.device, split=(config.dataset, config.split), on_progress=progress
+    )
     return _examples(store, pulled, config, out_dir, progress, write)
 
 
@@ -281,11 +397,22 @@ class CoherenceRun(BaseModel):
     examples: CoherenceResult | None = None
 
 
-def run_coherence(store: Store, model: str, partition: str = "latest", *, dataset: str = "digits",
-                  n_null: int = 100, seed: int = 0, device: str = "auto",
-                  methods: Sequence[CoherenceMethod] = ("features", "examples"), steps: int = 256, k: int = 32,
-                  out_dir: str | Path | None = None, on_progress: Progress | None = None,
-                  write: bool = True) -> CoherenceRun:
+def run_coherence(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    dataset: str = "digits",
+    n_null: int = 100,
+    seed: int = 0,
+    device: str = "auto",
+    methods: Sequence[CoherenceMethod] = ("features", "examples"),
+    steps: int = 256,
+    k: int = 32,
+    out_dir: str | Path | None = None,
+    on_progress: Progress | None = None,
+    write: bool = True,
+) -> CoherenceRun:
     """Run the chosen coherence methods with one N and seed on one loaded network (what ``neuronmap coherence``
     runs by default); the stages are ``"load"``, ``"features"`` and ``"examples"``."""
     unknown = set(methods) - set(choices(CoherenceMethod))
@@ -293,13 +420,24 @@ def run_coherence(store: Store, model: str, partition: str = "latest", *, datase
         raise AssessmentInputError(f"Unknown coherence method(s) {sorted(unknown)}; choose 'features', 'examples'.")
     if not methods:
         return CoherenceRun()
-    features = (FeatureConfig(n_null=n_null, random_state=seed, device=device, steps=steps)
-                if "features" in methods else None)
-    examples = (ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k)
-                if "examples" in methods else None)
+    features = (
+        FeatureConfig(n_null=n_null, random_state=seed, device=device, steps=steps) if "features" in methods else None
+    )
+    examples = (
+        ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k)
+        if "examples" in methods
+        else None
+    )
     progress = on_progress or no_progress
-    pulled = pull(store, model, partition, device=device, on_progress=progress,
-                  split=(examples.dataset, examples.split) if examples is not None else None)
+    pulled = pull(
+        store,
+        model,
+        partition,
+        device=device,
+        on_progress=progress,
+        split=(examples.dataset, examples.split) if examples is not None else None,
+    )
     return CoherenceRun(
         features=_features(store, pulled, features, out_dir, progress, write) if features is not None else None,
-        examples=_examples(store, pulled, examples, out_dir, progress, write) if examples is not None else None)
+        examples=_examples(store, pulled, examples, out_dir, progress, write) if examples is not None else None,
+    )

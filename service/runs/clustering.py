@@ -84,8 +84,9 @@ def pull_for(store: Store, model: str, config: ClusterConfig) -> Subgraph:
     return pull_activation_graph(store, model, config.edges)
 
 
-def run_clustering(store: Store, model: str, config: ClusterConfig,
-                   on_stage: Callable[[str], None] = lambda stage: None) -> PartitionResult:
+def run_clustering(
+    store: Store, model: str, config: ClusterConfig, on_stage: Callable[[str], None] = lambda stage: None
+) -> PartitionResult:
     """Partition one ready model and store the partition; see ``neuronmap cluster``.
 
     Pulls the model's graph (its weights, or the activation graph ``config.edges`` names), clusters it, compares
@@ -95,7 +96,8 @@ def run_clustering(store: Store, model: str, config: ClusterConfig,
     --------
     >>> partition = nm.cluster(store, model, nm.ClusterConfig(n_clusters=4, n_shuffles=5))
     >>> partition
-    PartitionResult(id='...', k=4, edges='weight', ncut=..., n_neurons=202, n_isolated=0, n_null=5, z=..., percentile=...)
+    PartitionResult(id='...', k=4, edges='weight', ncut=..., n_neurons=202, n_isolated=0, n_null=5, z=...,
+                    percentile=...)
     >>> sum(partition.cluster_sizes) == partition.n_neurons - partition.n_isolated
     True
     >>> 0 < partition.percentile <= 1
@@ -111,29 +113,62 @@ def run_clustering(store: Store, model: str, config: ClusterConfig,
     null_method = config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
     if config.n_shuffles:
         # clusterability() clusters the real network too, with the same seed and settings as the nulls.
-        stats = clusterability(sub.graph, config.n_clusters, config.n_shuffles, method=null_method,
-                               random_state=config.random_state, device=device, eigen_solver=config.eigen_solver,
-                               n_init=config.n_init, parity=config.parity)
+        stats = clusterability(
+            sub.graph,
+            config.n_clusters,
+            config.n_shuffles,
+            method=null_method,
+            random_state=config.random_state,
+            device=device,
+            eigen_solver=config.eigen_solver,
+            n_init=config.n_init,
+            parity=config.parity,
+        )
         result, ncut_value = stats.spectral, stats.ncut
         null_seconds = stats.timings["total"] - stats.timings["real"]
-        null = {"null_method": null_method, "n_null": config.n_shuffles, "null_mean": stats.mean,
-                "null_sd": stats.sd, "z": stats.z_score, "percentile": stats.percentile,
-                "null_ncuts": stats.null_ncuts.tolist()}
+        null = {
+            "null_method": null_method,
+            "n_null": config.n_shuffles,
+            "null_mean": stats.mean,
+            "null_sd": stats.sd,
+            "z": stats.z_score,
+            "percentile": stats.percentile,
+            "null_ncuts": stats.null_ncuts.tolist(),
+        }
     else:
-        result = spectral_clustering(sub.graph, config.n_clusters, eigen_solver=config.eigen_solver,
-                                     n_init=config.n_init, random_state=config.random_state, device=device,
-                                     parity=config.parity)
+        result = spectral_clustering(
+            sub.graph,
+            config.n_clusters,
+            eigen_solver=config.eigen_solver,
+            n_init=config.n_init,
+            random_state=config.random_state,
+            device=device,
+            parity=config.parity,
+        )
         ncut_value = compute_ncut(sub.graph, result.labels)
     labels = result.labels.numpy()
     cluster_seconds = time.perf_counter() - start - null_seconds
     sizes = np.bincount(labels[labels >= 0], minlength=config.n_clusters).tolist()
     summary = PartitionResult(
-        id=new_partition_id(model), model=model, k=config.n_clusters, edges=config.edges,
-        layers=config.layers or "all", seed=config.random_state, ncut=float(ncut_value),
-        n_neurons=int(labels.size), n_isolated=int(result.n_isolated), n_components=int(result.n_components),
-        cluster_sizes=sizes, solver=result.eigen_solver, device=result.device,
-        eigen_residual=float(result.eigen_residual), pull_seconds=sub.seconds, cluster_seconds=cluster_seconds,
-        null_seconds=null_seconds, **null)
+        id=new_partition_id(model),
+        model=model,
+        k=config.n_clusters,
+        edges=config.edges,
+        layers=config.layers or "all",
+        seed=config.random_state,
+        ncut=float(ncut_value),
+        n_neurons=int(labels.size),
+        n_isolated=int(result.n_isolated),
+        n_components=int(result.n_components),
+        cluster_sizes=sizes,
+        solver=result.eigen_solver,
+        device=result.device,
+        eigen_residual=float(result.eigen_residual),
+        pull_seconds=sub.seconds,
+        cluster_seconds=cluster_seconds,
+        null_seconds=null_seconds,
+        **null,
+    )
     on_stage("write")
     start = time.perf_counter()
     write_partition(store, model, summary.id, summary.stored_properties(), labels, sub.ordinals)

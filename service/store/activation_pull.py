@@ -27,8 +27,9 @@ from neuronmap.service.store.pull import Subgraph, check_ready
 SOURCES_PER_QUERY = 256  # source neurons per pull query; an activation neuron has up to n − 1 edges
 
 
-def pull_activation_graph(store: Store, model: str, graph_name: str, *, weight: EdgeWeight = "r2",
-                          workers: int = 2) -> Subgraph:
+def pull_activation_graph(
+    store: Store, model: str, graph_name: str, *, weight: EdgeWeight = "r2", workers: int = 2
+) -> Subgraph:
     """Read a ready activation graph of a ready model into a BlockGraph on the CPU.
 
     Parameters
@@ -72,12 +73,14 @@ def pull_activation_graph(store: Store, model: str, graph_name: str, *, weight: 
     by_index = {layer["index"]: layer for layer in all_layers}
     kept = [{**by_index[i], "n_nodes": size} for i, size in zip(recorded, sizes)]
 
-    ranges = [(int(offsets[i]) + lo, min(int(offsets[i]) + lo + SOURCES_PER_QUERY, int(offsets[i + 1])))
-              for i in recorded for lo in range(0, int(offsets[i + 1] - offsets[i]), SOURCES_PER_QUERY)]
+    ranges = [
+        (int(offsets[i]) + lo, min(int(offsets[i]) + lo + SOURCES_PER_QUERY, int(offsets[i + 1])))
+        for i in recorded
+        for lo in range(0, int(offsets[i + 1] - offsets[i]), SOURCES_PER_QUERY)
+    ]
 
     def pull(bounds: tuple[int, int]) -> list[dict[str, Any]]:
-        return store.run_values("activations.graph_edges", model=model, graph=graph_name, lo=bounds[0],
-                                hi=bounds[1])
+        return store.run_values("activations.graph_edges", model=model, graph=graph_name, lo=bounds[0], hi=bounds[1])
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
@@ -88,10 +91,15 @@ def pull_activation_graph(store: Store, model: str, graph_name: str, *, weight: 
     r = np.fromiter(itertools.chain.from_iterable(row["r"] for row in rows), dtype=np.float64, count=n_edges)
     r2 = np.fromiter(itertools.chain.from_iterable(row["r2"] for row in rows), dtype=np.float64, count=n_edges)
     local_src, local_dst = np.searchsorted(ordinals, src), np.searchsorted(ordinals, dst)
-    if n_edges and (np.any(ordinals[np.minimum(local_src, ordinals.size - 1)] != src)
-                    or np.any(ordinals[np.minimum(local_dst, ordinals.size - 1)] != dst)):
-        raise ClusteringInputError(f"Activation graph {graph_name!r} of model {model!r} has edges at neurons outside "
-                                   "its recorded, non-excluded units; it is damaged. Recompute it with --replace.")
+    if n_edges and (
+        np.any(ordinals[np.minimum(local_src, ordinals.size - 1)] != src)
+        or np.any(ordinals[np.minimum(local_dst, ordinals.size - 1)] != dst)
+    ):
+        raise ClusteringInputError(
+            f"Activation graph {graph_name!r} of model {model!r} has edges at neurons outside "
+            "its recorded, non-excluded units; it is damaged. Recompute it with --replace."
+        )
     graph = activation_block_graph(sizes, local_src, local_dst, edge_weight(r, r2, weight))
-    return Subgraph(model=model, layers=kept, ordinals=ordinals, graph=graph, n_edges=n_edges,
-                    seconds=time.perf_counter() - start)
+    return Subgraph(
+        model=model, layers=kept, ordinals=ordinals, graph=graph, n_edges=n_edges, seconds=time.perf_counter() - start
+    )

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.service.assessment.layout import LayerInfo, PartitionLayout, SubClusterRef
 from neuronmap.service.errors import AssessmentInputError, AssessmentNotFoundError, PartitionWriteError
 from neuronmap.service.store.library import resolve_partition
@@ -44,8 +44,10 @@ def read_partition_layout(store: Store, model: str | None, partition: str) -> Pa
     """
     partition_id = resolve_partition(store, model, partition)
     model = store.run("library.partition_stats", partition=partition_id)[0]["model"]
-    layers = tuple(LayerInfo(index=row["index"], name=row["name"], kind=row["kind"], role=row["role"] or "",
-                             size=row["size"]) for row in store.run("admin.model_layers", model=model))
+    layers = tuple(
+        LayerInfo(index=row["index"], name=row["name"], kind=row["kind"], role=row["role"] or "", size=row["size"])
+        for row in store.run("admin.model_layers", model=model)
+    )
     offsets = np.cumsum([0] + [layer.size for layer in layers])
     rows = store.run("admin.partition_labels", partition=partition_id)
     ordinals = np.array([row["ordinal"] for row in rows], dtype=np.int64)
@@ -62,13 +64,23 @@ def read_partition_layout(store: Store, model: str | None, partition: str) -> Pa
         pools[layer.index] = np.sort(units)
         for cluster in np.unique(clusters[here]):
             members = np.sort(units[clusters[here] == cluster])
-            subclusters.append(SubClusterRef(cluster=int(cluster), layer=layer.index, layer_name=layer.name,
-                                             units=tuple(int(u) for u in members), pool_size=int(units.size)))
+            subclusters.append(
+                SubClusterRef(
+                    cluster=int(cluster),
+                    layer=layer.index,
+                    layer_name=layer.name,
+                    units=tuple(int(u) for u in members),
+                    pool_size=int(units.size),
+                )
+            )
     if not subclusters:
-        raise AssessmentInputError(f"Partition {partition_id!r} has no neuron in a hidden layer of model {model!r}, "
-                                   "so it has no sub-cluster to assess. Cluster the hidden layers (--layers).")
-    return PartitionLayout(model=model, partition=partition_id, layers=layers, subclusters=tuple(subclusters),
-                           pools=pools)
+        raise AssessmentInputError(
+            f"Partition {partition_id!r} has no neuron in a hidden layer of model {model!r}, "
+            "so it has no sub-cluster to assess. Cluster the hidden layers (--layers)."
+        )
+    return PartitionLayout(
+        model=model, partition=partition_id, layers=layers, subclusters=tuple(subclusters), pools=pools
+    )
 
 
 def _storable(value: Any, in_list: bool = False) -> Any:
@@ -96,9 +108,15 @@ def new_assessment_id(partition: str, method: str) -> str:
     return f"{partition}/{method}-{secrets.token_hex(4)}"
 
 
-def write_assessment(store: Store, layout: PartitionLayout, method: str, props: dict[str, Any],
-                     scores: Sequence[dict[str, Any]], *,
-                     interactions: Sequence[dict[str, Any]] = ()) -> str:
+def write_assessment(
+    store: Store,
+    layout: PartitionLayout,
+    method: str,
+    props: dict[str, Any],
+    scores: Sequence[dict[str, Any]],
+    *,
+    interactions: Sequence[dict[str, Any]] = (),
+) -> str:
     """Store one assessment run in one transaction; returns its id.
 
     Parameters
@@ -123,26 +141,37 @@ def write_assessment(store: Store, layout: PartitionLayout, method: str, props: 
     assessment_id = new_assessment_id(layout.partition, method)
     names = {layer.index: layer.name for layer in layout.layers}
     keys = {(s.cluster, s.layer): s for s in layout.subclusters}
-    rows = [{"cluster": s.cluster, "layer": s.layer, "layer_name": names[s.layer], "size": s.size}
-            for s in keys.values()]
-    scores = [{"cluster": int(row["cluster"]), "layer": int(row["layer"]), "stats": storable(row["stats"])}
-              for row in scores]
-    pairs = [{**{k: int(row[k]) for k in ("cluster_a", "layer_a", "cluster_b", "layer_b")},
-              "stats": storable(row["stats"])} for row in interactions]
+    rows = [
+        {"cluster": s.cluster, "layer": s.layer, "layer_name": names[s.layer], "size": s.size} for s in keys.values()
+    ]
+    scores = [
+        {"cluster": int(row["cluster"]), "layer": int(row["layer"]), "stats": storable(row["stats"])} for row in scores
+    ]
+    pairs = [
+        {**{k: int(row[k]) for k in ("cluster_a", "layer_a", "cluster_b", "layer_b")}, "stats": storable(row["stats"])}
+        for row in interactions
+    ]
     with store.transaction("assessment.write") as tx:
         merged = tx.run("assessment.merge_subclusters", model=layout.model, partition=layout.partition, rows=rows)
         if not merged or merged[0]["subclusters"] != len(rows):
             raise PartitionWriteError(layout.model, len(rows), merged[0]["subclusters"] if merged else 0)
-        tx.run("assessment.create_assessment", partition=layout.partition, id=assessment_id, method=method,
-               props=storable(props))
+        tx.run(
+            "assessment.create_assessment",
+            partition=layout.partition,
+            id=assessment_id,
+            method=method,
+            props=storable(props),
+        )
         if scores:
-            written = tx.run("assessment.create_scores", assessment=assessment_id, partition=layout.partition,
-                             rows=scores)
+            written = tx.run(
+                "assessment.create_scores", assessment=assessment_id, partition=layout.partition, rows=scores
+            )
             if written[0]["scores"] != len(scores):
                 raise PartitionWriteError(layout.model, len(scores), written[0]["scores"])
         if pairs:
-            written = tx.run("assessment.create_interactions", assessment=assessment_id,
-                             partition=layout.partition, rows=pairs)
+            written = tx.run(
+                "assessment.create_interactions", assessment=assessment_id, partition=layout.partition, rows=pairs
+            )
             if written[0]["pairs"] != len(pairs):
                 raise PartitionWriteError(layout.model, len(pairs), written[0]["pairs"])
     return assessment_id
@@ -162,8 +191,7 @@ def read_assessment(store: Store, assessment_id: str) -> tuple[dict[str, Any], l
     AssessmentNotFoundError
     """
     partition = assessment_id.rsplit("/", 1)[0]
-    found = [row for row in store.run("assessment.list_assessments", partition=partition)
-             if row["id"] == assessment_id]
+    found = [row for row in store.run("assessment.list_assessments", partition=partition) if row["id"] == assessment_id]
     if not found:
         raise AssessmentNotFoundError(repr(assessment_id))
     if found[0]["method"] == "importance_pairs":

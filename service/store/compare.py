@@ -4,13 +4,13 @@ adjusted Rand index and normalised mutual information computed from it, as sciki
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.service.store.library import resolve_partition, run_library_query
 
 
@@ -128,8 +128,9 @@ def normalized_mutual_info(table: np.ndarray) -> float:
     return float(mi / max((h_a + h_b) / 2, np.finfo(np.float64).eps))
 
 
-def compare_partitions(store: Store, partition_a: str, partition_b: str, *, model: str | None = None
-                       ) -> PartitionComparison:
+def compare_partitions(
+    store: Store, partition_a: str, partition_b: str, *, model: str | None = None
+) -> PartitionComparison:
     """Contingency table, ARI and NMI of two partitions of one model.
 
     Parameters
@@ -156,5 +157,12 @@ def compare_partitions(store: Store, partition_a: str, partition_b: str, *, mode
     rows = run_library_query(store, "compare_partitions", partition_a=first, partition_b=second)
     table, clusters_a, clusters_b = contingency_table(rows)
     common = table[np.ix_(clusters_a >= 0, clusters_b >= 0)]
-    return PartitionComparison(partition_a=first, partition_b=second, clusters_a=clusters_a, clusters_b=clusters_b,
-                               table=table, ari=adjusted_rand_index(common), nmi=normalized_mutual_info(common))
+    return PartitionComparison(
+        partition_a=first,
+        partition_b=second,
+        clusters_a=clusters_a,
+        clusters_b=clusters_b,
+        table=table,
+        ari=adjusted_rand_index(common),
+        nmi=normalized_mutual_info(common),
+    )

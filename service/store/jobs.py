@@ -24,8 +24,7 @@ def claim(store: Store, worker: str) -> dict[str, Any] | None:
 
 def finish(store: Store, job_id: str, *, partition: str = "", error: str = "") -> None:
     """Record a job's outcome: done with the partition it wrote, or failed with its error."""
-    store.run("jobs.finish", id=job_id, status="failed" if error else "done", partition=partition,
-              error=error[:1000])
+    store.run("jobs.finish", id=job_id, status="failed" if error else "done", partition=partition, error=error[:1000])
 
 
 def list_jobs(store: Store, limit: int = 50) -> Rows:

@@ -8,16 +8,21 @@ is missing instead of an empty table. The CLI (``neuronmap query …``) is a thi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from neuronmap.cypher import Store, catalog
 from neuronmap.cypher.catalog import NamedQuery, QueryParam
 from neuronmap.results import Rows
-
-from neuronmap.service.errors import (LibraryQueryInputError, ModelNotFoundError, NeuronNotFoundError, NoPartitionError,
-                     PartitionNotFoundError)
+from neuronmap.service.errors import (
+    LibraryQueryInputError,
+    ModelNotFoundError,
+    NeuronNotFoundError,
+    NoPartitionError,
+    PartitionNotFoundError,
+)
 
 PREFIX = "library."
 LATEST = "latest"
@@ -88,11 +93,22 @@ def _describe(query: NamedQuery) -> LibraryQuery:
         elif _is_partition_param(param):
             param = param.model_copy(update={"doc": param.doc + ", or 'latest' (needs model)"})
         elif param.name == "models":
-            param = param.model_copy(update={"default": None, "has_default": True,
-                                             "doc": "the models' names (a list, or 'a,b'); default: every ready model"})
+            param = param.model_copy(
+                update={
+                    "default": None,
+                    "has_default": True,
+                    "doc": "the models' names (a list, or 'a,b'); default: every ready model",
+                }
+            )
         params.append(param)
-    return LibraryQuery(name=query.name[len(PREFIX):], query=query.name, summary=query.summary,
-                        description=query.description, params=tuple(params), columns=_columns(query.returns))
+    return LibraryQuery(
+        name=query.name[len(PREFIX) :],
+        query=query.name,
+        summary=query.summary,
+        description=query.description,
+        params=tuple(params),
+        columns=_columns(query.returns),
+    )
 
 
 def library_queries() -> list[LibraryQuery]:
@@ -148,8 +164,9 @@ def resolve_partition(store: Store, model: str | None, partition_or_latest: str)
     """
     if partition_or_latest == LATEST:
         if not model:
-            raise LibraryQueryInputError("Partition 'latest' needs the model it belongs to: pass model "
-                                         "(-p model NAME), or give a partition id.")
+            raise LibraryQueryInputError(
+                "Partition 'latest' needs the model it belongs to: pass model (-p model NAME), or give a partition id."
+            )
         _check_model(store, model)
         partitions = store.run("admin.list_partitions", model=model)  # newest first
         if not partitions:
@@ -219,8 +236,9 @@ def run_library_query(store: Store, name: str, /, **params: Any) -> Rows:
     return Rows(rows, query=query.name, columns=query.columns)
 
 
-def _resolve(store: Store, query: LibraryQuery, model: str | None, key: str, value: str, *,
-             explicit: bool) -> str | None:
+def _resolve(
+    store: Store, query: LibraryQuery, model: str | None, key: str, value: str, *, explicit: bool
+) -> str | None:
     if query.name == "neuron" and value == LATEST and not explicit:
         # The neuron query marks edges by the newest partition when there is one, and simply does not mark
         # them when the model has none yet.
@@ -246,12 +264,16 @@ def _prepare_compare_models(store: Store, values: dict[str, Any]) -> None:
 def _prepare_compare_partitions(store: Store, values: dict[str, Any]) -> None:
     if "partition_a" not in values or "partition_b" not in values:
         return  # the named query's own check reports what is missing
-    models = {store.run("library.partition_stats", partition=values[key])[0]["model"]
-              for key in ("partition_a", "partition_b")}
+    models = {
+        store.run("library.partition_stats", partition=values[key])[0]["model"]
+        for key in ("partition_a", "partition_b")
+    }
     if len(models) > 1:
-        raise LibraryQueryInputError(f"Partitions {values['partition_a']!r} and {values['partition_b']!r} belong to "
-                                     f"different models ({', '.join(sorted(models))}); "
-                                     "compare partitions of one model.")
+        raise LibraryQueryInputError(
+            f"Partitions {values['partition_a']!r} and {values['partition_b']!r} belong to "
+            f"different models ({', '.join(sorted(models))}); "
+            "compare partitions of one model."
+        )
 
 
 def _check_compare_models(store: Store, values: dict[str, Any], rows: list[dict[str, Any]]) -> None:
@@ -270,17 +292,22 @@ def _prepare_neuron(store: Store, values: dict[str, Any]) -> None:
         values["layer"] = str(values["layer"])  # a layer index may come as an int from Python
     by_position = values.get("layer") is not None and values.get("unit") is not None
     if values.get("ordinal") is None and not by_position:
-        raise LibraryQueryInputError("Query 'neuron' needs either layer and unit (-p layer fc1 -p unit 7) "
-                                     "or ordinal (-p ordinal 1047).")
+        raise LibraryQueryInputError(
+            "Query 'neuron' needs either layer and unit (-p layer fc1 -p unit 7) or ordinal (-p ordinal 1047)."
+        )
 
 
 def _check_neuron(store: Store, values: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     if rows:
         return
-    where = (f"with ordinal {values['ordinal']}" if values.get("ordinal") is not None
-             else f"{values['unit']} in layer {values['layer']!r}")
-    layers = ", ".join(f"{row['name']} ({row['size']})"
-                       for row in store.run("admin.model_layers", model=values["model"]))
+    where = (
+        f"with ordinal {values['ordinal']}"
+        if values.get("ordinal") is not None
+        else f"{values['unit']} in layer {values['layer']!r}"
+    )
+    layers = ", ".join(
+        f"{row['name']} ({row['size']})" for row in store.run("admin.model_layers", model=values["model"])
+    )
     raise NeuronNotFoundError(values["model"], where, layers)
 
 

@@ -18,26 +18,33 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Iterator
 
 import neo4j
 import neo4j.exceptions
 from pydantic import BaseModel, SecretStr
 
 from neuronmap.cypher import catalog
-
 from neuronmap.service.config import Settings
 from neuronmap.service.errors import LocalServerError
 
 NEO4J_VERSION = "5.26.30"  # the one place the engine version is pinned
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.11.0"  # Maven 3.8's default is too old
 READY_LINE = "neuronmap: neo4j ready"
-_ADD_OPENS = ["java.base/java.nio", "java.base/java.io", "java.base/sun.nio.ch", "java.base/java.lang",
-              "java.base/java.util", "java.base/java.util.concurrent", "java.base/java.lang.invoke",
-              "java.base/java.net", "java.base/java.util.concurrent.atomic", "java.base/jdk.internal.misc"]
+_ADD_OPENS = [
+    "java.base/java.nio",
+    "java.base/java.io",
+    "java.base/sun.nio.ch",
+    "java.base/java.lang",
+    "java.base/java.util",
+    "java.base/java.util.concurrent",
+    "java.base/java.lang.invoke",
+    "java.base/java.net",
+    "java.base/java.util.concurrent.atomic",
+    "java.base/jdk.internal.misc",
+]
 
 
 class ServerStatus(BaseModel):
@@ -69,14 +76,24 @@ def fetch_jars(home: Path, *, quiet: bool = True) -> Path:
         return lib
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise LocalServerError("Maven ('mvn') is not on PATH; neuronmap fetches the Neo4j jars with it. Install "
-                               "Maven, or run Neo4j yourself (docker compose up) and set NEO4J_URI.")
+        raise LocalServerError(
+            "Maven ('mvn') is not on PATH; neuronmap fetches the Neo4j jars with it. Install "
+            "Maven, or run Neo4j yourself (docker compose up) and set NEO4J_URI."
+        )
     lib.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
     pom = resources.files("neuronmap.service.store").joinpath("launcher", "pom.xml")
     with resources.as_file(pom) as pom_path:
-        command = [mvn, "-B", *(["-q"] if quiet else []), "-f", str(pom_path), f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                   f"-Dneo4j.version={NEO4J_VERSION}", f"-DoutputDirectory={staging}"]
+        command = [
+            mvn,
+            "-B",
+            *(["-q"] if quiet else []),
+            "-f",
+            str(pom_path),
+            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
+            f"-Dneo4j.version={NEO4J_VERSION}",
+            f"-DoutputDirectory={staging}",
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
@@ -101,8 +118,10 @@ def _java() -> str:
         return str(Path(java_home) / "bin" / "java")
     found = shutil.which("java")
     if found is None:
-        raise LocalServerError("Java 17 or 21 is needed to run the local Neo4j, and 'java' is not on PATH "
-                               "(nor in JAVA_HOME). Install a JDK, or set NEO4J_URI to a server of your own.")
+        raise LocalServerError(
+            "Java 17 or 21 is needed to run the local Neo4j, and 'java' is not on PATH "
+            "(nor in JAVA_HOME). Install a JDK, or set NEO4J_URI to a server of your own."
+        )
     return found
 
 
@@ -121,16 +140,18 @@ def _alive(pid: int) -> bool:
 class LocalServer:
     """One local Neo4j server: its folder, port and memory settings."""
 
-    def __init__(self, home: Path, root: Path | None = None, *, port: int = 7687, heap: str = "1g",
-                 pagecache: str = "512m") -> None:
+    def __init__(
+        self, home: Path, root: Path | None = None, *, port: int = 7687, heap: str = "1g", pagecache: str = "512m"
+    ) -> None:
         self.home = home
         self.root = root or home / "server"
         self.port, self.heap, self.pagecache = port, heap, pagecache
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "LocalServer":
-        return cls(settings.home, port=settings.local_port, heap=settings.local_heap,
-                   pagecache=settings.local_pagecache)
+    def from_settings(cls, settings: Settings) -> LocalServer:
+        return cls(
+            settings.home, port=settings.local_port, heap=settings.local_heap, pagecache=settings.local_pagecache
+        )
 
     # -- files --------------------------------------------------------------------------------------------
     @property
@@ -178,8 +199,9 @@ class LocalServer:
     def connection(self) -> Connection:
         status = self.status()
         if not status.running:
-            raise LocalServerError(f"The local Neo4j is not running ({status.detail}). Run 'neuronmap db start', "
-                                   "or set NEO4J_URI.")
+            raise LocalServerError(
+                f"The local Neo4j is not running ({status.detail}). Run 'neuronmap db start', or set NEO4J_URI."
+            )
         return Connection(uri=status.uri, user="neo4j", password=SecretStr(self.password()))
 
     def start(self, *, timeout: float = 120.0, exit_with_parent: bool = False) -> tuple[ServerStatus, bool]:
@@ -193,28 +215,48 @@ class LocalServer:
         password = self.password()
         conf = self.root / "neo4j.conf"
         uri = f"bolt://127.0.0.1:{self.port}"
-        conf.write_text("\n".join([
-            "server.bolt.enabled=true",
-            f"server.bolt.listen_address=127.0.0.1:{self.port}",
-            f"server.bolt.advertised_address=127.0.0.1:{self.port}",
-            f"server.memory.pagecache.size={self.pagecache}",
-            "dbms.security.auth_enabled=true",
-            "db.logs.query.enabled=OFF",
-            "",
-        ]))
+        conf.write_text(
+            "\n".join(
+                [
+                    "server.bolt.enabled=true",
+                    f"server.bolt.listen_address=127.0.0.1:{self.port}",
+                    f"server.bolt.advertised_address=127.0.0.1:{self.port}",
+                    f"server.memory.pagecache.size={self.pagecache}",
+                    "dbms.security.auth_enabled=true",
+                    "db.logs.query.enabled=OFF",
+                    "",
+                ]
+            )
+        )
         launcher = resources.files("neuronmap.service.store").joinpath("launcher", "Launcher.java")
         # The parallel (throughput) collector: bulk writes allocate fast, and on a 1-2 GB heap its pauses stay short;
         # measured ~10% more edges/s on ingest than G1, for both fat and one-row-per-edge writes.
-        command = [_java(), f"-Xms{self.heap}", f"-Xmx{self.heap}", "-XX:+UseParallelGC", "-Dfile.encoding=UTF-8",
-                   *[f"--add-opens={p}=ALL-UNNAMED" for p in _ADD_OPENS],
-                   "-cp", str(lib / "*"), str(launcher), str(self.root), str(conf), str(self.password_file),
-                   catalog.path_of("admin.set_initial_password")]
+        command = [
+            _java(),
+            f"-Xms{self.heap}",
+            f"-Xmx{self.heap}",
+            "-XX:+UseParallelGC",
+            "-Dfile.encoding=UTF-8",
+            *[f"--add-opens={p}=ALL-UNNAMED" for p in _ADD_OPENS],
+            "-cp",
+            str(lib / "*"),
+            str(launcher),
+            str(self.root),
+            str(conf),
+            str(self.password_file),
+            catalog.path_of("admin.set_initial_password"),
+        ]
         if exit_with_parent:
             command.append("--exit-on-stdin-close")
         log = open(self.log_file, "ab")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
-                                   stdin=subprocess.PIPE if exit_with_parent else subprocess.DEVNULL,
-                                   start_new_session=not exit_with_parent)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.root,
+            stdin=subprocess.PIPE if exit_with_parent else subprocess.DEVNULL,
+            start_new_session=not exit_with_parent,
+        )
         log.close()
         self._process = process  # keeps the stdin pipe open for exit_with_parent
         self.state_file.write_text(json.dumps({"pid": process.pid, "uri": uri, "version": NEO4J_VERSION}))
@@ -231,8 +273,10 @@ class LocalServer:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 self.state_file.unlink(missing_ok=True)
-                raise LocalServerError(f"The local Neo4j exited with code {process.returncode} while starting. "
-                                       f"Its log ({self.log_file}):\n{self.log_tail()}")
+                raise LocalServerError(
+                    f"The local Neo4j exited with code {process.returncode} while starting. "
+                    f"Its log ({self.log_file}):\n{self.log_tail()}"
+                )
             if READY_LINE in self.log_tail(5):
                 try:
                     with neo4j.GraphDatabase.driver(uri, auth=("neo4j", password)) as driver:
@@ -243,8 +287,10 @@ class LocalServer:
                     last_error = str(error)
             time.sleep(0.5)
         self.stop()
-        raise LocalServerError(f"The local Neo4j did not answer within {timeout:.0f} s ({last_error}). "
-                               f"Its log ({self.log_file}):\n{self.log_tail()}")
+        raise LocalServerError(
+            f"The local Neo4j did not answer within {timeout:.0f} s ({last_error}). "
+            f"Its log ({self.log_file}):\n{self.log_tail()}"
+        )
 
     def stop(self, timeout: float = 60.0) -> bool:
         """Stop the server; returns False when it was not running."""
@@ -270,12 +316,17 @@ class LocalServer:
         return True
 
 
-def resolve_connection(settings: Settings, *, autostart: bool = True,
-                       on_start: Callable[[LocalServer], None] | None = None) -> Connection:
+def resolve_connection(
+    settings: Settings, *, autostart: bool = True, on_start: Callable[[LocalServer], None] | None = None
+) -> Connection:
     """NEO4J_URI if set; else the managed local server, started on first use."""
     if settings.neo4j_uri:
-        return Connection(uri=settings.neo4j_uri, user=settings.neo4j_user, password=settings.neo4j_password,
-                          database=settings.neo4j_database)
+        return Connection(
+            uri=settings.neo4j_uri,
+            user=settings.neo4j_user,
+            password=settings.neo4j_password,
+            database=settings.neo4j_database,
+        )
     server = LocalServer.from_settings(settings)
     if autostart and not server.status().running:
         if on_start is not None:
@@ -295,8 +346,13 @@ def running(settings: Settings, root: Path | None = None) -> Iterator[Connection
         yield resolve_connection(settings, autostart=False)
         return
     with tempfile.TemporaryDirectory(prefix="neuronmap-neo4j-") as scratch:
-        server = LocalServer(settings.home, Path(root or scratch), port=free_port(), heap=settings.local_heap,
-                             pagecache=settings.local_pagecache)
+        server = LocalServer(
+            settings.home,
+            Path(root or scratch),
+            port=free_port(),
+            heap=settings.local_heap,
+            pagecache=settings.local_pagecache,
+        )
         server.start(exit_with_parent=True)
         try:
             yield server.connection()

@@ -47,13 +47,17 @@ def reload_module(store: Store, model: str, *, exported_ok: bool = True) -> tupl
         reason = "was ingested from Python, not from a file" if not source else f"came from {source!r}, which is gone"
         raise SourceUnavailableError(model, reason)
     if row.get("sha256") and file_sha256(source) != row["sha256"]:
-        raise SourceUnavailableError(model, f"came from {source!r}, which has changed since it was ingested "
-                                            "(its SHA-256 differs)")
+        raise SourceUnavailableError(
+            model, f"came from {source!r}, which has changed since it was ingested (its SHA-256 differs)"
+        )
     if arch == "torch.export":
         if not exported_ok:
-            raise SourceUnavailableError(model, f"came from the torch.export program {source!r}, whose graph of ATen "
-                                                "calls has no modules to record from",
-                                         "Ingest its state dict with --arch module:factory instead")
+            raise SourceUnavailableError(
+                model,
+                f"came from the torch.export program {source!r}, whose graph of ATen "
+                "calls has no modules to record from",
+                "Ingest its state dict with --arch module:factory instead",
+            )
         module: nn.Module = load_exported(source).module()  # exported in eval mode; its eval() is not supported
     else:
         module = load_state_dict_into(build_module(arch), load_state_dict(source), spec=arch)
@@ -61,8 +65,9 @@ def reload_module(store: Store, model: str, *, exported_ok: bool = True) -> tupl
     return module, tuple(int(d) for d in (row.get("input_shape") or []))
 
 
-def load_network(store: Store, model: str, *, device: str | torch.device = "cpu",
-                 batchnorm: BatchNormLesion = "after") -> LesionNetwork:
+def load_network(
+    store: Store, model: str, *, device: str | torch.device = "cpu", batchnorm: BatchNormLesion = "after"
+) -> LesionNetwork:
     """The stored model's network, re-loaded from its ingest source and checked against its stored layers.
 
     Parameters
@@ -83,12 +88,18 @@ def load_network(store: Store, model: str, *, device: str | torch.device = "cpu"
     source = store.run("admin.model_source", model=model)[0]
     traced = trace_export(load_exported(source["source"])) if source.get("arch") == "torch.export" else None
     net = LesionNetwork(module, input_shape or None, device=device, batchnorm=batchnorm, traced=traced)
-    stored = [(row["index"], row["name"], row["size"]) for row in store.run("admin.model_layers", model=model)
-              if row["index"] > 0]
+    stored = [
+        (row["index"], row["name"], row["size"])
+        for row in store.run("admin.model_layers", model=model)
+        if row["index"] > 0
+    ]
     found = [(p.index, p.name, p.size) for p in net.layers]
     if stored != found:
         differ = next(((a, b) for a, b in zip(stored, found) if a != b), None)
-        detail = (f"stored layer {differ[0]} vs re-loaded {differ[1]} (index, name, size)" if differ
-                  else f"{len(stored)} stored layers vs {len(found)} re-loaded")
+        detail = (
+            f"stored layer {differ[0]} vs re-loaded {differ[1]} (index, name, size)"
+            if differ
+            else f"{len(stored)} stored layers vs {len(found)} re-loaded"
+        )
         raise LayerMismatchError(model, detail)
     return net

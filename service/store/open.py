@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from neuronmap.cypher import Store, apply_schema
 from neuronmap.service.config import Settings
@@ -11,8 +11,7 @@ from neuronmap.service.store import local_neo4j
 
 def connect(connection: local_neo4j.Connection) -> Store:
     """A connected Store with the schema in place (constraints and indexes are IF NOT EXISTS, so this is cheap)."""
-    store = Store.connect(connection.uri, connection.user, connection.password.get_secret_value(),
-                          connection.database)
+    store = Store.connect(connection.uri, connection.user, connection.password.get_secret_value(), connection.database)
     try:
         apply_schema(store)
     except BaseException:
@@ -21,8 +20,12 @@ def connect(connection: local_neo4j.Connection) -> Store:
     return store
 
 
-def open_store(settings: Settings | None = None, *, autostart: bool = True,
-               on_start: Callable[[local_neo4j.LocalServer], None] | None = None) -> Store:
+def open_store(
+    settings: Settings | None = None,
+    *,
+    autostart: bool = True,
+    on_start: Callable[[local_neo4j.LocalServer], None] | None = None,
+) -> Store:
     """The store the settings point at (default: read from the environment); the local server starts on first use.
 
     >>> import neuronmap as nm

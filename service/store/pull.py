@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, ModelNotFoundError, ModelNotReadyError
 
@@ -69,8 +68,9 @@ def resolve_layers(layers: list[dict[str, Any]], spec: str | None) -> tuple[int,
     return first, last
 
 
-def pull_subgraph(store: Store, model: str, *, layers: str | None = None, min_weight: float = 0.0,
-                  workers: int = 2) -> Subgraph:
+def pull_subgraph(
+    store: Store, model: str, *, layers: str | None = None, min_weight: float = 0.0, workers: int = 2
+) -> Subgraph:
     """Read a ready model's edges (|w|) between the chosen layers into a BlockGraph on the CPU.
 
     Parameters
@@ -107,5 +107,11 @@ def pull_subgraph(store: Store, model: str, *, layers: str | None = None, min_we
     src, dst, w = src[keep], dst[keep], w[keep]
     n_edges = int(keep.sum())
     graph = BlockGraph.from_edges([layer["size"] for layer in kept], src, dst, w)
-    return Subgraph(model=model, layers=kept, ordinals=np.arange(lo, hi), graph=graph, n_edges=n_edges,
-                    seconds=time.perf_counter() - start)
+    return Subgraph(
+        model=model,
+        layers=kept,
+        ordinals=np.arange(lo, hi),
+        graph=graph,
+        n_edges=n_edges,
+        seconds=time.perf_counter() - start,
+    )

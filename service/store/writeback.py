@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from neuronmap.cypher import Store
-
 from neuronmap.service.errors import PartitionWriteError
 
 MEMBERS_PER_ROW = 5_000
@@ -27,21 +26,37 @@ def membership_rows(labels: np.ndarray, ordinals: np.ndarray) -> list[dict[str, 
     for cluster in np.unique(labels[labels >= 0]):
         members = ordinals[labels == cluster]
         for start in range(0, members.size, MEMBERS_PER_ROW):
-            rows.append({"index": int(cluster), "size": int(members.size),
-                         "ordinals": members[start:start + MEMBERS_PER_ROW].tolist()})
+            rows.append(
+                {
+                    "index": int(cluster),
+                    "size": int(members.size),
+                    "ordinals": members[start : start + MEMBERS_PER_ROW].tolist(),
+                }
+            )
     return rows
 
 
-def write_partition(store: Store, model: str, partition_id: str, props: dict[str, Any], labels: np.ndarray,
-                    ordinals: np.ndarray, rows_per_batch: int = 16) -> int:
+def write_partition(
+    store: Store,
+    model: str,
+    partition_id: str,
+    props: dict[str, Any],
+    labels: np.ndarray,
+    ordinals: np.ndarray,
+    rows_per_batch: int = 16,
+) -> int:
     """Store the partition; returns the number of memberships written."""
     rows = membership_rows(np.asarray(labels), np.asarray(ordinals))
     written = 0
     with store.transaction("writeback.partition") as tx:
         tx.run("writeback.create_partition", model=model, id=partition_id, props=props)
         for start in range(0, len(rows), rows_per_batch):
-            result = tx.run("writeback.create_clusters", model=model, partition=partition_id,
-                            rows=rows[start:start + rows_per_batch])
+            result = tx.run(
+                "writeback.create_clusters",
+                model=model,
+                partition=partition_id,
+                rows=rows[start : start + rows_per_batch],
+            )
             written += int(result[0]["members"]) if result else 0
         expected = int(np.count_nonzero(np.asarray(labels) >= 0))
         if written != expected:

@@ -40,20 +40,26 @@ def test_parameters_are_checked_against_the_header():
 
 
 def test_defaults_fill_in_and_casts_follow_the_declared_type():
-    query = catalog.parse("t.q", "// Sum.\n//\n// mode: read\n// param a: int = 3   first\n"
-                                 "// param b: float\n// returns: s: float\nRETURN $a + $b AS s\n")
+    query = catalog.parse(
+        "t.q",
+        "// Sum.\n//\n// mode: read\n// param a: int = 3   first\n"
+        "// param b: float\n// returns: s: float\nRETURN $a + $b AS s\n",
+    )
     assert query.check({"b": 1.5}) == {"a": 3, "b": 1.5}
     assert query.params[1].cast("2.5") == 2.5
     with pytest.raises(QueryParameterError, match="a must be int"):
         query.params[0].cast("three")
 
 
-@pytest.mark.parametrize("source", [
-    "MATCH (n) RETURN n",                                        # no header
-    "// Summary.\n// returns: x: int\nRETURN 1 AS x",             # no mode
-    "// Summary.\n// mode: sometimes\n// returns: x\nRETURN 1",   # bad mode
-    "// Summary.\n// mode: read\n// returns: x: int\n",           # no statement
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "MATCH (n) RETURN n",  # no header
+        "// Summary.\n// returns: x: int\nRETURN 1 AS x",  # no mode
+        "// Summary.\n// mode: sometimes\n// returns: x\nRETURN 1",  # bad mode
+        "// Summary.\n// mode: read\n// returns: x: int\n",  # no statement
+    ],
+)
 def test_malformed_headers_are_refused(source):
     with pytest.raises(QueryHeaderError):
         catalog.parse("bad.query", source)
@@ -64,6 +70,10 @@ def test_no_cypher_lives_outside_the_cypher_package():
 
     root = Path(__file__).resolve().parents[2]
     pattern = re.compile(r"""["'](MATCH|MERGE|CREATE|UNWIND|CALL) """)
-    offenders = [str(p.relative_to(root)) for folder in ("loaders", "service", "examples", "bench")
-                 for p in (root / folder).rglob("*.py") if pattern.search(p.read_text())]
+    offenders = [
+        str(p.relative_to(root))
+        for folder in ("loaders", "service", "examples", "bench")
+        for p in (root / folder).rglob("*.py")
+        if pattern.search(p.read_text())
+    ]
     assert offenders == []

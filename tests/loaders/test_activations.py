@@ -63,6 +63,7 @@ def hidden(net: nn.Module, x: torch.Tensor) -> np.ndarray:
 
 # -- recording ----------------------------------------------------------------------------------------------------
 
+
 def test_hooks_record_the_hidden_units_after_their_activation(digits_x):
     net = digits_net()
     rec = ActivationRecorder(net, device="cpu")
@@ -102,7 +103,7 @@ def test_conv_channels_are_reduced_per_image(reduction):
     if reduction == "mean":
         expected = [m.mean(axis=(2, 3)) for m in maps]
     elif reduction == "l2":
-        expected = [np.sqrt((m ** 2).sum(axis=(2, 3))) for m in maps]
+        expected = [np.sqrt((m**2).sum(axis=(2, 3))) for m in maps]
     else:  # the reference's np.linalg.norm(fmap, ord=2, axis=(1, 2)) on channels-last maps
         expected = [np.linalg.norm(m.transpose(0, 2, 3, 1), ord=2, axis=(1, 2)) for m in maps]
     np.testing.assert_allclose(got, np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-5)
@@ -120,6 +121,7 @@ def test_functional_activations_and_residual_nets_are_recorded():
 
 
 # -- correlations against numpy / scipy ----------------------------------------------------------------------------
+
 
 @pytest.fixture(params=["int8", "float64"])
 def gram_path(request, monkeypatch):
@@ -163,7 +165,7 @@ def test_streaming_in_any_batch_size_equals_one_shot(method, gram_path, monkeypa
         torch.testing.assert_close(streamed.r, one_shot.r, rtol=0, atol=1e-12)
 
     def batches():  # an iterable: its length is known only if announced
-        return (torch.from_numpy(x[i:i + 50]) for i in range(0, 300, 50))
+        return (torch.from_numpy(x[i : i + 50]) for i in range(0, 300, 50))
 
     # Spearman keeps the values in RAM or spills them to disk; with the pipeline off, it ranks them in place and
     # accumulates the products over chunks of inputs. Every way gives the same numbers.
@@ -235,13 +237,13 @@ def test_ranks_of_random_blocks_equal_scipy_on_every_path(kind):
             x = np.maximum(np.round(x * 20) / 20, -0.3)
             x[rng.random(x.shape) < 0.1] *= -0.0
         elif kind == "constant_rows":
-            x[:rows // 2] = 3.0
+            x[: rows // 2] = 3.0
         expected = stats.rankdata(x, axis=1) - (n + 1) / 2
         np.testing.assert_array_equal(centered_ranks(torch.from_numpy(x)).numpy(), expected)
         digits = gram._int8_digits(n)
         planes = np.zeros((digits, rows, n), np.int8)
         ranks._rank_rows_numpy(torch.from_numpy(x.T.copy()).T, planes)  # strided, as a buffer's view
-        doubled = sum(planes[d].astype(np.int64) * 256 ** d for d in range(digits))
+        doubled = sum(planes[d].astype(np.int64) * 256**d for d in range(digits))
         np.testing.assert_array_equal(doubled, 2 * expected)
 
 
@@ -251,11 +253,11 @@ def test_int8_digits_hold_every_doubled_rank(n, digits):
     v = np.arange(-(n - 1), n, dtype=np.int32)  # every integer a doubled rank of n inputs can be
     planes = np.empty((digits, 1, v.size), np.int8)
     ranks._split_digits(v[None].copy(), planes)
-    np.testing.assert_array_equal(sum(planes[d, 0].astype(np.int64) * 256 ** d for d in range(digits)), v)
+    np.testing.assert_array_equal(sum(planes[d, 0].astype(np.int64) * 256**d for d in range(digits)), v)
 
 
 def test_int8_sums_stay_within_int32_and_int64():
-    assert gram.INT8_CHUNK * 128 ** 2 < 2 ** 31  # |digit| ≤ 128 in every product
+    assert gram.INT8_CHUNK * 128**2 < 2**31  # |digit| ≤ 128 in every product
     assert gram._int8_digits(1 << 22) is None  # Σ v² could pass int64: float64 takes over
 
 
@@ -300,8 +302,9 @@ def test_spearman_falls_back_to_float64_where_int_mm_is_missing(monkeypatch):
     assert not gram._use_int8(torch.device("cpu"))
     rng = np.random.default_rng(8)
     x = np.maximum(rng.normal(size=(500, 30)), 0).astype(np.float32)
-    np.testing.assert_allclose(correlate(torch.from_numpy(x), device="cpu").r.numpy(), stats.spearmanr(x).statistic,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        correlate(torch.from_numpy(x), device="cpu").r.numpy(), stats.spearmanr(x).statistic, rtol=0, atol=1e-9
+    )
 
 
 def test_int8_gram_is_for_the_cpu_only():
@@ -311,9 +314,9 @@ def test_int8_gram_is_for_the_cpu_only():
 def test_bad_inputs_are_refused_with_the_rule():
     net = digits_net()
     with pytest.raises(OptionError, match="reduction='max'"):
-        ActivationRecorder(net, reduction="max", device="cpu")  # type: ignore[arg-type]
+        ActivationRecorder(net, reduction="max", device="cpu")  # a value outside the Literal, on purpose
     with pytest.raises(OptionError, match="method='kendall'"):
-        correlate(torch.zeros(4, 2), method="kendall")  # type: ignore[arg-type]
+        correlate(torch.zeros(4, 2), method="kendall")  # a value outside the Literal, on purpose
     with pytest.raises(ActivationError, match="at least 2 inputs"):
         correlate(torch.ones(1, 3), device="cpu")
     with pytest.raises(ActivationError, match="do not fit this network"):
@@ -333,10 +336,11 @@ def test_bad_inputs_are_refused_with_the_rule():
 
 # -- sparsification ---------------------------------------------------------------------------------------------
 
+
 def expected_pairs(r: np.ndarray, min_r2: float, top_k: int | None) -> set[tuple[int, int]]:
     """The promise of sparsify, in plain numpy: r² ≥ min_r2, and (with top_k) among either end's k strongest."""
     n = r.shape[0]
-    r2 = r ** 2
+    r2 = r**2
     chosen = np.ones((n, n), bool)
     if top_k is not None:
         chosen[:] = False
@@ -358,7 +362,7 @@ def test_sparsify_keeps_exactly_the_promised_edges(digits_x, min_r2, top_k):
     assert edges.n_edges == len(got) == count_edges(corr, min_r2=min_r2, top_k=top_k)
     assert np.all(edges.src < edges.dst)
     np.testing.assert_array_equal(edges.r, [r[index[int(s)], index[int(d)]] for s, d in zip(edges.src, edges.dst)])
-    np.testing.assert_array_equal(edges.r2, edges.r ** 2)
+    np.testing.assert_array_equal(edges.r2, edges.r**2)
     if (min_r2, top_k) == (0.0, None):
         assert edges.n_edges == corr.n_pairs == corr.n_units * (corr.n_units - 1) // 2
     if top_k == 3:
@@ -368,6 +372,7 @@ def test_sparsify_keeps_exactly_the_promised_edges(digits_x, min_r2, top_k):
 
 
 # -- the store ------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def stored_digits_model(store, model_id):
@@ -388,11 +393,17 @@ def test_ingest_writes_every_edge_once_with_r_and_r2(store, stored_digits_model,
     assert written == edges.n_edges
     assert graph_status(store, model, "digits-top4") == "ready"
     assert stored_edges(store, model, "digits-top4") == {
-        (int(s), int(d)): (float(r), float(r2)) for s, d, r, r2 in zip(edges.src, edges.dst, edges.r, edges.r2)}
+        (int(s), int(d)): (float(r), float(r2)) for s, d, r, r2 in zip(edges.src, edges.dst, edges.r, edges.r2)
+    }
     assert store.run("activations.graph_counts", model=model, graph="digits-top4") == [{"n_edges": edges.n_edges}]
     [info] = store.run("activations.graph_info", model=model, name="digits-top4")
-    assert (info["method"], info["reduction"], info["n_inputs"], info["top_k"], info["data"]) == \
-        ("spearman", "l2", 449, 4, "digits:test")
+    assert (info["method"], info["reduction"], info["n_inputs"], info["top_k"], info["data"]) == (
+        "spearman",
+        "l2",
+        449,
+        4,
+        "digits:test",
+    )
     assert info["excluded"] == edges.excluded.tolist() and 64 + 9 in info["excluded"]
     assert info["n_excluded"] == edges.excluded.size and info["layers"] == [1, 2]
     assert info["n_units"] == 128 - edges.excluded.size and info["n_edges"] == edges.n_edges
@@ -405,8 +416,7 @@ def test_graphs_coexist_replace_only_on_request_and_leave_with_their_model(store
     ingest_activation_graph(store, model, "b", sparsify(corr, top_k=2))
     with pytest.raises(ActivationGraphExistsError, match="already has an activation graph 'a'.*--replace"):
         ingest_activation_graph(store, model, "a", sparsify(corr, top_k=1))
-    assert store.run("activations.graph_counts", model=model, graph="a") == [
-        {"n_edges": count_edges(corr, min_r2=0.1)}]
+    assert store.run("activations.graph_counts", model=model, graph="a") == [{"n_edges": count_edges(corr, min_r2=0.1)}]
     ingest_activation_graph(store, model, "a", sparsify(corr, top_k=1), replace=True)
     assert store.run("activations.graph_counts", model=model, graph="a") == [{"n_edges": count_edges(corr, top_k=1)}]
     assert [(g["name"], g["status"]) for g in list_graphs(store, model)] == [("a", "ready"), ("b", "ready")]

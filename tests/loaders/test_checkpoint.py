@@ -11,9 +11,18 @@ from safetensors.torch import save_file
 from torch import nn
 
 from neuronmap.examples import nets
-from neuronmap.loaders import (ArchitectureError, CheckpointError, LoadError, build_module, file_sha256,
-                               graph_from_module, load_exported, load_graph, load_state_dict,
-                               load_state_dict_into)
+from neuronmap.loaders import (
+    ArchitectureError,
+    CheckpointError,
+    LoadError,
+    build_module,
+    file_sha256,
+    graph_from_module,
+    load_exported,
+    load_graph,
+    load_state_dict,
+    load_state_dict_into,
+)
 
 DIGITS = "neuronmap.examples.nets:digits_mlp"
 
@@ -38,11 +47,15 @@ def digits_state(tmp_path):
 
 # -- opening files -------------------------------------------------------------------------------------------------
 
+
 def test_pickled_module_is_refused_with_the_way_out(tmp_path):
     path = tmp_path / "net.pt"
     torch.save(TinyNet(), path)
-    with pytest.raises(CheckpointError, match=r"'net\.pt' holds a pickled TinyNet object, which weights_only=True "
-                                              r"refuses to load\. Save model\.state_dict\(\) instead and pass --arch"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'net\.pt' holds a pickled TinyNet object, which weights_only=True "
+        r"refuses to load\. Save model\.state_dict\(\) instead and pass --arch",
+    ):
         load_state_dict(path)
 
 
@@ -95,8 +108,11 @@ def test_bad_pt2_file(tmp_path):
     with pytest.raises(CheckpointError, match=r"'model\.pt2' is not a torch.export program"):
         load_exported(path)
     torch.save(TinyNet().state_dict(), path)  # a zip archive, but torch.save's
-    with pytest.raises(CheckpointError, match=r"'model\.pt2' could not be read as a torch.export program "
-                                              r"\(RuntimeError: .*archive_format"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"'model\.pt2' could not be read as a torch.export program "
+        r"\(RuntimeError: .*archive_format",
+    ):
         load_exported(path)
 
 
@@ -117,14 +133,18 @@ def test_file_sha256(tmp_path):
 
 # -- architectures -------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("spec", "pattern"), [
-    ("neuronmap.examples.nets", "not of the form 'package.module:factory'"),
-    ("no_such_package.nets:mlp", "no importable module 'no_such_package.nets'"),
-    ("neuronmap.examples.nets:digits_mpl", "has no attribute 'digits_mpl'.*Did you mean digits_mlp"),
-    ("math:pi", "names a float, not a function"),
-    ("neuronmap.examples.nets:glorot_init", "with no arguments failed"),
-    ("builtins:dict", "returned a dict, not an nn.Module"),
-])
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ("neuronmap.examples.nets", "not of the form 'package.module:factory'"),
+        ("no_such_package.nets:mlp", "no importable module 'no_such_package.nets'"),
+        ("neuronmap.examples.nets:digits_mpl", "has no attribute 'digits_mpl'.*Did you mean digits_mlp"),
+        ("math:pi", "names a float, not a function"),
+        ("neuronmap.examples.nets:glorot_init", "with no arguments failed"),
+        ("builtins:dict", "returned a dict, not an nn.Module"),
+    ],
+)
 def test_bad_architecture_specs(spec, pattern):
     with pytest.raises(ArchitectureError, match=pattern):
         build_module(spec)
@@ -140,13 +160,17 @@ def test_state_dict_that_does_not_fit(digits_state):
     state["2.weight"] = torch.zeros(64, 32)
     del state["4.bias"]
     state["extra.weight"] = torch.zeros(1)
-    with pytest.raises(ArchitectureError, match=r"missing keys: 4\.bias; unexpected keys: extra\.weight; shape "
-                                                r"mismatches \(checkpoint vs module\): 2\.weight \(64, 32\) vs "
-                                                r"\(64, 64\)"):
+    with pytest.raises(
+        ArchitectureError,
+        match=r"missing keys: 4\.bias; unexpected keys: extra\.weight; shape "
+        r"mismatches \(checkpoint vs module\): 2\.weight \(64, 32\) vs "
+        r"\(64, 64\)",
+    ):
         load_state_dict_into(nets.digits_mlp(), state)
 
 
 # -- load_graph ----------------------------------------------------------------------------------------------------
+
 
 def test_load_graph_from_a_state_dict(digits_state):
     net, path = digits_state

@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from neuronmap.loaders.datasets import (DatasetError, POLY_EXPONENTS, available_datasets, digits, from_npz,
-                                        image_folder, load_dataset, register_dataset, DATASETS)
+from neuronmap.loaders.datasets import (
+    DATASETS,
+    POLY_EXPONENTS,
+    DatasetError,
+    available_datasets,
+    digits,
+    from_npz,
+    image_folder,
+    load_dataset,
+    register_dataset,
+)
 
 
 def test_every_registered_name_loads_with_small_sizes():
@@ -64,8 +73,10 @@ def test_poly_targets_are_the_sums_of_the_selected_monomials():
 
 def _halves_of_source():
     src = digits(image=True)
-    return {split: (getattr(src, f"x_{split}")[:, 0].reshape(-1, 8, 4, 2).mean(-1), getattr(src, f"y_{split}"))
-            for split in ("train", "test")}
+    return {
+        split: (getattr(src, f"x_{split}")[:, 0].reshape(-1, 8, 4, 2).mean(-1), getattr(src, f"y_{split}"))
+        for split in ("train", "test")
+    }
 
 
 @pytest.mark.parametrize("same", [False, True])
@@ -90,14 +101,24 @@ def test_halves_put_two_source_halves_side_by_side_with_the_rule_s_label(same):
 def test_npz_round_trip_and_regression_targets(tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "mnistish.npz"
-    np.savez(path, x_train=rng.integers(0, 256, (6, 1, 4, 4)).astype(np.uint8), y_train=np.arange(6),
-             x_test=rng.integers(0, 256, (2, 1, 4, 4)).astype(np.uint8), y_test=np.array([1, 2]))
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (6, 1, 4, 4)).astype(np.uint8),
+        y_train=np.arange(6),
+        x_test=rng.integers(0, 256, (2, 1, 4, 4)).astype(np.uint8),
+        y_test=np.array([1, 2]),
+    )
     data = load_dataset(str(path))
     assert data.name == "mnistish" and data.x_train.shape == (6, 1, 4, 4) and float(data.x_train.max()) <= 1.0
     assert data.y_train.dtype == torch.int64
     reg = tmp_path / "reg.npz"
-    np.savez(reg, x_train=rng.normal(size=(5, 2)), y_train=rng.normal(size=(5, 3)), x_test=rng.normal(size=(2, 2)),
-             y_test=rng.normal(size=(2, 3)))
+    np.savez(
+        reg,
+        x_train=rng.normal(size=(5, 2)),
+        y_train=rng.normal(size=(5, 3)),
+        x_test=rng.normal(size=(2, 2)),
+        y_test=rng.normal(size=(2, 3)),
+    )
     assert from_npz(reg).task == "regression" and from_npz(reg).n_outputs == 3
     bad = tmp_path / "bad.npz"
     np.savez(bad, x_train=np.zeros(3))

@@ -8,9 +8,13 @@ import torch
 from torch import nn
 
 from neuronmap.examples import nets
-from neuronmap.loaders import (ModelGraph, NonFiniteWeightsError, UnsupportedLayerError, graph_from_exported,
-                               graph_from_module)
-
+from neuronmap.loaders import (
+    ModelGraph,
+    NonFiniteWeightsError,
+    UnsupportedLayerError,
+    graph_from_exported,
+    graph_from_module,
+)
 from tests.loaders.test_graph_from_module import Concat, WithNorm, conv_bn_net, tiny_mlp
 
 
@@ -81,10 +85,13 @@ def test_functional_ops_match_the_module_front_end():
     assert_same_graph(graph_from_exported(export(net, (2, 4, 4))), graph)
 
 
-@pytest.mark.parametrize(("net", "pattern"), [
-    (WithNorm(), r"Module 'body\.1' \(LayerNorm\) calls aten\.layer_norm"),
-    (Concat(), r"Concat calls aten\.cat"),
-])
+@pytest.mark.parametrize(
+    ("net", "pattern"),
+    [
+        (WithNorm(), r"Module 'body\.1' \(LayerNorm\) calls aten\.layer_norm"),
+        (Concat(), r"Concat calls aten\.cat"),
+    ],
+)
 def test_unsupported_ops_name_the_module(net, pattern):
     with pytest.raises(UnsupportedLayerError, match=pattern):
         graph_from_exported(export(net, (4,)))

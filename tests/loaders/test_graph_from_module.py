@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from neuronmap.examples import nets
-from neuronmap.loaders import (ArchitectureError, NonFiniteWeightsError, UnsupportedLayerError,
-                               graph_from_module)
+from neuronmap.loaders import ArchitectureError, NonFiniteWeightsError, UnsupportedLayerError, graph_from_module
 
 # methods.md §8, test_compute_ncut: a 2-2-2 net in Keras' (in, out) layout.
 W1 = np.array([[12.0, -1.3], [0.0, 7.4]])
@@ -35,6 +34,7 @@ def set_params(module: nn.Module, **tensors: list) -> None:
 
 
 # -- MLPs ----------------------------------------------------------------------------------------------------------
+
 
 def test_mlp_edges_are_the_transposed_weights():
     graph = graph_from_module(tiny_mlp())
@@ -103,11 +103,14 @@ def test_a_module_called_twice_gives_two_layers():
 
 # -- conv nets with BatchNorm ----------------------------------------------------------------------------------------
 
-K = np.array([  # (out=3, in=2, 2, 2)
-    [[[1, -2], [3, 4]], [[0, 1], [1, 0]]],
-    [[[2, 0], [0, -2]], [[-1, -1], [-1, -1]]],
-    [[[0, 0], [0, 5]], [[3, -4], [0, 0]]],
-], dtype=float)
+K = np.array(
+    [  # (out=3, in=2, 2, 2)
+        [[[1, -2], [3, 4]], [[0, 1], [1, 0]]],
+        [[[2, 0], [0, -2]], [[-1, -1], [-1, -1]]],
+        [[[0, 0], [0, 5]], [[3, -4], [0, 0]]],
+    ],
+    dtype=float,
+)
 GAMMA, BETA = np.array([3.0, -1.0, 0.5]), np.array([0.25, 0.5, -1.0])
 MEAN, VAR = np.array([1.0, -2.0, 0.0]), np.array([4.0, 1.0, 0.25])
 SCALE = GAMMA / np.sqrt(VAR)  # eps=0: (1.5, -1, 1)
@@ -116,19 +119,32 @@ CONV_BIAS = np.array([1.0, 2.0, 3.0])
 
 def conv_bn_net() -> nn.Sequential:
     net = nn.Sequential(nn.Conv2d(2, 3, 2), nn.BatchNorm2d(3, eps=0.0), nn.ReLU(), nn.Conv2d(3, 1, 1))
-    set_params(net, **{"0.weight": K, "0.bias": CONV_BIAS, "1.weight": GAMMA, "1.bias": BETA,
-                       "1.running_mean": MEAN, "1.running_var": VAR, "3.weight": [[[[2.0]], [[-3.0]], [[4.0]]]],
-                       "3.bias": [-0.5]})
+    set_params(
+        net,
+        **{
+            "0.weight": K,
+            "0.bias": CONV_BIAS,
+            "1.weight": GAMMA,
+            "1.bias": BETA,
+            "1.running_mean": MEAN,
+            "1.running_var": VAR,
+            "3.weight": [[[[2.0]], [[-3.0]], [[4.0]]]],
+            "3.bias": [-0.5],
+        },
+    )
     net.input_shape = (2, 4, 4)
     return net
 
 
-@pytest.mark.parametrize(("norm", "slice_norm"), [
-    ("entry_l1", lambda k: np.abs(k).sum()),
-    ("induced1", lambda k: np.linalg.norm(np.abs(k), 1)),
-    ("spectral2", lambda k: np.linalg.norm(np.abs(k), 2)),
-    ("fro", lambda k: np.linalg.norm(k, "fro")),
-])
+@pytest.mark.parametrize(
+    ("norm", "slice_norm"),
+    [
+        ("entry_l1", lambda k: np.abs(k).sum()),
+        ("induced1", lambda k: np.linalg.norm(np.abs(k), 1)),
+        ("spectral2", lambda k: np.linalg.norm(np.abs(k), 2)),
+        ("fro", lambda k: np.linalg.norm(k, "fro")),
+    ],
+)
 def test_folded_conv_edges_for_each_kernel_norm(norm, slice_norm):
     graph = graph_from_module(conv_bn_net(), kernel_norm=norm)
     expected = np.array([[abs(SCALE[o]) * slice_norm(K[o, i]) for o in range(3)] for i in range(2)])
@@ -161,8 +177,7 @@ def test_conv_layers_are_channels():
 
 def test_negative_gamma_gives_signed_linear_edges():
     net = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2, eps=0.0))
-    set_params(net, **{"0.weight": [[1.0, 2.0], [3.0, 4.0]], "1.weight": [-2.0, 1.0],
-                       "1.running_var": [1.0, 4.0]})
+    set_params(net, **{"0.weight": [[1.0, 2.0], [3.0, 4.0]], "1.weight": [-2.0, 1.0], "1.running_var": [1.0, 4.0]})
     graph = graph_from_module(net)
     np.testing.assert_allclose(graph.blocks[0].weight, [[-2.0, 1.5], [-4.0, 2.0]])
 
@@ -192,6 +207,7 @@ def test_training_mode_and_running_stats_are_left_alone():
 
 # -- flatten, residual adds, grouped convs -------------------------------------------------------------------------
 
+
 def test_conv_flatten_linear_edges():
     net = nn.Sequential(nn.Conv2d(1, 2, 1), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3))
     weight = torch.arange(24.0).reshape(3, 8) - 10
@@ -200,7 +216,7 @@ def test_conv_flatten_linear_edges():
         graph = graph_from_module(net, input_shape=(1, 2, 2), kernel_norm=norm)
         w = weight.numpy()
         # Flatten is channel-major: unit u's weights on channel c are w[u, 4c:4c+4], the 2×2 map of channel c.
-        expected = np.array([[f(w[u, 4 * c:4 * c + 4].reshape(2, 2)) for u in range(3)] for c in range(2)])
+        expected = np.array([[f(w[u, 4 * c : 4 * c + 4].reshape(2, 2)) for u in range(3)] for c in range(2)])
         assert (graph.blocks[1].src_layer, graph.blocks[1].dst_layer) == (1, 2)
         np.testing.assert_allclose(graph.blocks[1].weight, expected, rtol=1e-6)
 
@@ -252,8 +268,11 @@ def test_residual_conv_block_with_depthwise_conv():
 
 
 def test_example_nets_trace():
-    for factory, sizes in [(nets.digits_mlp, [64, 64, 64, 10]), (nets.digits_cnn, [1, 16, 16, 32, 10]),
-                           (nets.small_cnn, [1, 64, 64, 64, 128, 10])]:
+    for factory, sizes in [
+        (nets.digits_mlp, [64, 64, 64, 10]),
+        (nets.digits_cnn, [1, 16, 16, 32, 10]),
+        (nets.small_cnn, [1, 64, 64, 64, 128, 10]),
+    ]:
         assert [l.size for l in graph_from_module(factory()).layers] == sizes
 
 
@@ -266,6 +285,7 @@ def test_example_nets_use_glorot_weights_and_zero_biases():
 
 
 # -- errors --------------------------------------------------------------------------------------------------------
+
 
 class Encoder(nn.Module):
     def __init__(self) -> None:
@@ -295,12 +315,15 @@ class Concat(nn.Module):
         return self.c(torch.cat([self.a(x), self.b(x)], dim=1))
 
 
-@pytest.mark.parametrize(("net", "pattern"), [
-    (WithNorm(), r"Module 'body\.1' \(LayerNorm\) is not supported"),
-    (Encoder(), r"Module 'embed' \(Embedding\) is not supported"),
-    (Concat(), r"Concat calls torch\.cat"),
-    (nn.Sequential(nn.Conv1d(2, 2, 3), nn.Flatten(), nn.Linear(4, 2)), r"Module '0' \(Conv1d\)"),
-])
+@pytest.mark.parametrize(
+    ("net", "pattern"),
+    [
+        (WithNorm(), r"Module 'body\.1' \(LayerNorm\) is not supported"),
+        (Encoder(), r"Module 'embed' \(Embedding\) is not supported"),
+        (Concat(), r"Concat calls torch\.cat"),
+        (nn.Sequential(nn.Conv1d(2, 2, 3), nn.Flatten(), nn.Linear(4, 2)), r"Module '0' \(Conv1d\)"),
+    ],
+)
 def test_unsupported_modules_name_their_path_and_type(net, pattern):
     with pytest.raises(UnsupportedLayerError, match=pattern) as info:
         graph_from_module(net, input_shape=(4,))

@@ -27,9 +27,17 @@ def crash_after(n: int):
 
 def layered_graph(sizes: list[int], seed: int = 0, density: float = 1.0) -> ModelGraph:
     rng = np.random.default_rng(seed)
-    layers = [LayerRecord(index=i, name="input" if i == 0 else f"fc{i}", kind="input" if i == 0 else "linear",
-                          role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
-                          size=n, shape=[n]) for i, n in enumerate(sizes)]
+    layers = [
+        LayerRecord(
+            index=i,
+            name="input" if i == 0 else f"fc{i}",
+            kind="input" if i == 0 else "linear",
+            role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
+            size=n,
+            shape=[n],
+        )
+        for i, n in enumerate(sizes)
+    ]
     blocks = []
     for i in range(len(sizes) - 1):
         w = rng.normal(size=(sizes[i], sizes[i + 1]))
@@ -54,7 +62,8 @@ def test_round_trip_equals_the_in_memory_adjacency(store, model_id):
     assert written == graph.n_edges
     assert model_status(store, model_id) == "ready"
     assert store.run("admin.model_counts", model=model_id) == [
-        {"n_layers": 4, "n_neurons": graph.n_neurons, "n_edges": graph.n_edges}]
+        {"n_layers": 4, "n_neurons": graph.n_neurons, "n_edges": graph.n_edges}
+    ]
     diff = stored_adjacency(store, model_id, graph.n_neurons) - graph.adjacency()
     assert abs(diff).max() == 0.0
 

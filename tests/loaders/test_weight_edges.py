@@ -12,12 +12,15 @@ from neuronmap.loaders.tracing.weight_edges import conv_edges, flatten_linear_ed
 SLICE = np.array([[1.0, -2.0], [3.0, 4.0]])  # |.| has column sums 4 and 6
 
 
-@pytest.mark.parametrize(("norm", "expected"), [
-    ("entry_l1", 10.0),
-    ("induced1", 6.0),
-    ("spectral2", np.linalg.svd(np.abs(SLICE), compute_uv=False)[0]),
-    ("fro", np.sqrt(30.0)),
-])
+@pytest.mark.parametrize(
+    ("norm", "expected"),
+    [
+        ("entry_l1", 10.0),
+        ("induced1", 6.0),
+        ("spectral2", np.linalg.svd(np.abs(SLICE), compute_uv=False)[0]),
+        ("fro", np.sqrt(30.0)),
+    ],
+)
 def test_one_slice_by_hand(norm, expected):
     kernel = torch.tensor(SLICE).reshape(1, 1, 2, 2)
     assert kernel_slice_norm(kernel, norm) == pytest.approx(np.array([[expected]]), rel=1e-12)
@@ -61,7 +64,7 @@ def test_flatten_edges_read_channel_major_slices():
     weight = torch.arange(24.0).reshape(3, 8) - 10  # a Linear(8, 3) reading a flattened (2, 2, 2) map
     edges = flatten_linear_edges(weight, (2, 2, 2), "entry_l1")
     w = weight.numpy()
-    expected = np.array([[np.abs(w[u, 4 * c:4 * c + 4]).sum() for u in range(3)] for c in range(2)])
+    expected = np.array([[np.abs(w[u, 4 * c : 4 * c + 4]).sum() for u in range(3)] for c in range(2)])
     np.testing.assert_array_equal(edges, expected)
 
 

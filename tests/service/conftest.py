@@ -21,8 +21,8 @@ def planted_graph(sizes: list[int], n_clusters: int, seed: int, boost: float = 4
     graph = layered_graph(sizes, seed=seed, density=0.7)
     labels = np.concatenate([(np.arange(n) * n_clusters) // n for n in sizes])
     for block in graph.blocks:
-        src = labels[graph.offsets[block.src_layer]:graph.offsets[block.src_layer + 1]]
-        dst = labels[graph.offsets[block.dst_layer]:graph.offsets[block.dst_layer + 1]]
+        src = labels[graph.offsets[block.src_layer] : graph.offsets[block.src_layer + 1]]
+        dst = labels[graph.offsets[block.dst_layer] : graph.offsets[block.dst_layer + 1]]
         block.weight[src[:, None] == dst[None, :]] *= boost
     return graph, labels
 
@@ -31,8 +31,12 @@ def reference_ncut(graph: ModelGraph, labels: np.ndarray) -> float:
     keep = labels >= 0
     a = graph.adjacency().toarray()[np.ix_(keep, keep)]
     lab, d = labels[keep], a.sum(axis=1)
-    return float(sum((d[lab == c].sum() - a[np.ix_(lab == c, lab == c)].sum()) / (d[lab == c].sum() + 1e-8)
-                     for c in np.unique(lab)))
+    return float(
+        sum(
+            (d[lab == c].sum() - a[np.ix_(lab == c, lab == c)].sum()) / (d[lab == c].sum() + 1e-8)
+            for c in np.unique(lab)
+        )
+    )
 
 
 @dataclass
@@ -72,12 +76,25 @@ def library_models(store) -> Iterator[LibraryModels]:
         ingest(store, unclustered, graph_c)
         rng = np.random.default_rng(7)
         random_a = rng.integers(0, 4, graph_a.n_neurons)
-        random_a[:graph_a.layers[0].size] = -1  # a layer-range partition: fc1:fc3
+        random_a[: graph_a.layers[0].size] = -1  # a layer-range partition: fc1:fc3
         nulls = [float(x) for x in rng.normal(2.2, 0.05, 40)]
         for model, labels, props in [
-            (a, planted_a, {"k": 3, "method": "planted", "ncut": reference_ncut(graph_a, planted_a),
-                            "null_ncuts": nulls, "null_mean": float(np.mean(nulls)), "null_sd": float(np.std(nulls)),
-                            "z": -12.5, "percentile": 1 / 41, "n_null": 40, "null_method": "layer"}),
+            (
+                a,
+                planted_a,
+                {
+                    "k": 3,
+                    "method": "planted",
+                    "ncut": reference_ncut(graph_a, planted_a),
+                    "null_ncuts": nulls,
+                    "null_mean": float(np.mean(nulls)),
+                    "null_sd": float(np.std(nulls)),
+                    "z": -12.5,
+                    "percentile": 1 / 41,
+                    "n_null": 40,
+                    "null_method": "layer",
+                },
+            ),
             (a, random_a, {"k": 4, "method": "random", "ncut": reference_ncut(graph_a, random_a), "layers": "fc1:fc3"}),
             (b, planted_b, {"k": 2, "method": "planted", "ncut": reference_ncut(graph_b, planted_b)}),
         ]:

@@ -94,6 +94,7 @@ def test_unknown_and_unfinished_graphs_are_refused(store, model_id, digits_edges
 
 # -- the upper-triangle null ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def layered():
     """A small activation-style graph: 3 layers, within- and cross-layer blocks, some zero entries."""
@@ -115,8 +116,14 @@ def test_null_permutes_the_upper_triangle_and_mirrors_it(layered):
     assert torch.equal(b, b.T) and not bool(b.diagonal().any())
     assert torch.equal(torch.sort(b[iu[0], iu[1]]).values, torch.sort(a[iu[0], iu[1]]).values)
     assert not torch.equal(a, b)
-    assert null.sizes == layered.sizes and [(s, d) for s, d, _ in null.blocks] == \
-        [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    assert null.sizes == layered.sizes and [(s, d) for s, d, _ in null.blocks] == [
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (1, 1),
+        (1, 2),
+        (2, 2),
+    ]
     assert torch.equal(upper_triangle_values(layered), a[iu[0], iu[1]])
     # The same generator gives the same null from the dense matrix.
     assert torch.equal(shuffle_upper_triangle(a, np.random.default_rng(1)), b)
@@ -139,9 +146,17 @@ def test_a_weight_style_graph_is_read_through_its_adjacency(layered):
     # Blocks stored the other way round, or within a layer in both triangles, mean the same adjacency.
     a = layered.to_dense()
     sl = [slice(0, 4), slice(4, 9), slice(9, 12)]
-    flipped = BlockGraph(layered.sizes, [(1, 0, a[sl[1], sl[0]]), (2, 1, a[sl[2], sl[1]]), (0, 2, a[sl[0], sl[2]]),
-                                         (0, 0, a[sl[0], sl[0]] / 2), (1, 1, torch.triu(a[sl[1], sl[1]])),
-                                         (2, 2, torch.tril(a[sl[2], sl[2]]))])
+    flipped = BlockGraph(
+        layered.sizes,
+        [
+            (1, 0, a[sl[1], sl[0]]),
+            (2, 1, a[sl[2], sl[1]]),
+            (0, 2, a[sl[0], sl[2]]),
+            (0, 0, a[sl[0], sl[0]] / 2),
+            (1, 1, torch.triu(a[sl[1], sl[1]])),
+            (2, 2, torch.tril(a[sl[2], sl[2]])),
+        ],
+    )
     assert torch.equal(flipped.to_dense(), a)
     assert torch.equal(upper_triangle_values(flipped), upper_triangle_values(layered))
     loop = BlockGraph([2], [(0, 0, torch.eye(2))])

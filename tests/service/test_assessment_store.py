@@ -32,8 +32,7 @@ def store_planted(store, model_id: str, tmp_path, hidden_labels=None) -> tuple[s
     # inputs outside the partition, the hidden layers by module, output c in module c
     labels = np.concatenate([np.full(64, -1), hidden[0], hidden[1], np.arange(N_MODULES)])
     partition = new_partition_id(model_id)
-    write_partition(store, model_id, partition, {"k": N_MODULES, "method": "planted"}, labels,
-                    np.arange(labels.size))
+    write_partition(store, model_id, partition, {"k": N_MODULES, "method": "planted"}, labels, np.arange(labels.size))
     return partition, str(path)
 
 
@@ -43,8 +42,17 @@ def test_importance_and_coherence_runs_are_stored_and_queried(store, model_id, t
     assert layout.partition == partition and len(layout.subclusters) == 20
     assert [p.tolist() for p in layout.pools.values()] == [list(range(64))] * 2
     stages = []
-    result = run_importance(store, model_id, "latest", dataset="digits", n_null=100, seed=0, device="cpu",
-                            on_progress=lambda stage, done, total: stages.append(stage), small_size=4)
+    result = run_importance(
+        store,
+        model_id,
+        "latest",
+        dataset="digits",
+        n_null=100,
+        seed=0,
+        device="cpu",
+        on_progress=lambda stage, done, total: stages.append(stage),
+        small_size=4,
+    )
     assert result.assessment and result.partition == partition and result.n_important >= 16
     assert stages[0] == "load" and stages[-1] == "lesions"
     summary, rows = latest_assessment(store, partition, "importance")
@@ -62,8 +70,9 @@ def test_importance_and_coherence_runs_are_stored_and_queried(store, model_id, t
     assert {r["assessment"] for r in important} == {result.assessment}
     assert run_library_query(store, "important_modules", partition=partition, alpha=1e-9) == []
 
-    examples = run_example_coherence(store, model_id, partition, dataset="digits", n_null=99, seed=0, device="cpu",
-                                     out_dir=tmp_path / "images")
+    examples = run_example_coherence(
+        store, model_id, partition, dataset="digits", n_null=99, seed=0, device="cpu", out_dir=tmp_path / "images"
+    )
     features = run_feature_coherence(store, model_id, partition, n_null=19, steps=8, device="cpu")
     coherent = run_library_query(store, "coherent_modules", model=model_id)
     assert {r["method"] for r in coherent} <= {"coherence_examples", "coherence_features"}
@@ -91,8 +100,9 @@ def test_double_lesions_are_stored_between_sub_clusters(store, model_id, tmp_pat
     assert summary["n_null"] == 5 and len(rows) == 9
     stored = {(r["cluster_a"], r["layer_a"], r["cluster_b"], r["layer_b"]): r["stats"] for r in rows}
     for pair in result.pairs:
-        assert stored[(pair.cluster_a, pair.layer_a, pair.cluster_b, pair.layer_b)]["interaction"] == \
-            pytest.approx(pair.interaction)
+        assert stored[(pair.cluster_a, pair.layer_a, pair.cluster_b, pair.layer_b)]["interaction"] == pytest.approx(
+            pair.interaction
+        )
 
 
 def test_deleting_a_partition_or_model_deletes_its_sub_clusters_and_assessments(store, model_id, tmp_path):
@@ -115,8 +125,7 @@ def test_a_changed_source_file_is_refused_and_bad_inputs_are_named(store, model_
     with pytest.raises(AssessmentInputError, match="classification"):
         run_importance(store, model_id, partition, dataset="poly", n_null=5, device="cpu")
     with pytest.raises(AssessmentInputError, match="shape"):
-        run_importance(store, model_id, partition, dataset="line", n_null=5,
-                       device="cpu")
+        run_importance(store, model_id, partition, dataset="line", n_null=5, device="cpu")
     torch.save({k: v + 1 for k, v in planted_net()[0].state_dict().items()}, path)
     with pytest.raises(SourceUnavailableError, match="changed"):
         run_importance(store, model_id, partition, n_null=5, device="cpu")

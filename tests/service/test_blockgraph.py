@@ -15,9 +15,17 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 def model_graph(sizes: list[int], seed: int = 0, extra: list[tuple[int, int]] = ()) -> ModelGraph:
     rng = np.random.default_rng(seed)
-    layers = [LayerRecord(index=i, name="input" if i == 0 else f"fc{i}", kind="input" if i == 0 else "linear",
-                          role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"), size=s,
-                          shape=[s]) for i, s in enumerate(sizes)]
+    layers = [
+        LayerRecord(
+            index=i,
+            name="input" if i == 0 else f"fc{i}",
+            kind="input" if i == 0 else "linear",
+            role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
+            size=s,
+            shape=[s],
+        )
+        for i, s in enumerate(sizes)
+    ]
     pairs = [(i, i + 1) for i in range(len(sizes) - 1)] + list(extra)
     blocks = []
     for src, dst in pairs:
@@ -92,22 +100,28 @@ def test_drop_isolated_keeps_the_graph_when_nothing_is_isolated():
     assert reduced is g and bool(keep.all())
 
 
-@pytest.mark.parametrize(("pairs", "sides"), [
-    ([(0, 1), (1, 2), (2, 3)], [0, 1, 0, 1]),
-    ([(0, 1), (1, 2), (0, 3)], [0, 1, 0, 1]),  # a skip over three layers keeps the 2-colouring
-    ([(0, 1), (1, 2), (0, 2)], None),  # a skip over two layers closes an odd cycle
-])
+@pytest.mark.parametrize(
+    ("pairs", "sides"),
+    [
+        ([(0, 1), (1, 2), (2, 3)], [0, 1, 0, 1]),
+        ([(0, 1), (1, 2), (0, 3)], [0, 1, 0, 1]),  # a skip over three layers keeps the 2-colouring
+        ([(0, 1), (1, 2), (0, 2)], None),  # a skip over two layers closes an odd cycle
+    ],
+)
 def test_layer_sides(pairs, sides):
     g = BlockGraph([2, 2, 2, 2], [(s, d, torch.ones(2, 2)) for s, d in pairs])
     assert g.layer_sides() == sides
 
 
-@pytest.mark.parametrize(("blocks", "message"), [
-    ([(0, 1, -torch.ones(2, 3))], "negative"),
-    ([(0, 1, torch.ones(3, 2))], "shape"),
-    ([(0, 1, torch.tensor([[1.0, float("nan"), 1.0], [1.0, 1.0, 1.0]]))], "non-finite"),
-    ([(0, 5, torch.ones(2, 3))], "layer outside"),
-])
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        ([(0, 1, -torch.ones(2, 3))], "negative"),
+        ([(0, 1, torch.ones(3, 2))], "shape"),
+        ([(0, 1, torch.tensor([[1.0, float("nan"), 1.0], [1.0, 1.0, 1.0]]))], "non-finite"),
+        ([(0, 5, torch.ones(2, 3))], "layer outside"),
+    ],
+)
 def test_invalid_blocks_are_refused(blocks, message):
     with pytest.raises(ClusteringInputError, match=message) as info:
         BlockGraph([2, 3], blocks)

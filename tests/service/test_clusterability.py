@@ -20,8 +20,9 @@ from neuronmap.service.stats import adjust_pvalues, cohens_d, percentile_pvalue,
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-def modular_mlp(sizes: list[int], seed: int, n_modules: int = 4, delta: float = 0.6,
-                density: float = 1.0) -> BlockGraph:
+def modular_mlp(
+    sizes: list[int], seed: int, n_modules: int = 4, delta: float = 0.6, density: float = 1.0
+) -> BlockGraph:
     """Glorot |W| with the reference's clusterable initialisation (methods.md §4)."""
     rng = np.random.default_rng(seed)
     modules = [rng.integers(0, n_modules, size) for size in sizes]
@@ -83,8 +84,9 @@ def test_null_matches_sklearn_on_the_same_shuffles():
     ref = []
     for i, seed in enumerate(sample_seeds(seed_sequence(7), 8)):
         shuffled, _ = shuffle_graph(reduced, "layer", numpy_generator(seed)).drop_isolated()
-        labels = SpectralClustering(5, affinity="precomputed", n_init=25, random_state=i).fit(
-            shuffled.to_scipy()).labels_
+        labels = (
+            SpectralClustering(5, affinity="precomputed", n_init=25, random_state=i).fit(shuffled.to_scipy()).labels_
+        )
         ref.append(ncut(shuffled, labels))
     # the same eight shuffled networks: each null n-cut within 1% of sklearn's (or better)
     assert np.all(result.null_ncuts.numpy() <= np.array(ref) * 1.01)
@@ -112,6 +114,7 @@ def test_errors():
 
 
 # --- stats (methods.md §8 test_compute_pvalue)
+
 
 def test_compute_pvalue():
     null = np.arange(100)

@@ -32,11 +32,13 @@ def test_examples_of_planted_modules_are_coherent_and_of_random_partitions_are_n
     assert planted.n_coherent >= 10 and planted.fisher_p < 1e-8
     # module c adds evidence for class c only: its top inputs are (nearly) all of class c
     assert np.mean([s.top_labels.count(s.cluster) / 32 for s in planted.subclusters]) > 0.8
-    assert np.mean([s.entropy for s in planted.subclusters]) < np.mean([s.null_entropy_mean
-                                                                         for s in planted.subclusters])
+    assert np.mean([s.entropy for s in planted.subclusters]) < np.mean(
+        [s.null_entropy_mean for s in planted.subclusters]
+    )
     for seed in (1, 2):
-        random = assess_examples(net, x, y, 10, random_subclusters(seed), POOLS,
-                                 config.model_copy(update={"random_state": seed}))
+        random = assess_examples(
+            net, x, y, 10, random_subclusters(seed), POOLS, config.model_copy(update={"random_state": seed})
+        )
         assert random.n_coherent == 0 and random.fisher_p > 1e-3
 
 
@@ -52,8 +54,7 @@ def test_feature_visualisation_of_planted_modules_is_coherent_and_of_random_part
     assert first.image and (tmp_path / "features" / "0_c0.png").exists()
     assert np.load(tmp_path / "features" / "0_c0.npy").shape == (50, 64)
     for seed in (1, 2):
-        random = assess_features(net, random_subclusters(seed), POOLS,
-                                 config.model_copy(update={"random_state": seed}))
+        random = assess_features(net, random_subclusters(seed), POOLS, config.model_copy(update={"random_state": seed}))
         assert random.fisher_p > 1e-3
 
 
@@ -84,8 +85,14 @@ def test_fourier_images_with_transforms_and_colour(tmp_path, device):
     for factory, channels in ((digits_cnn, 1), (residual_cnn, 3)):
         net = LesionNetwork(factory(), device=device)
         point = net.layers[0]
-        sub = planted_subclusters()[0].model_copy(update={"layer": point.index, "layer_name": point.name,
-                                                          "units": (0, 1, 2, 3, 4, 5), "pool_size": point.size})
+        sub = planted_subclusters()[0].model_copy(
+            update={
+                "layer": point.index,
+                "layer_name": point.name,
+                "units": (0, 1, 2, 3, 4, 5),
+                "pool_size": point.size,
+            }
+        )
         config = FeatureConfig(n_null=3, steps=4, transforms=("jitter", "scale"), max_images=2)
         result = assess_features(net, [sub], {point.index: np.arange(point.size)}, config, out_dir=tmp_path)
         assert result.subclusters[0].image is not None

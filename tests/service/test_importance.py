@@ -39,6 +39,7 @@ N_MODULES = 10  # one module per class: module c's hidden units feed only class 
 
 # -- the planted network ------------------------------------------------------------------------------------------
 
+
 @functools.cache
 def _planted_state() -> tuple[dict[str, torch.Tensor], np.ndarray, float]:
     """digits_mlp (64 → 64 → 64 → 10) trained with ten planted modules, one per class.
@@ -51,8 +52,10 @@ def _planted_state() -> tuple[dict[str, torch.Tensor], np.ndarray, float]:
     torch.manual_seed(0)
     net = digits_mlp()
     unit_module = torch.arange(64) * N_MODULES // 64
-    masks = [(net[2].weight, (unit_module[:, None] == unit_module[None, :]).float()),
-             (net[4].weight, (torch.arange(10)[:, None] == unit_module[None, :]).float())]
+    masks = [
+        (net[2].weight, (unit_module[:, None] == unit_module[None, :]).float()),
+        (net[4].weight, (torch.arange(10)[:, None] == unit_module[None, :]).float()),
+    ]
 
     def project() -> None:
         with torch.no_grad():
@@ -67,7 +70,7 @@ def _planted_state() -> tuple[dict[str, torch.Tensor], np.ndarray, float]:
     for _ in range(15):
         order = torch.randperm(len(data.x_train), generator=generator)
         for start in range(0, len(order), 64):
-            index = order[start:start + 64]
+            index = order[start : start + 64]
             optimizer.zero_grad()
             nn.functional.cross_entropy(trainer(data.x_train[index]), data.y_train[index]).backward()
             optimizer.step()
@@ -90,9 +93,15 @@ def subclusters_of(hidden_labels: dict[int, np.ndarray]) -> list[SubClusterRef]:
     out = []
     for layer, labels in sorted(hidden_labels.items()):
         for cluster in np.unique(labels):
-            out.append(SubClusterRef(cluster=int(cluster), layer=layer, layer_name=str(2 * layer - 2),
-                                     units=tuple(np.flatnonzero(labels == cluster).tolist()),
-                                     pool_size=labels.size))
+            out.append(
+                SubClusterRef(
+                    cluster=int(cluster),
+                    layer=layer,
+                    layer_name=str(2 * layer - 2),
+                    units=tuple(np.flatnonzero(labels == cluster).tolist()),
+                    pool_size=labels.size,
+                )
+            )
     return out
 
 
@@ -113,14 +122,16 @@ POOLS = {1: np.arange(64), 2: np.arange(64)}
 
 # -- statistics against hand-computed values ------------------------------------------------------------------------
 
+
 def test_percentile_counts_ties_against_the_real_set_unless_strict():
     null = [[0.1, 0.2, 0.2, 0.3, 0.9]]
     assert empirical_pvalues([0.2], null)[0] == pytest.approx(4 / 6)  # 0.1, 0.2, 0.2 are worse or equal
     assert empirical_pvalues([0.2], null, ties="strict")[0] == pytest.approx(2 / 6)
     assert empirical_pvalues([0.05], null)[0] == pytest.approx(1 / 6)  # the minimum, 1/(N+1)
     assert empirical_pvalues([0.3], null, "greater")[0] == pytest.approx(3 / 6)  # 0.3, 0.9
-    assert empirical_pvalues([0, 1], [np.arange(100), np.arange(100)], ties="strict").tolist() == \
-        pytest.approx([1 / 101, 2 / 101])  # the reference's test_compute_pvalue (methods.md §8)
+    assert empirical_pvalues([0, 1], [np.arange(100), np.arange(100)], ties="strict").tolist() == pytest.approx(
+        [1 / 101, 2 / 101]
+    )  # the reference's test_compute_pvalue (methods.md §8)
 
 
 def test_fisher_with_the_centring_shift_equals_the_formula():
@@ -158,23 +169,26 @@ def test_range_statistic_by_hand():
 
 # -- batching ------------------------------------------------------------------------------------------------------
 
+
 def _lesions(net: LesionNetwork, rng: np.random.Generator, per_layer: int = 6) -> list[dict[int, np.ndarray]]:
     lesions = []
     for point in net.layers[:-1]:
         for size in (1, 3, point.size // 2):
             lesions += [{point.index: units} for units in draw_random_sets(np.arange(point.size), size, 2, rng)]
-    return lesions[:per_layer * len(net.layers)]
+    return lesions[: per_layer * len(net.layers)]
 
 
 def inplace_mlp() -> nn.Module:
     """In-place ReLUs: the intact run keeps every value for the lesioned runs, so they must not overwrite them."""
-    return nn.Sequential(nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, 32), nn.ReLU(inplace=True),
-                         nn.Linear(32, 10))
+    return nn.Sequential(
+        nn.Linear(64, 32), nn.ReLU(inplace=True), nn.Linear(32, 32), nn.ReLU(inplace=True), nn.Linear(32, 10)
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("factory", [digits_mlp, residual_mlp, digits_cnn, inplace_mlp],
-                         ids=["mlp", "residual", "cnn-bn", "inplace-relu"])
+@pytest.mark.parametrize(
+    "factory", [digits_mlp, residual_mlp, digits_cnn, inplace_mlp], ids=["mlp", "residual", "cnn-bn", "inplace-relu"]
+)
 def test_batched_lesions_equal_one_lesion_at_a_time(factory, device):
     torch.manual_seed(0)
     net = LesionNetwork(factory(), device=device)
@@ -189,8 +203,9 @@ def test_batched_lesions_equal_one_lesion_at_a_time(factory, device):
     for point in net.layers[:-1]:
         sets = [lesion[point.index] for lesion in lesions if point.index in lesion]
         together = net.run_lesioned(env, masks={point.value: keep_masks(sets, point.size, net.device)})
-        apart = torch.cat([net.run_lesioned(env, masks={point.value: keep_masks([s], point.size, net.device)})
-                           for s in sets])
+        apart = torch.cat(
+            [net.run_lesioned(env, masks={point.value: keep_masks([s], point.size, net.device)}) for s in sets]
+        )
         assert torch.equal(together, apart)
     if factory is not digits_cnn:  # zeroing incoming weights and bias, as the reference did: the same lesion
         np.testing.assert_array_equal(batched, one_at_a_time_correct_counts(net, x, y, 10, lesions, how="weights"))
@@ -208,8 +223,9 @@ def test_exported_programs_lesion_like_their_modules():
     assert [(p.index, p.name, p.size) for p in exported.layers] == [(p.index, p.name, p.size) for p in plain.layers]
     x, y = torch.rand(30, 1, 8, 8), torch.randint(0, 10, (30,))
     lesions = [{1: np.array([0, 3])}, {2: np.array([1, 2, 9])}, {3: np.array([4])}]
-    np.testing.assert_array_equal(lesion_correct_counts(exported, x, y, 10, lesions),
-                                  lesion_correct_counts(plain, x, y, 10, lesions))
+    np.testing.assert_array_equal(
+        lesion_correct_counts(exported, x, y, 10, lesions), lesion_correct_counts(plain, x, y, 10, lesions)
+    )
 
 
 def test_delta_path_equals_the_mask_path_up_to_rounding():
@@ -261,6 +277,7 @@ def test_batchnorm_lesion_before_equals_zeroing_the_conv_and_after_silences_the_
 
 # -- the planted network ------------------------------------------------------------------------------------------
 
+
 def test_planted_modules_are_important_and_random_partitions_are_not():
     net, _ = planted_net()
     assert _planted_state()[2] > 0.85
@@ -277,8 +294,9 @@ def test_planted_modules_are_important_and_random_partitions_are_not():
         lesioned_class = sub.cluster  # module c feeds class c only: its class's recall falls the most
         assert int(np.nanargmin(np.array(sub.class_accuracy) - np.array(planted.class_accuracy))) == lesioned_class
     for seed in (1, 2):
-        random = assess_importance(lesion_net, x, y, 10, random_subclusters(seed), POOLS,
-                                   config.model_copy(update={"random_state": seed}))
+        random = assess_importance(
+            lesion_net, x, y, 10, random_subclusters(seed), POOLS, config.model_copy(update={"random_state": seed})
+        )
         assert random.n_important <= 1
         assert random.fisher_p > 1e-3
 
@@ -315,8 +333,9 @@ def test_devices_agree(device):
     _, x, y = load_split("digits", "test")
     config = ImportanceConfig(n_null=20)
     cpu = assess_importance(LesionNetwork(net), x, y, 10, planted_subclusters()[:4], POOLS, config)
-    other = assess_importance(LesionNetwork(planted_net()[0], device=device), x, y, 10, planted_subclusters()[:4],
-                              POOLS, config)
+    other = assess_importance(
+        LesionNetwork(planted_net()[0], device=device), x, y, 10, planted_subclusters()[:4], POOLS, config
+    )
     for a, b in zip(cpu.subclusters, other.subclusters):
         assert b.accuracy == pytest.approx(a.accuracy, abs=2 / x.shape[0])  # a float tie may flip one prediction
         assert b.p_value == pytest.approx(a.p_value, abs=2 / 21)

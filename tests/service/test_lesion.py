@@ -68,15 +68,21 @@ def test_delta_and_complement_forms_equal_the_masks_up_to_rounding():
 def test_reused_buffers_give_the_same_counts_in_any_chunking():
     net, x, y, _ = _setup()
     rng = np.random.default_rng(2)
-    lesions = [{point.index: units} for point in net.layers[:-1] for size in (1, 6, 20, point.size)
-               for units in draw_random_sets(np.arange(point.size), size, 3, rng)]
+    lesions = [
+        {point.index: units}
+        for point in net.layers[:-1]
+        for size in (1, 6, 20, point.size)
+        for units in draw_random_sets(np.arange(point.size), size, 3, rng)
+    ]
     single = one_at_a_time_correct_counts(net, x, y, 10, lesions, how="weights", batch_size=50)
-    for max_lesions, max_elements in ((1, 10 ** 9), (5, 10 ** 9), (32, 2000)):
-        mask = lesion_correct_counts(net, x, y, 10, lesions, method="mask", batch_size=50,
-                                     max_elements=max_elements, max_lesions=max_lesions)
+    for max_lesions, max_elements in ((1, 10**9), (5, 10**9), (32, 2000)):
+        mask = lesion_correct_counts(
+            net, x, y, 10, lesions, method="mask", batch_size=50, max_elements=max_elements, max_lesions=max_lesions
+        )
         np.testing.assert_array_equal(mask, single)  # exact: the same addmm on the same rows
-        auto = lesion_correct_counts(net, x, y, 10, lesions, batch_size=50, max_elements=max_elements,
-                                     max_lesions=max_lesions)
+        auto = lesion_correct_counts(
+            net, x, y, 10, lesions, batch_size=50, max_elements=max_elements, max_lesions=max_lesions
+        )
         assert np.abs(auto - single).sum() <= 2  # float rounding may decide a near tie, no more
 
 

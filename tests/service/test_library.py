@@ -32,7 +32,6 @@ from tests.service.conftest import LibraryModels, StoredModel, reference_ncut
 REL = 1e-9  # sums in Neo4j and numpy add in different orders
 
 
-
 # ---------------------------------------------------------------------------------------------- the numpy side
 
 
@@ -47,10 +46,18 @@ def expected_span(model: StoredModel, labels: np.ndarray) -> list[dict[str, Any]
         per_layer = [int(np.count_nonzero(labels[layer_of == i] == c)) for i in range(len(model.names))]
         present = [i for i, n in enumerate(per_layer) if n]
         top = int(np.argmax(per_layer))
-        rows.append({"cluster": int(c), "size": int(np.count_nonzero(labels == c)),
-                     "first_layer": model.names[present[0]], "last_layer": model.names[present[-1]],
-                     "n_layers": len(present), "thickest_layer": model.names[top], "thickest": per_layer[top],
-                     "per_layer": per_layer})
+        rows.append(
+            {
+                "cluster": int(c),
+                "size": int(np.count_nonzero(labels == c)),
+                "first_layer": model.names[present[0]],
+                "last_layer": model.names[present[-1]],
+                "n_layers": len(present),
+                "thickest_layer": model.names[top],
+                "thickest": per_layer[top],
+                "per_layer": per_layer,
+            }
+        )
     return rows
 
 
@@ -76,9 +83,15 @@ def expected_cohesion(model: StoredModel, labels: np.ndarray) -> dict[int, dict[
     for c in np.unique(lab):
         inside = lab == c
         vol, assoc = d[inside].sum(), a[np.ix_(inside, inside)].sum()
-        rows[int(c)] = {"within": assoc / 2, "cut": vol - assoc, "vol": vol, "ncut_term": (vol - assoc) / (vol + 1e-8),
-                        "n_within": np.count_nonzero(a[np.ix_(inside, inside)]) // 2,
-                        "n_cut": np.count_nonzero(a[np.ix_(inside, ~inside)]), "size": int(inside.sum())}
+        rows[int(c)] = {
+            "within": assoc / 2,
+            "cut": vol - assoc,
+            "vol": vol,
+            "ncut_term": (vol - assoc) / (vol + 1e-8),
+            "n_within": np.count_nonzero(a[np.ix_(inside, inside)]) // 2,
+            "n_cut": np.count_nonzero(a[np.ix_(inside, ~inside)]),
+            "size": int(inside.sum()),
+        }
     return rows
 
 
@@ -93,9 +106,19 @@ def expected_core(model: StoredModel, labels: np.ndarray, limit: int) -> list[di
         order = [i for i in np.lexsort((members, -within)) if n_within[i] > 0][:limit]
         for rank, i in enumerate(order, start=1):
             n = int(members[i])
-            rows.append({"cluster": int(c), "rank": rank, "layer": model.names[layer_of[n]],
-                         "unit": n - int(model.graph.offsets[layer_of[n]]), "ordinal": n, "within": within[i],
-                         "n_within": int(n_within[i]), "degree": a[n].sum(), "within_share": within[i] / a[n].sum()})
+            rows.append(
+                {
+                    "cluster": int(c),
+                    "rank": rank,
+                    "layer": model.names[layer_of[n]],
+                    "unit": n - int(model.graph.offsets[layer_of[n]]),
+                    "ordinal": n,
+                    "within": within[i],
+                    "n_within": int(n_within[i]),
+                    "degree": a[n].sum(),
+                    "within_share": within[i] / a[n].sum(),
+                }
+            )
     return rows
 
 
@@ -121,11 +144,20 @@ def expected_paths(model: StoredModel, labels: np.ndarray) -> list[dict[str, Any
             nxt, weight = step[walk[-1]]
             walk.append(nxt)
             weights.append(weight)
-        rows.append({"cluster": int(c), "first_layer": model.names[first], "last_layer": model.names[last],
-                     "length": len(walk) - 1, "complete": bool(layer_of[walk[-1]] == last),
-                     "total": float(sum(weights)), "weakest": min(weights) if weights else None,
-                     "path": [f"{model.names[layer_of[n]]}:{n - graph.offsets[layer_of[n]]}" for n in walk],
-                     "ordinals": walk, "weights": weights})
+        rows.append(
+            {
+                "cluster": int(c),
+                "first_layer": model.names[first],
+                "last_layer": model.names[last],
+                "length": len(walk) - 1,
+                "complete": bool(layer_of[walk[-1]] == last),
+                "total": float(sum(weights)),
+                "weakest": min(weights) if weights else None,
+                "path": [f"{model.names[layer_of[n]]}:{n - graph.offsets[layer_of[n]]}" for n in walk],
+                "ordinals": walk,
+                "weights": weights,
+            }
+        )
     return rows
 
 
@@ -156,14 +188,21 @@ def test_module_flow_sums_weight_between_clusters_per_layer_pair(store, library_
     labels = model.partitions[partition]
     rows = run_library_query(store, "module-flow", partition=partition)
     cells = expected_flow(model, labels)
-    assert [(r["src_layer"], r["dst_layer"], r["src_cluster"], r["dst_cluster"]) for r in rows] == \
-        [key for key in sorted(cells, key=lambda k: (model.names.index(k[0]), model.names.index(k[1]), k[2], k[3]))]
+    assert [(r["src_layer"], r["dst_layer"], r["src_cluster"], r["dst_cluster"]) for r in rows] == [
+        key for key in sorted(cells, key=lambda k: (model.names.index(k[0]), model.names.index(k[1]), k[2], k[3]))
+    ]
     for row in rows:
         weight, n_edges = cells[(row["src_layer"], row["dst_layer"], row["src_cluster"], row["dst_cluster"])]
-        out_total = sum(v[0] for k, v in cells.items()
-                        if k[:2] == (row["src_layer"], row["dst_layer"]) and k[2] == row["src_cluster"])
-        in_total = sum(v[0] for k, v in cells.items()
-                       if k[:2] == (row["src_layer"], row["dst_layer"]) and k[3] == row["dst_cluster"])
+        out_total = sum(
+            v[0]
+            for k, v in cells.items()
+            if k[:2] == (row["src_layer"], row["dst_layer"]) and k[2] == row["src_cluster"]
+        )
+        in_total = sum(
+            v[0]
+            for k, v in cells.items()
+            if k[:2] == (row["src_layer"], row["dst_layer"]) and k[3] == row["dst_cluster"]
+        )
         assert row["n_edges"] == n_edges
         assert row["weight"] == pytest.approx(weight, rel=REL)
         assert row["share_out"] == pytest.approx(weight / out_total, rel=REL)
@@ -209,22 +248,45 @@ def test_neuron_shows_memberships_and_strongest_edges_marked_by_the_latest_parti
     rows = run_library_query(store, "neuron", model=model.name, layer="fc1", unit=3, limit=4)
     assert rows == run_library_query(store, "neuron", model=model.name, layer=1, unit=3, limit=4)
     assert rows == run_library_query(store, "neuron", model=model.name, ordinal=n, limit=4)
-    assert rows[0] == {"kind": "neuron", "rank": 0, "layer": "fc1", "unit": 3, "ordinal": n, "partition": None,
-                       "cluster": None, "n": None, "w": pytest.approx(graph.biases[1][3], rel=REL), "within": None}
+    assert rows[0] == {
+        "kind": "neuron",
+        "rank": 0,
+        "layer": "fc1",
+        "unit": 3,
+        "ordinal": n,
+        "partition": None,
+        "cluster": None,
+        "n": None,
+        "w": pytest.approx(graph.biases[1][3], rel=REL),
+        "within": None,
+    }
     assert [(r["kind"], r["partition"], r["cluster"], r["n"]) for r in rows if r["kind"] == "member"] == [
         ("member", latest, labels_2[n], int(np.count_nonzero(labels_2 == labels_2[n]))),
-        ("member", first, labels_1[n], int(np.count_nonzero(labels_1 == labels_1[n])))]
-    for kind, weights, offset in [("in", graph.blocks[0].weight[:, 3], graph.offsets[0]),
-                                  ("out", graph.blocks[1].weight[3, :], graph.offsets[2])]:
+        ("member", first, labels_1[n], int(np.count_nonzero(labels_1 == labels_1[n]))),
+    ]
+    for kind, weights, offset in [
+        ("in", graph.blocks[0].weight[:, 3], graph.offsets[0]),
+        ("out", graph.blocks[1].weight[3, :], graph.offsets[2]),
+    ]:
         order = [i for i in np.lexsort((np.arange(weights.size), -np.abs(weights))) if weights[i] != 0][:4]
         expected = []
         for rank, i in enumerate(order, start=1):
             other = int(offset + i)
             cluster = int(labels_2[other]) if labels_2[other] >= 0 else None
-            expected.append({"kind": kind, "rank": rank, "layer": model.names[graph.layer_of_ordinal()[other]],
-                             "unit": int(i), "ordinal": other, "partition": latest, "cluster": cluster, "n": None,
-                             "w": pytest.approx(weights[i], rel=REL),
-                             "within": None if cluster is None else cluster == labels_2[n]})
+            expected.append(
+                {
+                    "kind": kind,
+                    "rank": rank,
+                    "layer": model.names[graph.layer_of_ordinal()[other]],
+                    "unit": int(i),
+                    "ordinal": other,
+                    "partition": latest,
+                    "cluster": cluster,
+                    "n": None,
+                    "w": pytest.approx(weights[i], rel=REL),
+                    "within": None if cluster is None else cluster == labels_2[n],
+                }
+            )
         assert [r for r in rows if r["kind"] == kind] == expected
 
 
@@ -256,7 +318,10 @@ def test_compare_models_lists_the_newest_or_every_partition(store, library_model
     a, b = library_models.a, library_models.b
     rows = run_library_query(store, "compare_models", models=[b.name, a.name, library_models.unclustered])
     assert [(r["model"], r["partition"]) for r in rows] == [
-        (b.name, list(b.partitions)[0]), (a.name, list(a.partitions)[1]), (library_models.unclustered, None)]
+        (b.name, list(b.partitions)[0]),
+        (a.name, list(a.partitions)[1]),
+        (library_models.unclustered, None),
+    ]
     assert (rows[1]["n_neurons"], rows[1]["n_edges"], rows[1]["k"]) == (a.graph.n_neurons, a.graph.n_edges, 4)
     assert rows[1]["ncut"] == pytest.approx(reference_ncut(a.graph, list(a.partitions.values())[1]), rel=REL)
     every = run_library_query(store, "compare_models", models=f"{a.name},{b.name}", all_partitions=True)
@@ -304,8 +369,9 @@ def test_ari_and_nmi_equal_sklearn(seed):
 def test_latest_resolves_to_the_newest_partition(store, library_models):
     model = library_models.a
     assert resolve_partition(store, model.name, "latest") == list(model.partitions)[1]
-    assert run_library_query(store, "module_span", model=model.name) == \
-        run_library_query(store, "module_span", partition=list(model.partitions)[1])
+    assert run_library_query(store, "module_span", model=model.name) == run_library_query(
+        store, "module_span", partition=list(model.partitions)[1]
+    )
     stats = run_library_query(store, "partition_stats", model=model.name, partition=list(model.partitions)[0])
     assert (stats[0]["k"], stats[0]["n_clusters"], len(stats[0]["null_ncuts"])) == (3, 3, 40)
 
@@ -330,8 +396,16 @@ def test_unknown_partitions_and_models_raise_clear_errors(store, library_models)
 
 def test_listing_describes_every_library_query():
     listed = {q.name: q for q in library_queries()}
-    assert set(listed) >= {"module_span", "module_flow", "module_cohesion", "module_core", "neuron", "module_paths",
-                           "compare_models", "compare_partitions"}
+    assert set(listed) >= {
+        "module_span",
+        "module_flow",
+        "module_cohesion",
+        "module_core",
+        "neuron",
+        "module_paths",
+        "compare_models",
+        "compare_partitions",
+    }
     span = listed["module_span"]
     assert [p.name for p in span.params] == ["model", "partition"] and span.params[1].default == "latest"
     assert span.columns[:3] == ("cluster", "size", "first_layer") and "per_layer" in span.columns
@@ -353,21 +427,28 @@ def plan_operators(plan: dict[str, Any]) -> set[str]:
 
 @pytest.fixture(scope="module")
 def driver(connection) -> Iterator[neo4j.Driver]:
-    with neo4j.GraphDatabase.driver(connection.uri, auth=(connection.user, connection.password.get_secret_value()),
-                                    notifications_min_severity="OFF") as driver:
+    with neo4j.GraphDatabase.driver(
+        connection.uri, auth=(connection.user, connection.password.get_secret_value()), notifications_min_severity="OFF"
+    ) as driver:
         yield driver
 
 
 def example_params(library_models: LibraryModels) -> dict[str, dict[str, Any]]:
     a = library_models.a
     first, second = list(a.partitions)
-    return {"module_span": {"partition": first}, "module_flow": {"partition": first},
-            "module_cohesion": {"partition": first}, "module_core": {"partition": first, "limit": 5},
-            "module_paths": {"partition": first}, "partition_stats": {"partition": first},
-            "neuron": {"model": a.name, "layer": "fc1", "unit": 3, "ordinal": None, "partition": first, "limit": 5},
-            "compare_models": {"models": [a.name], "all_partitions": False},
-            "compare_partitions": {"partition_a": first, "partition_b": second},
-            "important_modules": {"partition": first}, "coherent_modules": {"partition": first}}
+    return {
+        "module_span": {"partition": first},
+        "module_flow": {"partition": first},
+        "module_cohesion": {"partition": first},
+        "module_core": {"partition": first, "limit": 5},
+        "module_paths": {"partition": first},
+        "partition_stats": {"partition": first},
+        "neuron": {"model": a.name, "layer": "fc1", "unit": 3, "ordinal": None, "partition": first, "limit": 5},
+        "compare_models": {"models": [a.name], "all_partitions": False},
+        "compare_partitions": {"partition_a": first, "partition_b": second},
+        "important_modules": {"partition": first},
+        "coherent_modules": {"partition": first},
+    }
 
 
 @pytest.mark.parametrize("name", [q.name for q in library_queries()])

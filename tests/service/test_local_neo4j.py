@@ -28,8 +28,13 @@ def home_with_shared_jars(tmp_path):
 def test_db_lifecycle(tmp_path, connection):
     home = home_with_shared_jars(tmp_path)
     port = local_neo4j.free_port()
-    env = {"NEURONMAP_HOME": str(home), "NEURONMAP_NEO4J_PORT": str(port), "NEURONMAP_NEO4J_HEAP": "512m",
-           "NEURONMAP_NEO4J_PAGECACHE": "128m", "NEO4J_URI": ""}
+    env = {
+        "NEURONMAP_HOME": str(home),
+        "NEURONMAP_NEO4J_PORT": str(port),
+        "NEURONMAP_NEO4J_HEAP": "512m",
+        "NEURONMAP_NEO4J_PAGECACHE": "128m",
+        "NEO4J_URI": "",
+    }
     runner = CliRunner()
 
     def run(*args):
@@ -56,7 +61,7 @@ def test_db_lifecycle(tmp_path, connection):
     status = run("db", "status")
     assert status.exit_code == 3 and status.output.startswith("stopped")
     # A pid file left by a killed server: status says so, and start recovers.
-    (server_dir / "server.json").write_text(json.dumps({"pid": 2 ** 22 - 1, "uri": "bolt://127.0.0.1:1"}))
+    (server_dir / "server.json").write_text(json.dumps({"pid": 2**22 - 1, "uri": "bolt://127.0.0.1:1"}))
     assert "stale pid file" in run("db", "status").output
     try:
         assert run("db", "start").exit_code == 0

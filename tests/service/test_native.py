@@ -25,8 +25,15 @@ needs_kernels = pytest.mark.skipif(KERNELS is None, reason="no C compiler or no 
 
 def mlp(width: int) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(12, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 7))
+    return nn.Sequential(
+        nn.Linear(12, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        nn.Linear(width, width),
+        nn.ReLU(),
+        nn.Linear(width, 7),
+    )
 
 
 def data(net: LesionNetwork, n: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,8 +49,12 @@ def test_kernels_give_the_one_at_a_time_counts_for_the_last_three_hidden_layers(
     net = LesionNetwork(mlp(width), (12,))
     x, y = data(net)
     rng = np.random.default_rng(0)
-    lesions = [{layer: units} for layer in (1, 2, 3) for size in (1, 3, width // 2, width - 2, width)
-               for units in draw_random_sets(np.arange(width), size, 4, rng)]  # delta and complement forms
+    lesions = [
+        {layer: units}
+        for layer in (1, 2, 3)
+        for size in (1, 3, width // 2, width - 2, width)
+        for units in draw_random_sets(np.arange(width), size, 4, rng)
+    ]  # delta and complement forms
     assert net.native_tail(net.layer(2)) is not None and net.native_tail(net.layer(3)) is not None
     deep = net.native_tail(net.layer(1))  # two Linears after the delta one: AMX, or torch without it
     assert (deep is not None and deep.hidden is not None) == KERNELS.amx
@@ -66,17 +77,28 @@ def test_kernel_counts_match_a_direct_computation_with_ties_at_the_first_maximum
     sets = [np.array([0, 5, 7]), np.array([3]), np.arange(c)]
     idx = padded_indices(sets, c)
     wout_padded = torch.cat([wout, torch.zeros(3, width)])
-    counts = KERNELS.lesion_counts(h, wt, idx, z, subtract=True, wout=wout_padded, bout=bout, n_out=outputs, y=y,
-                                   n_classes=outputs, threads=2)
+    counts = KERNELS.lesion_counts(
+        h, wt, idx, z, subtract=True, wout=wout_padded, bout=bout, n_out=outputs, y=y, n_classes=outputs, threads=2
+    )
     for row, units in enumerate(sets):
         delta = h[:, units] @ wt[units]
         logits = torch.relu(z - delta) @ wout.t() + bout
         expected = np.bincount(y[logits.argmax(1) == y].numpy(), minlength=outputs)
         np.testing.assert_array_equal(counts[row], expected)
     # no hidden step: the Linear is the output layer, and equal logits go to the first class, as argmax
-    flat = KERNELS.lesion_counts(torch.zeros(2, c), torch.zeros(c, 16), padded_indices([np.array([1])], c),
-                                 torch.zeros(2, 16), subtract=True, wout=None, bout=None, n_out=3,
-                                 y=torch.tensor([0, 1]), n_classes=3, threads=1)
+    flat = KERNELS.lesion_counts(
+        torch.zeros(2, c),
+        torch.zeros(c, 16),
+        padded_indices([np.array([1])], c),
+        torch.zeros(2, 16),
+        subtract=True,
+        wout=None,
+        bout=None,
+        n_out=3,
+        y=torch.tensor([0, 1]),
+        n_classes=3,
+        threads=1,
+    )
     assert flat.tolist() == [[1, 0, 0]]
 
 
@@ -101,8 +123,9 @@ def test_lesions_run_on_torch_when_the_kernels_are_unavailable(monkeypatch):
     monkeypatch.setattr(native, "lesion_kernels", lambda: None)
     fallback = LesionNetwork(mlp(32), (12,))
     assert fallback.native_tail(fallback.layer(3)) is None
-    np.testing.assert_array_equal(lesion_correct_counts(fallback, x, y, 7, lesions),
-                                  lesion_correct_counts(net, x, y, 7, lesions, native=False))
+    np.testing.assert_array_equal(
+        lesion_correct_counts(fallback, x, y, 7, lesions), lesion_correct_counts(net, x, y, 7, lesions, native=False)
+    )
 
 
 @needs_kernels
@@ -110,14 +133,47 @@ def test_operands_that_break_the_layout_contract_are_refused():
     h, wt, z = torch.zeros(4, 8), torch.zeros(8, 16), torch.zeros(4, 16)
     idx = padded_indices([np.array([1])], 8)
     with pytest.raises(ValueError, match="float32"):
-        KERNELS.lesion_counts(h.double(), wt, idx, z, subtract=True, wout=None, bout=None, n_out=3,
-                              y=torch.zeros(4, dtype=torch.int64), n_classes=3, threads=1)
+        KERNELS.lesion_counts(
+            h.double(),
+            wt,
+            idx,
+            z,
+            subtract=True,
+            wout=None,
+            bout=None,
+            n_out=3,
+            y=torch.zeros(4, dtype=torch.int64),
+            n_classes=3,
+            threads=1,
+        )
     with pytest.raises(ValueError, match="labels must lie in 0"):
-        KERNELS.lesion_counts(h, wt, idx, z, subtract=True, wout=None, bout=None, n_out=3,
-                              y=torch.tensor([0, 1, 3, 0]), n_classes=3, threads=1)
+        KERNELS.lesion_counts(
+            h,
+            wt,
+            idx,
+            z,
+            subtract=True,
+            wout=None,
+            bout=None,
+            n_out=3,
+            y=torch.tensor([0, 1, 3, 0]),
+            n_classes=3,
+            threads=1,
+        )
     with pytest.raises(ValueError, match="multiple of 16"):
-        KERNELS.lesion_counts(h, torch.zeros(8, 12), idx, torch.zeros(4, 12), subtract=True, wout=None, bout=None,
-                              n_out=3, y=torch.zeros(4, dtype=torch.int64), n_classes=3, threads=1)
+        KERNELS.lesion_counts(
+            h,
+            torch.zeros(8, 12),
+            idx,
+            torch.zeros(4, 12),
+            subtract=True,
+            wout=None,
+            bout=None,
+            n_out=3,
+            y=torch.zeros(4, dtype=torch.int64),
+            n_classes=3,
+            threads=1,
+        )
 
 
 needs_amx = pytest.mark.skipif(KERNELS is None or not KERNELS.amx, reason="no AMX tiles here: torch for that tail")
@@ -136,16 +192,27 @@ def deep_case(seed: int, b: int = 70, c: int = 24, width: int = 64, hidden: int 
 def padded_outputs(wout: torch.Tensor, width: int) -> torch.Tensor:
     """The last Linear as the kernel takes it: rows padded to a multiple of 4, columns to the hidden width."""
     padded = torch.zeros(-(-wout.shape[0] // 4) * 4, width)
-    padded[:wout.shape[0], :wout.shape[1]] = wout
+    padded[: wout.shape[0], : wout.shape[1]] = wout
     return padded
 
 
 def deep_counts(h, wt, z, w2, b2, wout, bout, sets, y, prepared=None):
     prepared = prepared or native.DeepHidden.prepare(w2, b2, wout, bout, wt.shape[1])
     padded = padded_outputs(wout, prepared.width)
-    return KERNELS.lesion_counts_deep(h, wt, padded_indices(sets, h.shape[1]), z, subtract=True, hidden=prepared,
-                                      wout=padded, bout=bout, n_out=wout.shape[0], y=y, n_classes=wout.shape[0],
-                                      threads=2)
+    return KERNELS.lesion_counts_deep(
+        h,
+        wt,
+        padded_indices(sets, h.shape[1]),
+        z,
+        subtract=True,
+        hidden=prepared,
+        wout=padded,
+        bout=bout,
+        n_out=wout.shape[0],
+        y=y,
+        n_classes=wout.shape[0],
+        threads=2,
+    )
 
 
 def feed_rows(a, prepared, wout, bout, y):
@@ -153,10 +220,20 @@ def feed_rows(a, prepared, wout, bout, y):
     so the base, ``a``, is what the hidden product reads."""
     padded = padded_outputs(wout, prepared.width)
     width = prepared.wt.shape[0]
-    return KERNELS.lesion_counts_deep(torch.zeros(a.shape[0], 4), torch.zeros(4, width),
-                                      padded_indices([np.array([0])], 4), a, subtract=True, hidden=prepared,
-                                      wout=padded, bout=bout, n_out=wout.shape[0], y=y, n_classes=wout.shape[0],
-                                      threads=1)
+    return KERNELS.lesion_counts_deep(
+        torch.zeros(a.shape[0], 4),
+        torch.zeros(4, width),
+        padded_indices([np.array([0])], 4),
+        a,
+        subtract=True,
+        hidden=prepared,
+        wout=padded,
+        bout=bout,
+        n_out=wout.shape[0],
+        y=y,
+        n_classes=wout.shape[0],
+        threads=1,
+    )
 
 
 def float64_counts(h, wt, z, w2, b2, wout, bout, sets, y):
@@ -223,10 +300,20 @@ def test_amx_operands_that_break_the_layout_contract_are_refused():
     h, wt, z, w2, b2, wout, bout = deep_case(11)
     prepared = native.DeepHidden.prepare(w2, b2, wout, bout, 64)
     with pytest.raises(ValueError, match="multiple of 32"):
-        KERNELS.lesion_counts_deep(h, wt[:, :48].contiguous(), padded_indices([np.array([1])], 24),
-                                   z[:, :48].contiguous(), subtract=True, hidden=prepared, wout=torch.zeros(8, 64),
-                                   bout=bout, n_out=6, y=torch.zeros(h.shape[0], dtype=torch.int64), n_classes=6,
-                                   threads=1)
+        KERNELS.lesion_counts_deep(
+            h,
+            wt[:, :48].contiguous(),
+            padded_indices([np.array([1])], 24),
+            z[:, :48].contiguous(),
+            subtract=True,
+            hidden=prepared,
+            wout=torch.zeros(8, 64),
+            bout=bout,
+            n_out=6,
+            y=torch.zeros(h.shape[0], dtype=torch.int64),
+            n_classes=6,
+            threads=1,
+        )
 
 
 @needs_amx
@@ -250,10 +337,10 @@ def test_the_tile_product_equals_an_emulation_of_its_three_bfloat16_products():
     emulated = ahi @ whi.t() + alo @ whi.t() + ahi @ wlo.t()
     magnitude = a.double() @ w2.double().abs().t()  # Σ|a||w| per output
     n = 3 * width
-    sums = n * 2.0 ** -24 / (1 - n * 2.0 ** -24) * 1.02 * magnitude
+    sums = n * 2.0**-24 / (1 - n * 2.0**-24) * 1.02 * magnitude
     assert bool(((got - emulated).abs() <= sums).all())
     assert bool((got[3] == 0).all())
-    split = 2.0 ** -16 * (3 + 4 * 2.0 ** -8 + 2 * 2.0 ** -16) * magnitude
+    split = 2.0**-16 * (3 + 4 * 2.0**-8 + 2 * 2.0**-16) * magnitude
     exact = a.double() @ w2.double().t()
     assert bool(((got - exact).abs() <= split + sums).all())
     assert float(((got - exact).abs() / magnitude.clamp_min(1e-30)).max()) < 1e-4  # about 16 bits, not 8
@@ -270,24 +357,30 @@ def test_predictions_across_an_exact_tie_are_the_exact_ones_at_every_gap(decidin
 
     width, hidden = 64, 96
     a = torch.ones(1, width)
-    a[0, 32:] = 1 + 2.0 ** -9 + 2.0 ** -18  # a_lo = 2⁻⁹, and 2⁻¹⁸ left out by the split
+    a[0, 32:] = 1 + 2.0**-9 + 2.0**-18  # a_lo = 2⁻⁹, and 2⁻¹⁸ left out by the split
     step = torch.linspace(1, 2, 32)  # weights that vary along the inputs, exact in bfloat16 up to w_lo below
     step = step.to(torch.bfloat16).float()
     w2 = torch.zeros(hidden, width)
     w2[0:32, :32] = step / 64  # exact in bfloat16, reading a's exact half
     w2[32:64, 32:] = step / 64  # exact, reading a's inexact half
-    w2[64:96, :32] = step * (1 + 2.0 ** -9) / 64  # w_lo = 2⁻⁹·w_hi, reading a's exact half
+    w2[64:96, :32] = step * (1 + 2.0**-9) / 64  # w_lo = 2⁻⁹·w_hi, reading a's exact half
     wout = torch.zeros(3, hidden)
     for k in range(3):
-        wout[k, 32 * k:32 * (k + 1)] = 1.0
-    exact = [sum(Fraction(float(a[0, j])) * Fraction(float(w2[i, j])) for i in range(32 * k, 32 * k + 32)
-                 for j in range(width)) for k in range(3)]
+        wout[k, 32 * k : 32 * (k + 1)] = 1.0
+    exact = [
+        sum(
+            Fraction(float(a[0, j])) * Fraction(float(w2[i, j]))
+            for i in range(32 * k, 32 * k + 32)
+            for j in range(width)
+        )
+        for k in range(3)
+    ]
     prepared = native.DeepHidden.prepare(w2, torch.zeros(hidden), wout, None, width)
     certified = 0
     for sign in (1, -1):
         for e in np.arange(6, 24.01, 0.25):
             bout = torch.zeros(3)
-            bout[deciding] = float(exact[0] - exact[deciding]) + sign * 2.0 ** -e * float(exact[0])
+            bout[deciding] = float(exact[0] - exact[deciding]) + sign * 2.0**-e * float(exact[0])
             bout[3 - deciding] = -1e3  # the third class never leads
             want = deciding if Fraction(float(bout[deciding])) + exact[deciding] > exact[0] else 0
             counts, fallbacks = feed_rows(a, prepared, wout, bout, torch.tensor([want]))
@@ -302,6 +395,7 @@ def test_flushed_tiny_values_and_overflows_are_never_certified():
     """Two ways the tile unit can be wrong by more than its rounding: values below float32's normal range are
     flushed to zero (which matters next to huge weights), and a value beyond bfloat16's range becomes inf, then
     NaN, which the ReLU hides. Both must reach the float32 fallback, which gets them right."""
+
     def predict(value: float, weight: float, bout: torch.Tensor) -> tuple[int, int]:
         a = torch.zeros(1, 32)
         a[0, 0] = value
@@ -314,9 +408,9 @@ def test_flushed_tiny_values_and_overflows_are_never_certified():
         return int(counts.sum()), fallbacks
 
     # 2⁻¹³⁰ · 2¹⁰⁰ = 2⁻³⁰ beats class 1's 2⁻³¹; flushed, it would be 0
-    assert predict(2.0 ** -130, 2.0 ** 100, torch.tensor([0.0, 2.0 ** -31])) == (1, 1)
+    assert predict(2.0**-130, 2.0**100, torch.tensor([0.0, 2.0**-31])) == (1, 1)
     # a normal value whose low bfloat16 part is below the normal range
-    assert predict(2.0 ** -119 * (1 + 2.0 ** -10), 2.0 ** 100, torch.tensor([0.0, 2.0 ** -19])) == (1, 1)
+    assert predict(2.0**-119 * (1 + 2.0**-10), 2.0**100, torch.tensor([0.0, 2.0**-19])) == (1, 1)
     # 3.4e38 rounds to an infinite bfloat16: 3.4e38 · 1e-10 = 3.4e28 beats class 1's 1e27
     assert predict(3.4e38, 1e-10, torch.tensor([0.0, 1e27])) == (1, 1)
 
@@ -337,7 +431,7 @@ def test_a_tie_decided_by_the_last_layers_rounding_is_never_certified_wrong():
         for e in np.arange(10, 30.01, 0.5):
             wout = torch.stack([row, row])
             exact0 = sum(Fraction(float(w)) * Fraction(float(b)) for w, b in zip(row, b2))
-            wout[1, 0] = float(row[0] + sign * 2.0 ** -e * float(abs(exact0)) / float(b2[0]))
+            wout[1, 0] = float(row[0] + sign * 2.0**-e * float(abs(exact0)) / float(b2[0]))
             exact1 = sum(Fraction(float(w)) * Fraction(float(b)) for w, b in zip(wout[1], b2))
             want = 1 if exact1 > exact0 else 0
             prepared = native.DeepHidden.prepare(torch.zeros(hidden, width), b2, wout, None, width)

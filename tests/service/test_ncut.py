@@ -14,14 +14,17 @@ from neuronmap.service.errors import ClusteringInputError
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 W_SMALL = [np.array([[12, -1.3], [0, 7.4]]), np.array([[-8.9, 0.15], [0.23, -5.7]])]
-W_BIG = [np.array([[5.4, 0.03, 0, 0], [0, 0, -0.4, 5.5], [-12, 0, 4.8, -0.07], [0, 6.3, 0.001, 7]]),
-         np.array([[-13.3, -0.4, 6, 0.1], [0.7, -8, 0, -5.8], [7.4, 0.3, -15, 0], [0, 0, 0, -12.3]])]
+W_BIG = [
+    np.array([[5.4, 0.03, 0, 0], [0, 0, -0.4, 5.5], [-12, 0, 4.8, -0.07], [0, 6.3, 0.001, 7]]),
+    np.array([[-13.3, -0.4, 6, 0.1], [0.7, -8, 0, -5.8], [7.4, 0.3, -15, 0], [0, 0, 0, -12.3]]),
+]
 
 
 def weights_to_graph(weights: list[np.ndarray]) -> BlockGraph:
     sizes = [weights[0].shape[0]] + [w.shape[1] for w in weights]
-    return BlockGraph(sizes, [(i, i + 1, torch.as_tensor(np.abs(w), dtype=torch.float64))
-                              for i, w in enumerate(weights)])
+    return BlockGraph(
+        sizes, [(i, i + 1, torch.as_tensor(np.abs(w), dtype=torch.float64)) for i, w in enumerate(weights)]
+    )
 
 
 def brute_force_ncut(adjacency: np.ndarray, labels: np.ndarray, epsilon: float = 1e-8) -> float:
@@ -103,11 +106,14 @@ def test_ave_in_out():
     assert ave_in_out(1.0, 4) == pytest.approx((1 - 0.25) / 0.5)
 
 
-@pytest.mark.parametrize(("labels", "message"), [
-    ([0, 1, 0], "shape"),
-    ([0, -2, 0, 1, 0, 1], "≥ −1"),
-    ([0.5, 1, 0, 1, 0, 1], "integers"),
-])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([0, 1, 0], "shape"),
+        ([0, -2, 0, 1, 0, 1], "≥ −1"),
+        ([0.5, 1, 0, 1, 0, 1], "integers"),
+    ],
+)
 def test_bad_labels_are_refused(labels, message):
     with pytest.raises(ClusteringInputError, match=message):
         ncut(weights_to_graph(W_SMALL), labels)

@@ -22,9 +22,17 @@ def planted_graph(sizes=(24, 24, 24, 24), k=3, inside=1.0, across=0.05, seed=0) 
     """A layered net whose neurons belong to k modules: strong weights inside a module, weak across."""
     rng = np.random.default_rng(seed)
     modules = [np.arange(n) % k for n in sizes]
-    layers = [LayerRecord(index=i, name="input" if i == 0 else f"fc{i}", kind="input" if i == 0 else "linear",
-                          role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
-                          size=n, shape=[n]) for i, n in enumerate(sizes)]
+    layers = [
+        LayerRecord(
+            index=i,
+            name="input" if i == 0 else f"fc{i}",
+            kind="input" if i == 0 else "linear",
+            role="input" if i == 0 else ("output" if i == len(sizes) - 1 else "hidden"),
+            size=n,
+            shape=[n],
+        )
+        for i, n in enumerate(sizes)
+    ]
     blocks = []
     for i in range(len(sizes) - 1):
         same = modules[i][:, None] == modules[i + 1][None, :]
@@ -95,8 +103,11 @@ def test_errors_are_clear(store, model_id):
 
 
 def test_cli_cluster_partitions_and_drop(connection, store, model_id):
-    env = {"NEO4J_URI": connection.uri, "NEO4J_USERNAME": connection.user,
-           "NEO4J_PASSWORD": connection.password.get_secret_value()}
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+    }
     runner = CliRunner()
     graph, _ = planted_graph()
     # Two separate halves: a disconnected graph is clustered with a warning, not an error.
@@ -108,7 +119,7 @@ def test_cli_cluster_partitions_and_drop(connection, store, model_id):
     result = runner.invoke(cli, ["cluster", model_id, "--k", "3", "--format", "json"], env=env)
     assert result.exit_code == 0, result.output
     assert "warning" in result.output and "component" in result.output
-    partition = json.loads(result.output[result.output.index("{"):])["id"]
+    partition = json.loads(result.output[result.output.index("{") :])["id"]
     listed = runner.invoke(cli, ["partitions", model_id, "--format", "json"], env=env)
     assert [p["id"] for p in json.loads(listed.output)] == [partition]
     assert runner.invoke(cli, ["partitions", model_id, "--drop", partition], env=env).exit_code == 0

@@ -56,8 +56,9 @@ def test_layer_shuffle_is_uniform_over_positions():
 
 
 def test_one_seed_reproduces_every_sample():
-    graph = BlockGraph([4, 5, 3], [(0, 1, torch.rand(4, 5, dtype=torch.float64)),
-                                   (1, 2, torch.rand(5, 3, dtype=torch.float64))])
+    graph = BlockGraph(
+        [4, 5, 3], [(0, 1, torch.rand(4, 5, dtype=torch.float64)), (1, 2, torch.rand(5, 3, dtype=torch.float64))]
+    )
     first = shuffled_graphs(graph, 4, "layer", random_state=11)
     again = shuffled_graphs(graph, 4, "layer", random_state=11)
     other = shuffled_graphs(graph, 4, "layer", random_state=12)
@@ -83,10 +84,13 @@ def test_batched_stacks_equal_one_sample_at_a_time(method):
 def test_seeds_are_independent_of_earlier_spawns():
     root = np.random.SeedSequence(9)
     root.spawn(3)  # a caller that spawned before must not shift the samples
-    assert [s.generate_state(1)[0] for s in sample_seeds(root, 3)] == \
-        [s.generate_state(1)[0] for s in sample_seeds(9, 3)]
-    assert torch.equal(torch.rand(3, generator=torch_generator(sample_seeds(9, 1)[0])),
-                       torch.rand(3, generator=torch_generator(sample_seeds(9, 1)[0])))
+    assert [s.generate_state(1)[0] for s in sample_seeds(root, 3)] == [
+        s.generate_state(1)[0] for s in sample_seeds(9, 3)
+    ]
+    assert torch.equal(
+        torch.rand(3, generator=torch_generator(sample_seeds(9, 1)[0])),
+        torch.rand(3, generator=torch_generator(sample_seeds(9, 1)[0])),
+    )
 
 
 def test_unknown_method_is_refused():

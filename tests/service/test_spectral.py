@@ -22,8 +22,16 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 SOLVERS = ["dense", "lanczos", "lobpcg"]
 
 
-def planted(sizes: list[int], n_modules: int, seed: int, *, inside: float = 1.0, across: float = 0.02,
-            density: float = 1.0, skips: list[tuple[int, int]] = ()) -> tuple[BlockGraph, np.ndarray]:
+def planted(
+    sizes: list[int],
+    n_modules: int,
+    seed: int,
+    *,
+    inside: float = 1.0,
+    across: float = 0.02,
+    density: float = 1.0,
+    skips: list[tuple[int, int]] = (),
+) -> tuple[BlockGraph, np.ndarray]:
     """A layered net whose neurons belong to planted modules: strong weights inside a module, weak across."""
     rng = np.random.default_rng(seed)
     modules = [rng.permutation(np.arange(size) % n_modules) for size in sizes]
@@ -54,8 +62,7 @@ def sklearn_ncut(graph: BlockGraph, k: int, **kwargs) -> float:
     reduced, _ = graph.drop_isolated()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        labels = SpectralClustering(k, affinity="precomputed", random_state=0, **kwargs).fit(
-            reduced.to_scipy()).labels_
+        labels = SpectralClustering(k, affinity="precomputed", random_state=0, **kwargs).fit(reduced.to_scipy()).labels_
     return ncut(reduced, labels)
 
 
@@ -89,12 +96,15 @@ def test_tensor_adjacency_input(form):
     assert adjusted_rand_score(truth, lanczos.labels.numpy()) >= 0.99
 
 
-@pytest.mark.parametrize(("name", "graph", "k"), [
-    ("glorot-mlp", glorot([200, 100, 100, 30], seed=4), 8),
-    ("pruned-mlp", glorot([150, 120, 120, 60, 10], seed=5, density=0.3), 6),
-    ("planted-noisy", planted([150, 100, 100, 50], n_modules=6, seed=6, across=0.4)[0], 6),
-    ("skip-connections", planted([120, 80, 80, 40], n_modules=4, seed=7, across=0.5, skips=[(0, 2)])[0], 4),
-])
+@pytest.mark.parametrize(
+    ("name", "graph", "k"),
+    [
+        ("glorot-mlp", glorot([200, 100, 100, 30], seed=4), 8),
+        ("pruned-mlp", glorot([150, 120, 120, 60, 10], seed=5, density=0.3), 6),
+        ("planted-noisy", planted([150, 100, 100, 50], n_modules=6, seed=6, across=0.4)[0], 6),
+        ("skip-connections", planted([120, 80, 80, 40], n_modules=4, seed=7, across=0.5, skips=[(0, 2)])[0], 4),
+    ],
+)
 def test_ncut_is_as_good_as_sklearn(name, graph, k):
     ours = ncut(graph, spectral_clustering(graph, k, random_state=0).labels)
     theirs = sklearn_ncut(graph, k)
@@ -111,12 +121,16 @@ def test_ncut_is_as_good_as_sklearn_with_the_iterative_solver_on_a_large_graph()
     assert ours <= theirs * 1.01
 
 
-@pytest.mark.parametrize("graph", [glorot([150, 100, 100, 20], seed=9),
-                                   planted([100, 80, 80, 40], n_modules=4, seed=10, across=0.3, skips=[(0, 2)])[0]],
-                         ids=["bipartite", "skip"])
+@pytest.mark.parametrize(
+    "graph",
+    [
+        glorot([150, 100, 100, 20], seed=9),
+        planted([100, 80, 80, 40], n_modules=4, seed=10, across=0.3, skips=[(0, 2)])[0],
+    ],
+    ids=["bipartite", "skip"],
+)
 def test_dense_and_iterative_solvers_agree_on_eigenvalues(graph):
-    results = {s: spectral_clustering(graph, 6, eigen_solver=s, random_state=0, dtype=torch.float64)
-               for s in SOLVERS}
+    results = {s: spectral_clustering(graph, 6, eigen_solver=s, random_state=0, dtype=torch.float64) for s in SOLVERS}
     for solver in ("lanczos", "lobpcg"):
         torch.testing.assert_close(results[solver].eigenvalues, results["dense"].eigenvalues, atol=1e-5, rtol=0)
     # and against the full Laplacian spectrum
@@ -236,8 +250,7 @@ def test_kmeans_separates_blobs_and_handles_duplicate_points():
     truth = np.repeat(np.arange(4), 50)
     points = centres[truth] + rng.normal(size=(200, 3))
     points[:10] = points[0]  # exact duplicates: k-means++ may pick coincident centres
-    labels, _, _ = kmeans_batched(torch.as_tensor(points[None], dtype=torch.float32), None, 4, 5,
-                                  [torch_generator(0)])
+    labels, _, _ = kmeans_batched(torch.as_tensor(points[None], dtype=torch.float32), None, 4, 5, [torch_generator(0)])
     assert adjusted_rand_score(truth, labels[0].numpy()) == 1.0
 
 
@@ -253,8 +266,17 @@ def test_model_graph_and_edge_list_inputs_agree():
     from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph
 
     graph, truth = planted([50, 40, 30], n_modules=3, seed=24)
-    layers = [LayerRecord(index=i, name=f"l{i}", kind="input" if i == 0 else "linear",
-                          role=("input", "hidden", "output")[i], size=s, shape=[s]) for i, s in enumerate(graph.sizes)]
+    layers = [
+        LayerRecord(
+            index=i,
+            name=f"l{i}",
+            kind="input" if i == 0 else "linear",
+            role=("input", "hidden", "output")[i],
+            size=s,
+            shape=[s],
+        )
+        for i, s in enumerate(graph.sizes)
+    ]
     signs = np.random.default_rng(0)
     blocks = [EdgeBlock(s, d, w.numpy() * signs.choice([-1.0, 1.0], size=w.shape)) for s, d, w in graph.blocks]
     model = ModelGraph(layers=layers, blocks=blocks, biases=[None, np.zeros(40), np.zeros(30)])
@@ -301,8 +323,7 @@ def test_iterative_residual_is_the_true_residual_of_m(operator):
     # operator they are those of the lifted eigenvectors of M.
     graph = glorot([300, 260, 280, 60], seed=26, density=0.5)
     problem = layered_problem(graph, torch.float32)
-    eig = eigensolvers.eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4,
-                               allow_gram=operator == "gram")
+    eig = eigensolvers.eigenpairs(problem, 8, "lanczos", [torch_generator(0)], 1e-4, allow_gram=operator == "gram")
     assert eig.solver == "lanczos" and eig.operator == operator
     v, mu = eig.vectors.double(), eig.mu.double()
     a = graph.to_dense()
@@ -330,8 +351,9 @@ def test_kmeans_in_cache_sized_slices_gives_the_same_result(n_sets):
     valid = torch.ones(n_sets, 1500, dtype=torch.bool)
     valid[0, :40] = False
     k, runs = 7, 5
-    u = 1.0 - kmeans._rand([torch_generator(i) for i in range(n_sets)], (runs, 1 + (k - 1) * (2 + int(np.log(k)))),
-                             points.device)
+    u = 1.0 - kmeans._rand(
+        [torch_generator(i) for i in range(n_sets)], (runs, 1 + (k - 1) * (2 + int(np.log(k)))), points.device
+    )
     whole = kmeans._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4)
     sliced = kmeans._kmeans_group(points, valid, k, u, max_iter=300, tol=1e-4, chunk_elements=2000)
     assert torch.equal(whole[0], sliced[0]) and torch.equal(whole[2], sliced[2])

@@ -75,8 +75,15 @@ def test_a_failed_write_leaves_no_partition(store, model_id):
     partition = new_partition_id(model_id)
     with pytest.raises(PartitionWriteError, match="6 of 7"):
         # Ordinal 99 does not exist, so one membership finds no neuron inside the partition's transaction.
-        write_partition(store, model_id, partition, {"k": 2}, np.array([0, 1, 0, 1, 0, 1, 0]), np.array(
-            [0, 1, 2, 3, 4, 5, 99]), rows_per_batch=1)
+        write_partition(
+            store,
+            model_id,
+            partition,
+            {"k": 2},
+            np.array([0, 1, 0, 1, 0, 1, 0]),
+            np.array([0, 1, 2, 3, 4, 5, 99]),
+            rows_per_batch=1,
+        )
     assert store.run("admin.list_partitions", model=model_id) == []
 
 

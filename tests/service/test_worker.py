@@ -32,8 +32,11 @@ def test_jobs_run_once_and_record_their_outcome(store, model_id):
 
 
 def test_cli_jobs_and_serve(connection, store, model_id):
-    env = {"NEO4J_URI": connection.uri, "NEO4J_USERNAME": connection.user,
-           "NEO4J_PASSWORD": connection.password.get_secret_value()}
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+    }
     runner = CliRunner()
     ingest(store, model_id, planted_graph()[0])
     added = runner.invoke(cli, ["jobs", "add", model_id, "--k", "3"], env=env)

@@ -36,8 +36,9 @@ def layer_activations(net: LesionNetwork, x: torch.Tensor, layer: LayerPoint, ba
     """(N, C) post-activation values of a layer over a data set (channels: spatial means), on the network's device."""
     x = prepare_inputs(net, x)
     with torch.no_grad():
-        return torch.cat([net.activations(x[lo:lo + batch_size].to(net.device), layer)
-                          for lo in range(0, x.shape[0], batch_size)])
+        return torch.cat(
+            [net.activations(x[lo : lo + batch_size].to(net.device), layer) for lo in range(0, x.shape[0], batch_size)]
+        )
 
 
 def top_examples(activations: torch.Tensor, sets: Sequence[np.ndarray], k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,7 +49,7 @@ def top_examples(activations: torch.Tensor, sets: Sequence[np.ndarray], k: int) 
     return values.t(), indices.t()
 
 
-def mean_pairwise_cosine(unit_inputs: torch.Tensor, indices: torch.Tensor, max_elements: int = 2 ** 24) -> torch.Tensor:
+def mean_pairwise_cosine(unit_inputs: torch.Tensor, indices: torch.Tensor, max_elements: int = 2**24) -> torch.Tensor:
     """(M,) mean cosine similarity over the k(k−1) ordered pairs of each row's inputs.
 
     ``unit_inputs`` (N, D) are the inputs scaled to norm 1: the sum of all k² cosines is |Σ x_i|², so the mean over
@@ -58,14 +59,22 @@ def mean_pairwise_cosine(unit_inputs: torch.Tensor, indices: torch.Tensor, max_e
     per = max(1, max_elements // (k * unit_inputs.shape[1]))
     out = []
     for lo in range(0, m, per):
-        summed = unit_inputs[indices[lo:lo + per]].sum(dim=1)  # (m', D)
+        summed = unit_inputs[indices[lo : lo + per]].sum(dim=1)  # (m', D)
         out.append(((summed * summed).sum(dim=1) - k) / (k * (k - 1)))
     return torch.cat(out)
 
 
-def _layer_rows(net: LesionNetwork, x: torch.Tensor, labels: torch.Tensor, unit: torch.Tensor, n_classes: int,
-                subs: Sequence[SubClusterRef], sets: Sequence[Sequence[np.ndarray]], config: ExamplesConfig,
-                image_dir: Path | None) -> list[dict[str, Any]]:
+def _layer_rows(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    unit: torch.Tensor,
+    n_classes: int,
+    subs: Sequence[SubClusterRef],
+    sets: Sequence[Sequence[np.ndarray]],
+    config: ExamplesConfig,
+    image_dir: Path | None,
+) -> list[dict[str, Any]]:
     """The rows of one layer's sub-clusters ``subs``, each with its own set then its random ones in ``sets``."""
     acts = layer_activations(net, x, net.layer(subs[0].layer), config.batch_size)
     values, indices = top_examples(acts, [units for block in sets for units in block], config.k)  # (M, k)
@@ -80,25 +89,41 @@ def _layer_rows(net: LesionNetwork, x: torch.Tensor, labels: torch.Tensor, unit:
         ent = label_entropy[block]
         top = indices[j * m].cpu().tolist()
         top_labels = labels[indices[j * m]].cpu().tolist()
-        row = {"cluster": sub.cluster, "layer": sub.layer, "layer_name": sub.layer_name, "size": sub.size,
-               **against_random("entropy", ent, "less", config.ties),
-               "effect_entropy": effect(float(ent[1:].mean()), float(ent[0])),
-               **against_random("activation", activation[block], "greater", config.ties),
-               **against_random("similarity", similarity[block], "greater", config.ties),
-               "top_inputs": top, "top_labels": top_labels}
+        row = {
+            "cluster": sub.cluster,
+            "layer": sub.layer,
+            "layer_name": sub.layer_name,
+            "size": sub.size,
+            **against_random("entropy", ent, "less", config.ties),
+            "effect_entropy": effect(float(ent[1:].mean()), float(ent[0])),
+            **against_random("activation", activation[block], "greater", config.ties),
+            **against_random("similarity", similarity[block], "greater", config.ties),
+            "top_inputs": top,
+            "top_labels": top_labels,
+        }
         if image_dir is not None:
             path = image_dir / f"{slug(sub.layer_name)}_c{sub.cluster}.png"
-            title = (f"{sub.layer_name} cluster {sub.cluster}: top {config.k} inputs, labels "
-                     f"{' '.join(str(v) for v in top_labels)}")
+            title = (
+                f"{sub.layer_name} cluster {sub.cluster}: top {config.k} inputs, labels "
+                f"{' '.join(str(v) for v in top_labels)}"
+            )
             row["image"] = save_sheet(path, [x[t].numpy() for t in top], title, columns=8)
         rows.append(row)
     return rows
 
 
-def assess_examples(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_classes: int,
-                    subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
-                    config: ExamplesConfig | None = None, *, out_dir: str | Path | None = None,
-                    on_progress: Progress = no_progress) -> CoherenceResult:
+def assess_examples(
+    net: LesionNetwork,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    n_classes: int,
+    subclusters: Sequence[SubClusterRef],
+    pools: Mapping[int, np.ndarray],
+    config: ExamplesConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    on_progress: Progress = no_progress,
+) -> CoherenceResult:
     """Data-set-example coherence of sub-clusters against random same-size sets (methods.md §6).
 
     Parameters
@@ -130,13 +155,33 @@ def assess_examples(net: LesionNetwork, x: torch.Tensor, y: torch.Tensor, n_clas
     image_dir = Path(out_dir) / "examples" if out_dir is not None else None
     for done, layer_index in enumerate(layers, start=1):
         members = [i for i, sub in enumerate(subs) if sub.layer == layer_index]
-        rows.extend(_layer_rows(net, x, labels, unit, n_classes, [subs[i] for i in members],
-                                [all_sets[i] for i in members], config, image_dir))
+        rows.extend(
+            _layer_rows(
+                net,
+                x,
+                labels,
+                unit,
+                n_classes,
+                [subs[i] for i in members],
+                [all_sets[i] for i in members],
+                config,
+                image_dir,
+            )
+        )
         on_progress("examples", done, len(layers))
     rows.sort(key=lambda row: (row["layer"], row["cluster"]))
     network = summarise(rows, ("entropy", "activation", "similarity"), config.n_null, config.alpha)
     return CoherenceResult(
-        method="coherence_examples", dataset=config.dataset, split=config.split, n_inputs=int(x.shape[0]),
-        n_null=config.n_null, seed=config.random_state, device=str(net.device),
-        subclusters=[SubClusterCoherence(**row) for row in rows], skipped=skipped, **network,
-        image_dir=str(image_dir) if image_dir is not None else None, seconds=time.perf_counter() - start)
+        method="coherence_examples",
+        dataset=config.dataset,
+        split=config.split,
+        n_inputs=int(x.shape[0]),
+        n_null=config.n_null,
+        seed=config.random_state,
+        device=str(net.device),
+        subclusters=[SubClusterCoherence(**row) for row in rows],
+        skipped=skipped,
+        **network,
+        image_dir=str(image_dir) if image_dir is not None else None,
+        seconds=time.perf_counter() - start,
+    )

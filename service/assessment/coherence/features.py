@@ -36,7 +36,6 @@ _COLOR_SVD_SQRT = np.array([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.0
 _COLOR_CORRELATION = _COLOR_SVD_SQRT / np.max(np.linalg.norm(_COLOR_SVD_SQRT, axis=0))
 
 
-
 class Renderer:
     """Turns free parameters into inputs in [0, 1]: lucid's Fourier image or plain pixels, through a sigmoid."""
 
@@ -44,10 +43,11 @@ class Renderer:
         self.shape = shape
         image = len(shape) == 3
         kind = config.parameterization
-        self.fourier = (kind == "fourier" or (kind == "auto" and image))
+        self.fourier = kind == "fourier" or (kind == "auto" and image)
         if self.fourier and not image:
-            raise AssessmentInputError(f"parameterization='fourier' needs (C, H, W) inputs; the network reads {shape}. "
-                                       "Use 'pixel' or 'auto'.")
+            raise AssessmentInputError(
+                f"parameterization='fourier' needs (C, H, W) inputs; the network reads {shape}. Use 'pixel' or 'auto'."
+            )
         self.device = device
         if self.fourier:
             c, h, w = shape
@@ -57,8 +57,7 @@ class Renderer:
             scale = 1.0 / np.maximum(freqs, 1.0 / max(h, w)) * math.sqrt(h * w)  # decay power 1, as lucid
             self.scale = torch.tensor(scale, dtype=torch.float32, device=device)
             self.param_shape: tuple[int, ...] = (c, h, w // 2 + 1, 2)
-            self.color = (torch.tensor(_COLOR_CORRELATION, device=device)
-                          if (c == 3 and config.decorrelate) else None)
+            self.color = torch.tensor(_COLOR_CORRELATION, device=device) if (c == 3 and config.decorrelate) else None
         else:
             self.param_shape = (int(np.prod(shape)),)
             self.color = None
@@ -94,7 +93,7 @@ def _transform(x: torch.Tensor, config: FeatureConfig, generator: torch.Generato
                 sh, sw = scaled.shape[-2:]
                 if sh >= h:  # crop the centre
                     top, left = (sh - h) // 2, (sw - w) // 2
-                    x = scaled[..., top:top + h, left:left + w]
+                    x = scaled[..., top : top + h, left : left + w]
                 else:  # pad back to size
                     top, left = (h - sh) // 2, (w - sw) // 2
                     x = F.pad(scaled, (left, w - sw - left, top, h - sh - top), mode="replicate")
@@ -105,8 +104,9 @@ def _channel_means(value: torch.Tensor) -> torch.Tensor:
     return value.mean(dim=tuple(range(2, value.dim()))) if value.dim() > 2 else value
 
 
-def render_sets(net: LesionNetwork, layer: LayerPoint, sets: Sequence[np.ndarray], config: FeatureConfig,
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def render_sets(
+    net: LesionNetwork, layer: LayerPoint, sets: Sequence[np.ndarray], config: FeatureConfig, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Optimise one input per set of ``layer``'s units, all in one batch.
 
     Returns
@@ -142,31 +142,53 @@ def _batches(subs: Sequence[SubClusterRef], m: int, max_images: int) -> list[tup
     for i, sub in enumerate(subs):
         by_layer.setdefault(sub.layer, []).append(i)
     per_batch = max(1, max_images // m)
-    return [(layer, members[lo:lo + per_batch])
-            for layer, members in by_layer.items() for lo in range(0, len(members), per_batch)]
+    return [
+        (layer, members[lo : lo + per_batch])
+        for layer, members in by_layer.items()
+        for lo in range(0, len(members), per_batch)
+    ]
 
 
-def _feature_row(sub: SubClusterRef, objective: np.ndarray, entropy: np.ndarray, inputs: torch.Tensor,
-                 config: FeatureConfig, image_dir: Path | None) -> dict[str, Any]:
+def _feature_row(
+    sub: SubClusterRef,
+    objective: np.ndarray,
+    entropy: np.ndarray,
+    inputs: torch.Tensor,
+    config: FeatureConfig,
+    image_dir: Path | None,
+) -> dict[str, Any]:
     """One sub-cluster's statistics (index 0: its own set, then its random ones), its images saved when asked."""
-    row = {"cluster": sub.cluster, "layer": sub.layer, "layer_name": sub.layer_name, "size": sub.size,
-           **against_random("entropy", entropy, "less", config.ties),
-           "effect_entropy": effect(float(entropy[1:].mean()), float(entropy[0])),
-           **against_random("activation", objective, "greater", config.ties)}
+    row = {
+        "cluster": sub.cluster,
+        "layer": sub.layer,
+        "layer_name": sub.layer_name,
+        "size": sub.size,
+        **against_random("entropy", entropy, "less", config.ties),
+        "effect_entropy": effect(float(entropy[1:].mean()), float(entropy[0])),
+        **against_random("activation", objective, "greater", config.ties),
+    }
     if image_dir is not None:
         stem = image_dir / f"{slug(sub.layer_name)}_c{sub.cluster}"
         stem.parent.mkdir(parents=True, exist_ok=True)
         np.save(stem.with_suffix(".npy"), inputs.numpy())
-        shown = inputs[:1 + config.save_random].numpy()
-        title = (f"{sub.layer_name} cluster {sub.cluster} (objective {objective[0]:.3g}), then "
-                 f"{len(shown) - 1} random sets ({', '.join(f'{v:.3g}' for v in objective[1:len(shown)])})")
+        shown = inputs[: 1 + config.save_random].numpy()
+        title = (
+            f"{sub.layer_name} cluster {sub.cluster} (objective {objective[0]:.3g}), then "
+            f"{len(shown) - 1} random sets ({', '.join(f'{v:.3g}' for v in objective[1 : len(shown)])})"
+        )
         row["image"] = save_sheet(stem.with_suffix(".png"), shown, title, columns=len(shown))
     return row
 
 
-def assess_features(net: LesionNetwork, subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray],
-                    config: FeatureConfig | None = None, *, out_dir: str | Path | None = None,
-                    on_progress: Progress = no_progress) -> CoherenceResult:
+def assess_features(
+    net: LesionNetwork,
+    subclusters: Sequence[SubClusterRef],
+    pools: Mapping[int, np.ndarray],
+    config: FeatureConfig | None = None,
+    *,
+    out_dir: str | Path | None = None,
+    on_progress: Progress = no_progress,
+) -> CoherenceResult:
     """Feature-visualisation coherence of sub-clusters against random same-size sets (methods.md §6).
 
     Parameters
@@ -198,15 +220,22 @@ def assess_features(net: LesionNetwork, subclusters: Sequence[SubClusterRef], po
         sets = [units for i in members for units in all_sets[i]]
         x, obj, ent = render_sets(net, net.layer(layer_index), sets, config, generator)
         for j, i in enumerate(members):
-            objective[i] = obj[j * m:(j + 1) * m].numpy()
-            entropy[i] = ent[j * m:(j + 1) * m].numpy()
-            inputs[i] = x[j * m:(j + 1) * m]
+            objective[i] = obj[j * m : (j + 1) * m].numpy()
+            entropy[i] = ent[j * m : (j + 1) * m].numpy()
+            inputs[i] = x[j * m : (j + 1) * m]
         done += config.steps + 1
         on_progress("features", done, total)
     image_dir = Path(out_dir) / "features" if out_dir is not None else None
     rows = [_feature_row(sub, objective[i], entropy[i], inputs[i], config, image_dir) for i, sub in enumerate(subs)]
     network = summarise(rows, ("entropy", "activation"), config.n_null, config.alpha)
     return CoherenceResult(
-        method="coherence_features", n_null=config.n_null, seed=config.random_state, device=str(net.device),
-        subclusters=[SubClusterCoherence(**row) for row in rows], skipped=skipped, **network,
-        image_dir=str(image_dir) if image_dir is not None else None, seconds=time.perf_counter() - start)
+        method="coherence_features",
+        n_null=config.n_null,
+        seed=config.random_state,
+        device=str(net.device),
+        subclusters=[SubClusterCoherence(**row) for row in rows],
+        skipped=skipped,
+        **network,
+        image_dir=str(image_dir) if image_dir is not None else None,
+        seconds=time.perf_counter() - start,
+    )

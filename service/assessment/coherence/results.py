@@ -62,7 +62,7 @@ class ExamplesConfig(CoherenceConfig):
     n_null: int = Field(default=100, ge=1)
     k: int = Field(default=32, ge=2)  # top inputs per set
     batch_size: int = Field(default=1000, ge=1)
-    max_elements: int = Field(default=2 ** 24, ge=1)  # bounds the (k, sets, input) block of the similarity
+    max_elements: int = Field(default=2**24, ge=1)  # bounds the (k, sets, input) block of the similarity
 
 
 class SubClusterCoherence(BaseModel):
@@ -148,8 +148,9 @@ def qualifying(subclusters: Sequence[SubClusterRef], config: CoherenceConfig) ->
     return keep, skipped
 
 
-def subcluster_sets(subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray], n_null: int,
-                    seed: int) -> list[list[np.ndarray]]:
+def subcluster_sets(
+    subclusters: Sequence[SubClusterRef], pools: Mapping[int, np.ndarray], n_null: int, seed: int
+) -> list[list[np.ndarray]]:
     """Per sub-cluster: its units, then n_null random same-size sets of its layer."""
     out = []
     for sub, rng in zip(subclusters, subcluster_generators(seed, len(subclusters))):
@@ -169,8 +170,11 @@ def selection_weights(sets: Sequence[np.ndarray], size: int, device: torch.devic
 def against_random(name: str, values: np.ndarray, direction: Direction, ties: Ties) -> dict[str, float]:
     """A statistic of the sub-cluster (``values[0]``) against its random sets (``values[1:]``): the value, the
     random sets' mean and the percentile p-value (``"less"``: lower than random is coherent)."""
-    return {name: float(values[0]), f"null_{name}_mean": float(values[1:].mean()),
-            f"p_{name}": float(empirical_pvalues([values[0]], [values[1:]], direction, ties)[0])}
+    return {
+        name: float(values[0]),
+        f"null_{name}_mean": float(values[1:].mean()),
+        f"p_{name}": float(empirical_pvalues([values[0]], [values[1:]], direction, ties)[0]),
+    }
 
 
 def summarise(rows: list[dict[str, Any]], names: Sequence[str], n_null: int, alpha: float) -> dict[str, Any]:
@@ -196,8 +200,7 @@ def summarise(rows: list[dict[str, Any]], names: Sequence[str], n_null: int, alp
     network["n_coherent"] = sum(row["p_adjusted"] < alpha for row in rows)
     network["alpha"] = alpha
     network["effect_entropy"] = finite_mean([row["effect_entropy"] for row in rows])
-    network["effect_activation"] = finite_mean([effect(row["null_activation_mean"], row["activation"])
-                                                for row in rows])
+    network["effect_activation"] = finite_mean([effect(row["null_activation_mean"], row["activation"]) for row in rows])
     return network
 
 

@@ -49,13 +49,18 @@ def save_sheet(path: Path, inputs: Sequence[np.ndarray] | np.ndarray, title: str
         lo, hi = float(np.min(image)), float(np.max(image))
         shown: np.ndarray = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
         r, c = divmod(i, columns)
-        mosaic[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = shown.reshape(h, w, channels)
+        mosaic[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = shown.reshape(h, w, channels)
     scale = max(1.0, 160.0 / (h + pad))  # at least ~160 px per row of inputs
     figure = Figure(figsize=(max(3.0, mosaic.shape[1] * scale / 100), mosaic.shape[0] * scale / 100 + 0.4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_axes((0, 0, 1, mosaic.shape[0] * scale / 100 / figure.get_figheight()))
-    axes.imshow(mosaic[..., 0] if channels == 1 else mosaic, cmap="gray" if channels == 1 else None,
-                interpolation="nearest", vmin=0, vmax=1)
+    axes.imshow(
+        mosaic[..., 0] if channels == 1 else mosaic,
+        cmap="gray" if channels == 1 else None,
+        interpolation="nearest",
+        vmin=0,
+        vmax=1,
+    )
     axes.axis("off")
     figure.suptitle(title, fontsize=8, y=0.99)
     path.parent.mkdir(parents=True, exist_ok=True)
