@@ -199,69 +199,75 @@ class _Translator:
         base = StepFields(
             out=node.name, inputs=inputs, shape=tuple(int(d) for d in val.shape[1:]), path=path, type_name=type_name
         )
-        arg, tensor, weight_of = self._arg, self._tensor, self._weight
+        if packet in (aten.linear, aten.addmm, aten.mm):
+            return self._linear_step(node, packet, base)
+        if packet in (aten.conv2d, aten.convolution):
+            return self._conv_step(node, packet, base)
+        if packet is aten.batch_norm or tuple_kind == "batch_norm":
+            return self._batch_norm_step(node, packet, base)
+        if tuple_kind is not None:
+            return Step(kind=tuple_kind, **base)
+        return self._elementwise_step(node, packet, base)
 
+    def _linear_step(self, node: fx.Node, packet: Any, base: StepFields) -> Step:
+        arg, tensor, weight_of = self._arg, self._tensor, self._weight
+        path, type_name = base["path"], base["type_name"]
         if packet is aten.linear:
             return Step(
                 kind="linear", name=self._layer_name(node, 1), weight=weight_of(node, 1), bias=tensor(node, 2), **base
             )
-        if packet in (aten.addmm, aten.mm):  # decomposed linear: addmm(b, x, W.T), mm(x, W.T)
-            offset = 1 if packet is aten.addmm else 0
-            if arg(node, 3 + offset, default=1) != 1 or arg(node, 4 + offset, default=1) != 1:
-                raise UnsupportedLayerError(path, type_name, f"calls {node.target} with beta/alpha other than 1")
-            if node.args[offset] not in self.value_of:
-                raise UnsupportedLayerError(path, type_name, f"calls {node.target} with the input on the right")
-            weight = weight_of(node, offset + 1).T
-            bias = tensor(node, 0) if packet is aten.addmm else None
-            return Step(kind="linear", name=self._layer_name(node, offset + 1), weight=weight, bias=bias, **base)
+        # decomposed linear: addmm(b, x, W.T), mm(x, W.T)
+        offset = 1 if packet is aten.addmm else 0
+        if arg(node, 3 + offset, default=1) != 1 or arg(node, 4 + offset, default=1) != 1:
+            raise UnsupportedLayerError(path, type_name, f"calls {node.target} with beta/alpha other than 1")
+        if node.args[offset] not in self.value_of:
+            raise UnsupportedLayerError(path, type_name, f"calls {node.target} with the input on the right")
+        weight = weight_of(node, offset + 1).T
+        bias = tensor(node, 0) if packet is aten.addmm else None
+        return Step(kind="linear", name=self._layer_name(node, offset + 1), weight=weight, bias=bias, **base)
+
+    def _conv_step(self, node: fx.Node, packet: Any, base: StepFields) -> Step:
+        arg, tensor, weight_of = self._arg, self._tensor, self._weight
         if packet is aten.conv2d:  # conv2d(x, w, b, stride, padding, dilation, groups)
-            return Step(
-                kind="conv",
-                name=self._layer_name(node, 1),
-                weight=weight_of(node, 1),
-                bias=tensor(node, 2),
-                groups=int(arg(node, 6, default=1)),
-                **base,
-            )
-        if packet is aten.convolution:  # convolution(x, w, b, stride, padding, dilation, transposed, out_pad, groups)
+            groups, weight = int(arg(node, 6, default=1)), weight_of(node, 1)
+        else:  # convolution(x, w, b, stride, padding, dilation, transposed, out_pad, groups)
             weight = weight_of(node, 1)
             if arg(node, 6) or weight.dim() != 4:
                 raise UnsupportedLayerError(
-                    path,
-                    type_name,
+                    base["path"],
+                    base["type_name"],
                     f"calls {node.target} as a transposed or non-2-D convolution, which is not supported",
                 )
-            return Step(
-                kind="conv",
-                name=self._layer_name(node, 1),
-                weight=weight,
-                bias=tensor(node, 2),
-                groups=int(arg(node, 8)),
-                **base,
+            groups = int(arg(node, 8))
+        return Step(
+            kind="conv", name=self._layer_name(node, 1), weight=weight, bias=tensor(node, 2), groups=groups, **base
+        )
+
+    def _batch_norm_step(self, node: fx.Node, packet: Any, base: StepFields) -> Step:
+        # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
+        # _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)
+        arg, tensor = self._arg, self._tensor
+        eps = arg(node, 7) if packet is aten.batch_norm else arg(node, 6)
+        mean, var = tensor(node, 3), tensor(node, 4)
+        if mean is None or var is None:
+            raise UnsupportedLayerError(
+                base["path"],
+                base["type_name"],
+                "normalises without running statistics",
+                hint="Without them there is no fixed affine map to fold",
             )
-        if packet is aten.batch_norm or tuple_kind == "batch_norm":
-            # batch_norm(x, w, b, mean, var, training, momentum, eps, cudnn)
-            # _native_batch_norm_legit_no_training(x, w, b, mean, var, momentum, eps)
-            eps = arg(node, 7) if packet is aten.batch_norm else arg(node, 6)
-            mean, var = tensor(node, 3), tensor(node, 4)
-            if mean is None or var is None:
-                raise UnsupportedLayerError(
-                    path,
-                    type_name,
-                    "normalises without running statistics",
-                    hint="Without them there is no fixed affine map to fold",
-                )
-            bn = BatchNormParams(
-                path=path,
-                running_mean=mean,
-                running_var=var,
-                eps=float(eps),
-                weight=tensor(node, 1),
-                bias=tensor(node, 2),
-            )
-            return Step(kind="batch_norm", bn=bn, **base)
-        if tuple_kind is not None:
-            return Step(kind=tuple_kind, **base)
+        bn = BatchNormParams(
+            path=base["path"],
+            running_mean=mean,
+            running_var=var,
+            eps=float(eps),
+            weight=tensor(node, 1),
+            bias=tensor(node, 2),
+        )
+        return Step(kind="batch_norm", bn=bn, **base)
+
+    def _elementwise_step(self, node: fx.Node, packet: Any, base: StepFields) -> Step:
+        path, type_name = base["path"], base["type_name"]
         if packet in _ELEMENTWISE:
             return Step(kind="elementwise", **self._single(node, base))
         if packet in _POOL:
@@ -269,7 +275,7 @@ class _Translator:
         if packet in _RESHAPE:
             return Step(kind="reshape", **self._single(node, base))
         if packet in (aten.add, aten.add_):
-            if arg(node, 2, "alpha", 1) != 1:
+            if self._arg(node, 2, "alpha", 1) != 1:
                 raise UnsupportedLayerError(path, type_name, f"calls {node.target} with alpha other than 1")
             return Step(kind="add", **base)
         if packet is aten.mean and node.target is aten.mean.dim:
