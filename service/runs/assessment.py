@@ -25,12 +25,11 @@ from neuronmap.service.assessment.coherence import (
     assess_features,
 )
 from neuronmap.service.assessment.common import Progress, load_split, no_progress
+from neuronmap.service.assessment.double_lesion import DoubleLesionResult, assess_double_lesion
 from neuronmap.service.assessment.importance import (
-    DoubleLesionResult,
     ImportanceConfig,
     ImportanceResult,
     SubClusterImportance,
-    assess_double_lesion,
     assess_importance,
 )
 from neuronmap.service.assessment.layout import PartitionLayout

@@ -15,7 +15,8 @@ from torch import nn
 from neuronmap.examples.nets import digits_cnn, digits_mlp, residual_mlp
 from neuronmap.loaders.datasets import load_dataset
 from neuronmap.service.assessment.common import load_split
-from neuronmap.service.assessment.importance import ImportanceConfig, assess_double_lesion, assess_importance
+from neuronmap.service.assessment.double_lesion import assess_double_lesion
+from neuronmap.service.assessment.importance import ImportanceConfig, assess_importance
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import (
     draw_random_sets,
