@@ -84,7 +84,8 @@ def adjust_pvalues(pvalues: object, method: PValueAdjustment = "bh") -> np.ndarr
     ----------
     pvalues : array-like of shape (m,)
     method : {"bh", "bonferroni"}, default "bh"
-        Benjamini–Hochberg step-up false discovery rate, or Bonferroni family-wise.
+        Benjamini–Hochberg step-up false discovery rate (``scipy.stats.false_discovery_control``), or Bonferroni
+        family-wise.
 
     Returns
     -------
@@ -97,12 +98,11 @@ def adjust_pvalues(pvalues: object, method: PValueAdjustment = "bh") -> np.ndarr
     if method == "bonferroni":
         return np.minimum(p * m, 1.0)
     if method == "bh":
-        order = np.argsort(p)
-        scaled = p[order] * m / np.arange(1, m + 1)
-        scaled = np.minimum.accumulate(scaled[::-1])[::-1]  # step-up: enforce monotonicity from the top
-        out = np.empty(m)
-        out[order] = np.minimum(scaled, 1.0)
-        return out
+        if m == 0:
+            return np.empty(0)
+        from scipy.stats import false_discovery_control
+
+        return np.minimum(np.asarray(false_discovery_control(p, method="bh"), dtype=np.float64), 1.0)
     raise ClusteringInputError(f"method must be 'bh' or 'bonferroni', got {method!r}.")
 
 
