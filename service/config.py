@@ -21,6 +21,7 @@ _ENV = {
     "local_pagecache": "NEURONMAP_NEO4J_PAGECACHE",
     "device": "NEURONMAP_DEVICE",
     "batch_size": "NEURONMAP_BATCH_SIZE",
+    "native_kernels": "NEURONMAP_NATIVE_KERNELS",
 }
 
 
@@ -45,6 +46,9 @@ class Settings(BaseModel):
     local_pagecache: str = Field(default="512m", pattern=r"^\d+[kmg]$")
     device: DeviceName = "auto"
     batch_size: int = Field(default=10_000, ge=1, le=1_000_000)  # edges per write transaction
+    # Build and use the runtime-compiled C lesion kernels where the machine allows (a C compiler, AVX-512); 0 turns
+    # them off and lesions run on torch only.
+    native_kernels: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

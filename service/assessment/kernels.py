@@ -4,8 +4,10 @@ with ctypes.
 They fuse what the torch path of a lesioned MLP tail does in separate passes (gather, batched product, ReLU, last
 Linear, argmax, class counts) and skip a ReLU layer's zeros; with AMX, one more hidden Linear runs in bfloat16 parts
 with a certified error bound (``DeepHidden``). An accelerator only: where they cannot be built, ``lesion_kernels()``
-returns None and the torch path runs. The build is cached per source, compiler and CPU (``-march=native``) under
-neuronmap's home, written atomically, so concurrent first uses do not see half a library.
+returns None and the torch path runs; ``NEURONMAP_NATIVE_KERNELS=0`` (``Settings.native_kernels``) turns them off. They
+need a C compiler on PATH (cc, gcc or clang) and a CPU with AVX-512; AMX (bfloat16 tiles) adds the deeper kernel. The
+build is cached per source, compiler and CPU (``-march=native``) under neuronmap's home, written atomically, so
+concurrent first uses do not see half a library.
 """
 
 from __future__ import annotations
@@ -66,7 +68,12 @@ def _build(source: Path, target: Path, compiler: str) -> None:
 
 @lru_cache(maxsize=1)
 def lesion_kernels(cache_dir: Path | None = None) -> LesionKernels | None:
-    """The compiled kernels, or None where they cannot be built here (the caller uses torch instead)."""
+    """The compiled kernels, or None where they cannot be built here or are turned off with
+    ``NEURONMAP_NATIVE_KERNELS=0`` (the caller uses torch instead)."""
+    settings = Settings.from_env()
+    if not settings.native_kernels:
+        log.debug("NEURONMAP_NATIVE_KERNELS=0: lesions run on torch only")
+        return None
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         log.debug("no C compiler on PATH: lesions run on torch only")
@@ -81,7 +88,7 @@ def lesion_kernels(cache_dir: Path | None = None) -> LesionKernels | None:
                     for s in (source.read_bytes(), version, " ".join(_FLAGS), _cpu_signature())
                 )
             ).hexdigest()[:16]
-            target = (cache_dir or Settings.from_env().home / "kernels") / f"lesion_kernels-{key}.so"
+            target = (cache_dir or settings.home / "kernels") / f"lesion_kernels-{key}.so"
             if not target.exists():
                 _build(source, target, compiler)
         library = ctypes.CDLL(str(target))

@@ -18,6 +18,7 @@ from neuronmap.service.assessment.lesion import (
     padded_indices,
 )
 from neuronmap.service.assessment.network import LesionNetwork
+from neuronmap.service.config import Settings
 
 KERNELS = native.lesion_kernels()
 needs_kernels = pytest.mark.skipif(KERNELS is None, reason="no C compiler or no AVX-512 here: torch paths only")
@@ -113,6 +114,23 @@ def test_the_build_is_cached_and_a_missing_compiler_falls_back_to_torch(tmp_path
     assert files[0].stat().st_mtime_ns == stamp  # loaded from the cache, not rebuilt
     monkeypatch.setattr(native.shutil, "which", lambda name: None)
     assert native.lesion_kernels.__wrapped__(tmp_path / "elsewhere") is None
+
+
+def test_the_kernels_can_be_turned_off_by_a_setting(tmp_path, monkeypatch):
+    assert Settings.from_env({}).native_kernels is True
+    assert Settings.from_env({"NEURONMAP_NATIVE_KERNELS": "0"}).native_kernels is False
+
+    def no_compiler(*args, **kwargs):
+        raise AssertionError("the compiler ran although the kernels are turned off")
+
+    monkeypatch.setenv("NEURONMAP_NATIVE_KERNELS", "0")
+    monkeypatch.setattr(native.shutil, "which", lambda name: "/usr/bin/cc")
+    monkeypatch.setattr(native.subprocess, "run", no_compiler)
+    assert native.lesion_kernels.__wrapped__(tmp_path) is None
+    assert not list(tmp_path.iterdir())  # nothing was built
+    monkeypatch.setenv("NEURONMAP_NATIVE_KERNELS", "1")
+    with pytest.raises(AssertionError, match="the compiler ran"):  # on again: the build is attempted
+        native.lesion_kernels.__wrapped__(tmp_path)
 
 
 def test_lesions_run_on_torch_when_the_kernels_are_unavailable(monkeypatch):
