@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from neuronmap.options import LesionMethod
-from neuronmap.service.assessment.network import LayerPoint, LesionNetwork, prepare_inputs
+from neuronmap.service.assessment.layer_plan import LayerPoint
+from neuronmap.service.assessment.network import LesionNetwork, prepare_inputs
 from neuronmap.service.assessment.tails import DeltaPlan, LesionBuffers, pad_columns
 from neuronmap.service.errors import AssessmentInputError
 

@@ -26,8 +26,9 @@ from neuronmap.service.assessment.coherence.results import (
 )
 from neuronmap.service.assessment.coherence.sheets import save_sheet, slug
 from neuronmap.service.assessment.common import Progress, no_progress
+from neuronmap.service.assessment.layer_plan import LayerPoint
 from neuronmap.service.assessment.layout import SubClusterRef
-from neuronmap.service.assessment.network import LayerPoint, LesionNetwork, prepare_inputs
+from neuronmap.service.assessment.network import LesionNetwork, prepare_inputs
 from neuronmap.service.errors import AssessmentInputError
 from neuronmap.service.stats import entropy_nats
 

@@ -27,8 +27,9 @@ from neuronmap.service.assessment.coherence.results import (
 )
 from neuronmap.service.assessment.coherence.sheets import save_sheet, slug
 from neuronmap.service.assessment.common import Progress, no_progress
+from neuronmap.service.assessment.layer_plan import LayerPoint
 from neuronmap.service.assessment.layout import SubClusterRef
-from neuronmap.service.assessment.network import LayerPoint, LesionNetwork
+from neuronmap.service.assessment.network import LesionNetwork
 from neuronmap.service.errors import AssessmentInputError
 
 # lucid's colour decorrelation (the square root of ImageNet's colour covariance), columns normalised to max norm 1.
