@@ -7,14 +7,11 @@ the device, and a sample's stream does not depend on how many were drawn before 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import torch
 
 from neuronmap.errors import DeviceError, SeedError
 
-DeviceName = Literal["auto", "cpu", "cuda"]
 RandomState = int | np.random.SeedSequence | None
 
 
