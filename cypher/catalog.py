@@ -1,13 +1,16 @@
 """Every Cypher statement of neuronmap, parsed once from the named ``.cypher`` files under ``queries/``.
 
 The path is the name (``queries/ingest/create_edges.cypher`` is ``ingest.create_edges``). The leading ``//``
-comment is the query's typed header: a summary, then ``mode``, ``param NAME: TYPE [= DEFAULT]`` and ``returns``
-lines, which the runner and the CLI rely on (docs/architecture.md shows one).
+comment is the query's typed header: a summary, then ``mode``, ``param NAME: TYPE [= DEFAULT] [(BOUNDS)]`` and
+``returns`` lines, which the runner and the CLI rely on (docs/architecture.md shows one). Bounds are inclusive, for
+int and float parameters: ``(>= 1)``, ``(<= 100)``, ``(>= 1, <= 100)`` or ``(1..100)``; every int must also fit the
+64 bits of a Cypher INTEGER.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from importlib import resources
 from typing import Any, Literal
@@ -27,10 +30,19 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "map": (dict,),
     "any": (object,),
 }
-_PARAM = re.compile(r"^param\s+(\w+)\s*:\s*([\w\[\], ]+?)(?:\s*=\s*(\S+))?(?:\s{2,}(.*))?$")
+_PARAM = re.compile(
+    r"^param\s+(\w+)\s*:\s*([\w\[\], ]+?)"  # name: type
+    r"(?:\s*=\s*([^\s(]+))?"  # = default
+    r"(?:\s*\(([^)]*)\))?"  # (bounds): >= 1, <= 100, or 1..100
+    r"(?:\s{2,}(.*))?$"  # two spaces, then what it means
+)
+_BOUND = re.compile(r"^(?:(>=|<=)\s*(-?[\d.e+]+)|(-?[\d.e+]+)\s*\.\.\s*(-?[\d.e+]+))$")
+INT64 = (-(2**63), 2**63 - 1)  # what a Cypher INTEGER holds; the driver cannot send a larger Python int
 
 
 class QueryParam(BaseModel):
+    """One ``param NAME: TYPE [= DEFAULT] [(BOUNDS)]  doc`` line of a query's header."""
+
     model_config = ConfigDict(frozen=True)
 
     name: str
@@ -38,35 +50,79 @@ class QueryParam(BaseModel):
     default: Any = None
     has_default: bool = False
     doc: str = ""
+    minimum: int | float | None = None  # inclusive bounds, from "(>= 1)", "(<= 100)" or "(1..100)"
+    maximum: int | float | None = None
+    query: str = ""  # the query this parameter belongs to, so a bad value's error can name it
+
+    @property
+    def base(self) -> str:
+        return self.type.split("[", 1)[0].strip()
+
+    @property
+    def bounds(self) -> str:
+        """The bounds as the header spells them ("" when unbounded)."""
+        if self.minimum is not None and self.maximum is not None:
+            return f"{self.minimum}..{self.maximum}"
+        if self.minimum is not None:
+            return f">= {self.minimum}"
+        if self.maximum is not None:
+            return f"<= {self.maximum}"
+        return ""
+
+    def describe(self) -> str:
+        """``limit: int = 50 (>= 1)``: the parameter as its header line declares it."""
+        default = f" = {'null' if self.default is None else self.default}" if self.has_default else ""
+        bounds = f" ({self.bounds})" if self.bounds else ""
+        return f"{self.name}: {self.type}{default}{bounds}"
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` does not fit this parameter's type and bounds, or None when it does."""
+        if value is None:
+            if self.has_default and self.default is None:
+                return None
+            return f"{self.name} must be {self.type}, got null"
+        if (self.base == "int" and isinstance(value, bool)) or not isinstance(value, _TYPES.get(self.base, (object,))):
+            return f"{self.name} must be {self.type}, got {type(value).__name__} {value!r:.40}"
+        if self.base == "int" and isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
+            return f"{self.name} must be an integer of 64 bits (-2^63 to 2^63-1), got {value}"
+        if self.base in ("int", "float") and isinstance(value, int | float):
+            low_ok = self.minimum is None or value >= self.minimum
+            high_ok = self.maximum is None or value <= self.maximum
+            if not (low_ok and high_ok):
+                return f"{self.name} must be {self.bounds}, got {value}"
+        return None
 
     def accepts(self, value: Any) -> bool:
-        base = self.type.split("[", 1)[0].strip()
-        if value is None:
-            return self.has_default and self.default is None
-        if base in ("int",) and isinstance(value, bool):
-            return False
-        return isinstance(value, _TYPES.get(base, (object,)))
+        return self.problem(value) is None
 
     def cast(self, text: str) -> Any:
-        """Turn a command-line string into this parameter's type (for `query run -p NAME VALUE`)."""
-        base = self.type.split("[", 1)[0].strip()
-        try:
-            if base == "int":
-                return int(text)
-            if base == "float":
-                return float(text)
-            if base == "bool":
-                if text.lower() in ("true", "1", "yes"):
-                    return True
-                if text.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(text)
-            if base in ("list", "map"):
-                import json
+        """Turn a command-line string into this parameter's type (for `query NAME -p NAME VALUE`).
 
-                return json.loads(text)
-        except ValueError as error:
-            raise QueryParameterError("?", wrong_type=[f"{self.name} must be {self.type}, got {text!r}"]) from error
+        Raises QueryParameterError, naming the query, when the text is not of the type or outside the bounds.
+        """
+        try:
+            value = self._convert(text)
+        except ValueError:
+            raise QueryParameterError(
+                self.query or "?", wrong_type=[f"{self.name} must be {self.type}, got {text!r:.40}"]
+            ) from None
+        if (problem := self.problem(value)) is not None:
+            raise QueryParameterError(self.query or "?", wrong_type=[problem])
+        return value
+
+    def _convert(self, text: str) -> Any:
+        if self.base == "int":
+            return int(text)
+        if self.base == "float":
+            return float(text)
+        if self.base == "bool":
+            if text.lower() in ("true", "1", "yes"):
+                return True
+            if text.lower() in ("false", "0", "no"):
+                return False
+            raise ValueError(text)
+        if self.base in ("list", "map"):
+            return json.loads(text)  # a JSONDecodeError is a ValueError
         return text
 
 
@@ -86,11 +142,7 @@ class NamedQuery(BaseModel):
         declared = {p.name: p for p in self.params}
         missing = [p.name for p in self.params if p.name not in params and not p.has_default]
         unexpected = [k for k in params if k not in declared]
-        wrong = [
-            f"{k} must be {declared[k].type}, got {type(v).__name__} {v!r:.40}"
-            for k, v in params.items()
-            if k in declared and not declared[k].accepts(v)
-        ]
+        wrong = [problem for k, v in params.items() if k in declared and (problem := declared[k].problem(v))]
         if missing or unexpected or wrong:
             raise QueryParameterError(self.name, missing, unexpected, wrong)
         full = {p.name: p.default for p in self.params if p.has_default}
@@ -113,6 +165,53 @@ def _parse_default(raw: str | None) -> tuple[Any, bool]:
     return raw.strip("'\""), True
 
 
+def _param(query: str, line: str, match: re.Match[str]) -> QueryParam:
+    kind = match.group(2).strip()
+    default, has_default = _parse_default(match.group(3))
+    minimum, maximum = _parse_bounds(query, line, kind, match.group(4))
+    param = QueryParam(
+        name=match.group(1),
+        type=kind,
+        default=default,
+        has_default=has_default,
+        doc=(match.group(5) or "").strip(),
+        minimum=minimum,
+        maximum=maximum,
+        query=query,
+    )
+    if has_default and default is not None and (problem := param.problem(default)):
+        raise QueryHeaderError(f"Query {query!r}: the default in {line!r} does not fit: {problem}.")
+    return param
+
+
+def _parse_bounds(query: str, line: str, kind: str, raw: str | None) -> tuple[Any, Any]:
+    """``(>= 1)``, ``(<= 100)``, ``(>= 1, <= 100)`` or ``(1..100)``: inclusive bounds of an int or float."""
+    if raw is None:
+        return None, None
+    number = int if kind == "int" else float
+    if kind not in ("int", "float"):
+        raise QueryHeaderError(f"Query {query!r}: only int and float parameters take bounds, in {line!r}.")
+    minimum = maximum = None
+    try:
+        for part in raw.split(","):
+            bound = _BOUND.match(part.strip())
+            if bound is None:
+                raise ValueError(part)
+            if bound.group(1) == ">=":
+                minimum = number(bound.group(2))
+            elif bound.group(1) == "<=":
+                maximum = number(bound.group(2))
+            else:
+                minimum, maximum = number(bound.group(3)), number(bound.group(4))
+    except ValueError:
+        raise QueryHeaderError(
+            f"Query {query!r}: cannot read the bounds in {line!r}; write (>= 1), (<= 100), (>= 1, <= 100) or (1..100)."
+        ) from None
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise QueryHeaderError(f"Query {query!r}: empty bounds in {line!r}.")
+    return minimum, maximum
+
+
 def parse(name: str, source: str) -> NamedQuery:
     """Parse one .cypher file's header and body."""
     header: list[str] = []
@@ -130,16 +229,7 @@ def parse(name: str, source: str) -> NamedQuery:
             match = _PARAM.match(line)
             if not match:
                 raise QueryHeaderError(f"Query {name!r}: cannot read header line {line!r}.")
-            default, has_default = _parse_default(match.group(3))
-            params.append(
-                QueryParam(
-                    name=match.group(1),
-                    type=match.group(2).strip(),
-                    default=default,
-                    has_default=has_default,
-                    doc=(match.group(4) or "").strip(),
-                )
-            )
+            params.append(_param(name, line, match))
         elif line.startswith("returns:"):
             returns = line.split(":", 1)[1].strip()
         elif mode is None:

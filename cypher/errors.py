@@ -35,10 +35,11 @@ class QueryParameterError(CypherError, ValueError):
             parts.append(f"unexpected {', '.join(unexpected)}")
         if wrong_type := list(wrong_type):
             parts.append("; ".join(wrong_type))
-        super().__init__(
-            f"Query {name!r} got bad parameters: {'; '.join(parts)}. "
-            f"`neuronmap query --show {name}` lists what it takes."
-        )
+        if name.startswith("library."):
+            hint = f"`neuronmap query {name.removeprefix('library.').replace('_', '-')} --show` lists what it takes."
+        else:
+            hint = f"Its header in cypher/queries/{name.replace('.', '/')}.cypher lists what it takes."
+        super().__init__(f"Query {name!r} got bad parameters: {'; '.join(parts)}. {hint}")
         self.name = name
 
 

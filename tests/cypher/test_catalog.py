@@ -77,3 +77,58 @@ def test_no_cypher_lives_outside_the_cypher_package():
         if pattern.search(p.read_text())
     ]
     assert offenders == []
+
+
+def test_integer_parameters_keep_to_their_bounds_and_to_64_bits():
+    query = catalog.parse(
+        "t.bounded",
+        "// Bounded.\n//\n// mode: read\n// param limit: int = 50 (>= 1)   at most this many\n"
+        "// param share: float (0..1)   a fraction\n// returns: x: int\nRETURN $limit AS x, $share AS y\n",
+    )
+    limit, share = query.params
+    assert (limit.minimum, limit.maximum, limit.doc) == (1, None, "at most this many")
+    assert (share.minimum, share.maximum) == (0.0, 1.0)
+    assert limit.describe() == "limit: int = 50 (>= 1)"
+    assert query.check({"share": 0.5}) == {"limit": 50, "share": 0.5}
+    with pytest.raises(QueryParameterError, match=r"Query 't.bounded' got bad parameters: limit must be >= 1, got -5"):
+        query.check({"limit": -5, "share": 0.5})
+    with pytest.raises(QueryParameterError, match="share must be 0.0..1.0, got 1.5"):
+        query.check({"share": 1.5})
+    with pytest.raises(QueryParameterError, match="limit must be an integer of 64 bits"):
+        query.check({"limit": 99999999999999999999, "share": 0.5})
+    # From the command line: the same checks, and the error names the query (it said 'Query '?'' before)
+    with pytest.raises(QueryParameterError, match=r"Query 't.bounded'.*limit must be >= 1, got -5"):
+        limit.cast("-5")
+    with pytest.raises(QueryParameterError, match=r"Query 't.bounded'.*64 bits.*99999999999999999999"):
+        limit.cast("99999999999999999999")
+    with pytest.raises(QueryParameterError, match=r"Query 't.bounded'.*limit must be int, got 'many'"):
+        limit.cast("many")
+    assert limit.cast("7") == 7
+
+
+def test_every_int_parameter_fits_64_bits_even_without_bounds():
+    with pytest.raises(QueryParameterError, match="n_edges must be an integer of 64 bits"):
+        catalog.get("ingest.mark_ready").check({"model": "m", "n_neurons": 3, "n_edges": 2**63})
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "param x: str (>= 1)",  # bounds on a string
+        "param x: int (>= one)",  # not a number
+        "param x: int (5..1)",  # empty
+        "param x: int = 0 (>= 1)",  # the default lies outside
+    ],
+)
+def test_bad_bounds_are_refused(line):
+    with pytest.raises(QueryHeaderError):
+        catalog.parse("bad.bounds", f"// Summary.\n// mode: read\n// {line}\n// returns: x: int\nRETURN $x AS x")
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [("jobs.list", {}), ("library.module_core", {"partition": "p"}), ("library.neuron", {"model": "m", "ordinal": 0})],
+)
+def test_limits_of_the_shipped_queries_refuse_negative_values(name, params):
+    with pytest.raises(QueryParameterError, match=f"^Query '{name}' got bad parameters: limit must be >= [01], got -5"):
+        catalog.get(name).check({**params, "limit": -5})

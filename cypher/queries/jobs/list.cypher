@@ -1,7 +1,7 @@
 // Clustering jobs, newest first.
 //
 // mode: read
-// param limit: int = 50   at most this many
+// param limit: int = 50 (>= 1)   at most this many
 // returns: id: str, model: str, status: str, partition: str, error: str, worker: str, created_at: str, finished_at: str
 MATCH (j:Job)
 RETURN j.id AS id, j.model AS model, j.status AS status, j.partition AS partition, j.error AS error,

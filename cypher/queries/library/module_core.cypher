@@ -4,7 +4,7 @@
 //
 // mode: read
 // param partition: str      the partition's id
-// param limit: int = 5      neurons per cluster
+// param limit: int = 5 (>= 1)   neurons per cluster
 // returns: cluster: int, rank: int, layer: str, unit: int, ordinal: int, within: float, n_within: int, degree: float, within_share: float
 MATCH (p:Partition {id: $partition})-[:HAS_CLUSTER]->(ca:Cluster)<-[:IN_CLUSTER]-(a)-[e:WEIGHT]->(b)
 // the join of module_flow: each edge costs one hash probe for its target's cluster

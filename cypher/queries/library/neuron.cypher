@@ -8,10 +8,10 @@
 // mode: read
 // param model: str              the model's name
 // param layer: str = null       layer name or index (with unit)
-// param unit: int = null        unit index within the layer
-// param ordinal: int = null     the neuron's ordinal (instead of layer and unit)
+// param unit: int = null (>= 0)   unit index within the layer
+// param ordinal: int = null (>= 0)   the neuron's ordinal (instead of layer and unit)
 // param partition: str = null   the partition whose clusters mark edges as within or across; null: no marking
-// param limit: int = 5          edges shown per direction
+// param limit: int = 5 (>= 0)   edges shown per direction
 // returns: kind: str, rank: int, layer: str, unit: int, ordinal: int, partition: str, cluster: int, n: int, w: float, within: bool
 MATCH (:Model {name: $model})-[:HAS_LAYER]->(l:Layer)
 WITH l ORDER BY l.index
