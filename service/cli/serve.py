@@ -8,15 +8,23 @@ from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
 from neuronmap.service.runs import ClusterConfig
 from neuronmap.service.store import jobs as jobs_store
-from neuronmap.service.worker import enqueue
+from neuronmap.service.worker import LEASE_SECONDS, enqueue
 from neuronmap.service.worker import serve as serve_jobs
 
 
 @click.command()
 @click.option("--poll", default=2.0, show_default=True, help="Seconds between looks at an empty queue.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once the queue is empty (for batch runs).")
+@click.option(
+    "--lease",
+    type=click.FloatRange(min=3.0),
+    default=LEASE_SECONDS,
+    show_default=True,
+    help="Seconds a claimed job stays this worker's without a heartbeat; a job whose worker died is taken over "
+    "after this.",
+)
 @click.pass_context
-def serve(ctx: click.Context, poll: float, exit_when_idle: bool) -> None:
+def serve(ctx: click.Context, poll: float, exit_when_idle: bool, lease: float) -> None:
     """Run queued clustering jobs (from `neuronmap jobs add`) until stopped; several workers may share a store.
 
     \b
@@ -30,7 +38,7 @@ def serve(ctx: click.Context, poll: float, exit_when_idle: bool) -> None:
 
     with store_from(ctx) as store:
         try:
-            n = serve_jobs(store, poll_seconds=poll, exit_when_idle=exit_when_idle, on_job=report)
+            n = serve_jobs(store, poll_seconds=poll, exit_when_idle=exit_when_idle, lease_seconds=lease, on_job=report)
         except KeyboardInterrupt:
             console.print("Stopped.")
             return
@@ -80,7 +88,7 @@ def add(
 @format_option()
 @click.pass_context
 def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
-    """List jobs, newest first, with their status and the partition each wrote.
+    """List jobs, newest first, with their status, the partition each wrote and how often a worker claimed it.
 
     \b
     neuronmap jobs list --format json
@@ -88,7 +96,10 @@ def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
     with store_from(ctx) as store:
         rows = jobs_store.list_jobs(store, limit)
     emit(
-        rows, ["id", "model", "status", "partition", "error", "worker", "created_at", "finished_at"], fmt, title="jobs"
+        rows,
+        ["id", "model", "status", "partition", "error", "worker", "attempts", "created_at", "finished_at"],
+        fmt,
+        title="jobs",
     )
 
 

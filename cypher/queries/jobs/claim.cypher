@@ -1,14 +1,24 @@
-// Claim the oldest queued job for one worker. The write lock taken by SET makes the claim exclusive: a second
-// worker racing for the same job re-reads its status after the first commits and skips it.
+// Claim the oldest job that is queued, or running under a lease that has lapsed (its worker died), for one worker,
+// and give it a lease. A lapsed job is reclaimed only while it has had fewer than max_attempts claims; `jobs.abandon`
+// fails it after that. A job from before leases existed keeps an hour from its start. The write lock taken by SET
+// makes the claim exclusive: a second worker racing for the same job re-reads it after the first commits (then
+// queued no more, or under a fresh lease) and skips it.
 //
 // mode: write
-// param worker: str   the claiming worker's name
-// returns: id: str, model: str, config: str
-MATCH (j:Job {status: 'queued'})
+// param worker: str               the claiming worker's name
+// param lease_seconds: float      how long the claim holds without a heartbeat
+// param max_attempts: int = 3     claims a job may have before a lapsed lease fails it
+// returns: id: str, model: str, config: str, attempts: int
+MATCH (j:Job)
+WHERE j.status = 'queued'
+   OR (j.status = 'running' AND coalesce(j.lease_until, j.started_at + duration({hours: 1})) < datetime()
+       AND coalesce(j.attempts, 1) < $max_attempts)
 WITH j ORDER BY j.created_at LIMIT 1
 SET j._lock = true
 WITH j
 WHERE j.status = 'queued'
-SET j.status = 'running', j.worker = $worker, j.started_at = datetime()
+   OR (j.status = 'running' AND coalesce(j.lease_until, j.started_at + duration({hours: 1})) < datetime())
+SET j.status = 'running', j.worker = $worker, j.started_at = datetime(),
+    j.lease_until = datetime() + duration({seconds: $lease_seconds}), j.attempts = coalesce(j.attempts, 0) + 1
 REMOVE j._lock
-RETURN j.id AS id, j.model AS model, j.config AS config
+RETURN j.id AS id, j.model AS model, j.config AS config, j.attempts AS attempts
