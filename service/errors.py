@@ -6,6 +6,8 @@ Each error derives from :class:`ServiceError` and from the builtin that fits, so
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from neuronmap.errors import DeviceError, NeuronmapError, SeedError
 
 __all__ = ["DeviceError", "SeedError"]  # shared with loaders; kept here so service users find every error in one place
@@ -80,22 +82,32 @@ class ActivationGraphNotReadyError(ServiceError, RuntimeError):
 
 
 class NoPartitionError(PartitionNotFoundError):
-    """'latest' was asked for, but the model has no partition yet."""
+    """'latest' was asked for, but the model has no partition (of the graph asked for) yet."""
 
-    def __init__(self, model: str) -> None:
-        ServiceError.__init__(
-            self,
-            f"Model {model!r} has no partition yet, so there is no 'latest' one. "
-            f"Run `neuronmap cluster {model}` first, or pass a partition id.",
-        )
-        self.partition, self.model = "latest", model
+    def __init__(self, model: str, edges: str = "weight", others: Sequence[str] = ()) -> None:
+        graph = "weight graph" if edges == "weight" else f"activation graph {edges!r}"
+        flag = "" if edges == "weight" else f" --edges {edges}"
+        if others:
+            kinds = ", ".join("its weights" if other == "weight" else f"activation graph {other!r}" for other in others)
+            message = (
+                f"Model {model!r} has no partition of its {graph} yet, so there is no 'latest' one; its partitions "
+                f"were cut from {kinds}. Pass --edges (weight, or the graph's name) to mean the newest of those, "
+                f"or a partition id, or run `neuronmap cluster {model}{flag}` first."
+            )
+        else:
+            message = (
+                f"Model {model!r} has no partition yet, so there is no 'latest' one. "
+                f"Run `neuronmap cluster {model}{flag}` first, or pass a partition id."
+            )
+        ServiceError.__init__(self, message)
+        self.partition, self.model, self.edges = "latest", model, edges
 
 
 class NeuronNotFoundError(ServiceError, LookupError):
     def __init__(self, model: str, where: str, layers: str) -> None:
         super().__init__(
-            f"Model {model!r} has no neuron {where}. Its layers (name or index, with their sizes) are: "
-            f"{layers}; units and ordinals count from 0."
+            f"Model {model!r} has no neuron {where}. Its layers are: {layers}. Name a layer (--layer NAME), or "
+            "give its index (--layer-index N); units and ordinals count from 0."
         )
         self.model = model
 
