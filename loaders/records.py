@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronmap.options import KernelNorm
 
-LayerKind = Literal["input", "linear", "conv"]
-Role = Literal["input", "hidden", "output"]
+LayerKind = Literal["input", "linear", "conv", "residual"]
+Role = Literal["input", "hidden", "output", "residual"]  # "residual": a transformer's residual dims (methods.md §10)
 
 
 class LayerRecord(BaseModel):
@@ -44,6 +44,17 @@ class ModelMeta(BaseModel):
     sha256: str = ""  # of the source file; "" for in-process modules
     kernel_norm: KernelNorm = "entry_l1"
     fold_batchnorm: bool = True
+    # Transformers only (loaders/transformers, methods.md §10). None elsewhere, and the store sets no property for
+    # a None, so other models' (:Model) nodes are unchanged.
+    family: str | None = None  # "gpt2", "gpt_neox" or "llama"
+    config: str | None = None  # the model's config as JSON text
+    dtype: str | None = None  # the stored dtype of the weights; the graph is computed in float32 anyway
+    weight_files: list[str] | None = None  # the safetensors files read, by name
+    weight_sha256: list[str] | None = None  # the SHA-256 of each, in the same order
+    graph: str | None = None  # "virtual" or "mlp-in"
+    top_k: int | None = None  # edges kept per (source neuron, downstream block); 0 keeps all
+    min_weight: float | None = None  # edges with |w| below this were dropped
+    fold_norm: bool | None = None  # mlp-in: the norm's scale γ folded into W_in
 
 
 @dataclass
@@ -57,6 +68,9 @@ class EdgeBlock:
     src_layer: int
     dst_layer: int
     weight: np.ndarray  # (n_src, n_dst), float64
+    # Named components of each edge, aligned with ``weight`` (same shape; read where weight is nonzero), e.g. a
+    # gated MLP's "v_gate" and "v_up" (methods.md §10). Empty for every other model.
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_edges(self) -> int:

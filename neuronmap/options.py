@@ -14,6 +14,7 @@ SummaryFormat = Literal["table", "json"]  # one record: a field/value table or a
 
 # loaders: weight graphs
 KernelNorm = Literal["entry_l1", "induced1", "spectral2", "fro"]
+TransformerGraph = Literal["virtual", "mlp-in"]  # transformers: MLP→MLP through the residual, or per-block W_in
 # loaders: activation graphs
 CorrelationMethod = Literal["pearson", "spearman"]
 ChannelReduction = Literal["mean", "l2", "spectral"]
