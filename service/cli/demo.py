@@ -8,15 +8,19 @@ import click
 import torch
 from safetensors.torch import save_file
 
+from neuronmap.cypher import Store
 from neuronmap.examples import nets
 from neuronmap.examples.train import train
 from neuronmap.loaders import load_graph
 from neuronmap.loaders.datasets import digits
+from neuronmap.loaders.ingest.activations import list_graphs
 from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.service.cli.common import StageBars, console, progress, store_from
 from neuronmap.service.cli.output import emit
 from neuronmap.service.runs import ClusterConfig, run_clustering, run_coherence, run_importance
-from neuronmap.service.store.admin import list_models
+from neuronmap.service.store.admin import list_models, list_partitions
+
+DEMO_MODELS = ("digits-mlp", "digits-cnn")
 
 
 def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:
@@ -43,8 +47,16 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
     show_default=True,
     help="Then test the partitions' sub-clusters for importance (lesions) and coherence.",
 )
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Replace digits-mlp and digits-cnn even if they have partitions or activation graphs (an earlier demo's, "
+    "or your own work), which are dropped with them.",
+)
 @click.pass_context
-def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int, assess: bool) -> None:
+def demo(
+    ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int, assess: bool, replace: bool
+) -> None:
     """Train small nets on scikit-learn's digits, save and ingest them, cluster them against shuffled nets, and
     assess the partitions (importance and coherence of every sub-cluster).
 
@@ -52,6 +64,9 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
     neuronmap demo
     neuronmap models
     """
+    if not replace:
+        with store_from(ctx) as store:
+            _refuse_to_replace_work(store)
     out = out or ctx.obj.home / "demo"
     out.mkdir(parents=True, exist_ok=True)
     flat, image = digits(), digits(image=True)
@@ -106,6 +121,29 @@ def demo(ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles:
         f"Saved the trained models in {out}. Next: neuronmap partitions digits-mlp, "
         "neuronmap query important-modules --model digits-mlp, neuronmap report digits-mlp --out report"
     )
+
+
+def _refuse_to_replace_work(store: Store) -> None:
+    """Stop before training when a demo model holds work that re-ingesting it would drop: partitions (with their
+    assessments) or activation graphs. A bare model, such as the leftovers of an interrupted demo, is replaced."""
+    present = {row["name"] for row in list_models(store)}
+    for name in DEMO_MODELS:
+        if name not in present:
+            continue
+        work = [
+            _count(len(list_partitions(store, name)), "partition"),
+            _count(len(list_graphs(store, name)), "activation graph"),
+        ]
+        held = " and ".join(w for w in work if w)
+        if held:
+            raise click.ClickException(
+                f"Model {name!r} is already in the store with {held} (an earlier demo's or your own work); "
+                "pass --replace to replace it and drop them, or `neuronmap drop` it first."
+            )
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}" if n else ""
 
 
 def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
