@@ -44,9 +44,35 @@ class QueryParameterError(CypherError, ValueError):
 
 
 class StoreUnavailableError(CypherError, ConnectionError):
-    def __init__(self, uri: str, reason: str) -> None:
-        super().__init__(f"Cannot reach Neo4j at {uri} ({reason}). Run 'neuronmap db start', or set NEO4J_URI.")
-        self.uri = uri
+    """The server cannot be reached, or stopped answering during a statement (``during`` names it)."""
+
+    def __init__(self, uri: str, reason: str, during: str | None = None) -> None:
+        if during is None:
+            message = f"Cannot reach Neo4j at {uri} ({reason}). Run 'neuronmap db start', or set NEO4J_URI."
+        else:
+            message = (
+                f"Lost Neo4j at {uri} during {during} ({reason}). "
+                "'neuronmap db logs' shows why it stopped; 'neuronmap db start' starts it again."
+            )
+        super().__init__(message)
+        self.uri, self.reason, self.during = uri, reason, during
+
+
+class AdHocStatementError(CypherError, ValueError):
+    """Neo4j refused a statement typed for ``neuronmap cypher``: one line, with the server's code."""
+
+    def __init__(self, code: str, message: str, write: bool) -> None:
+        first = message.strip().split("\n")[0]
+        if code.endswith(".AccessMode") or (not write and "read access mode" in message.lower()):
+            text = f"The statement writes, and `neuronmap cypher` runs read-only; add --write to allow writes ({code})."
+        else:
+            text = f"Neo4j refused the statement ({code}): {first}"
+        super().__init__(text)
+        self.code = code
+
+
+class AdHocParameterError(CypherError, ValueError):
+    """A ``-p NAME VALUE`` of ``neuronmap cypher`` that cannot be a parameter."""
 
 
 class StoreAuthError(CypherError, PermissionError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -65,18 +66,42 @@ def test_malformed_headers_are_refused(source):
         catalog.parse("bad.query", source)
 
 
+def _code_strings(source: str) -> list[str]:
+    """Every string constant of a module except docstrings (a command's help may show a statement as an example)."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
 def test_no_cypher_lives_outside_the_cypher_package():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    pattern = re.compile(r"""["'](MATCH|MERGE|CREATE|UNWIND|CALL) """)
+    pattern = re.compile(r"^\s*(MATCH|MERGE|CREATE|UNWIND|CALL|OPTIONAL MATCH) ")
     offenders = [
         str(p.relative_to(root))
-        for folder in ("loaders", "service", "examples", "bench")
+        for folder in ("loaders", "service", "examples", "bench", "neuronmap")
         for p in (root / folder).rglob("*.py")
-        if pattern.search(p.read_text())
+        if any(pattern.search(text) for text in _code_strings(p.read_text()))
     ]
     assert offenders == []
+
+
+def test_the_check_for_cypher_in_python_sees_a_statement_but_not_a_docstring():
+    pattern = re.compile(r"^\s*(MATCH|MERGE|CREATE|UNWIND|CALL|OPTIONAL MATCH) ")
+    source = 'def f():\n    """neuronmap cypher "MATCH (n) RETURN n"."""\n    return run("MATCH (n) RETURN n")\n'
+    assert [text for text in _code_strings(source) if pattern.search(text)] == ["MATCH (n) RETURN n"]
 
 
 def test_integer_parameters_keep_to_their_bounds_and_to_64_bits():
