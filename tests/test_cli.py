@@ -119,3 +119,54 @@ def _commands():
 def test_every_command_has_help_an_example_and_a_place_in_the_readme(name, command):
     assert command.help and "\b" in command.help, f"{name} needs help with an example under \\b"
     assert f"neuronmap {name}" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("limit,expect", [("-5", "limit must be >= 1, got -5"), ("99999999999999999999", "64 bits")])
+@pytest.mark.parametrize("command", [["query", "module-core", "--partition", "p"], ["jobs", "list"]])
+def test_an_integer_outside_its_header_bounds_is_one_line(run, command, limit, expect):
+    result = run(*command, "--limit", limit)
+    assert result.exit_code != 0
+    assert expect in result.output
+    assert "Query '?'" not in result.output and "Query '" in result.output  # the error names the query
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2
+
+
+def test_cypher_reads_by_default_writes_only_with_write_and_types_its_parameters(run):
+    token = secrets.token_hex(4)
+    refused = run("cypher", "CREATE (:CliProbe {token: $t})", "-p", "t", token)
+    assert refused.exit_code != 0 and "--write" in refused.output and "Traceback" not in refused.output
+    assert len(refused.output.strip().splitlines()) <= 2
+    made = run(
+        "cypher",
+        "CREATE (:CliProbe {token: $t, n: $n, xs: $xs})",
+        "-p",
+        "t",
+        token,
+        "-p",
+        "n",
+        "3",
+        "-p",
+        "xs",
+        "[1, 2]",
+        "--write",
+    )
+    assert made.exit_code == 0, made.output
+    read = run(
+        "cypher", "MATCH (p:CliProbe {token: $t}) RETURN p.n + 1 AS n, p.xs AS xs", "-p", "t", token, "--format", "json"
+    )
+    assert read.exit_code == 0 and json.loads(read.output) == [{"n": 4, "xs": [1, 2]}]
+    csv_out = run("cypher", "MATCH (p:CliProbe {token: $t}) RETURN p.n AS n", "-p", "t", token, "--format", "csv")
+    assert csv_out.output.splitlines() == ["n", "3"]
+    assert run("cypher", "MATCH (p:CliProbe {token: $t}) DELETE p", "-p", "t", token, "--write").exit_code == 0
+    bad = run("cypher", "MATCH (n RETURN n")
+    assert bad.exit_code != 0 and "SyntaxError" in bad.output and "Traceback" not in bad.output
+
+
+def test_one_record_prints_vertically(run):
+    result = run("cypher", "RETURN 1 AS alpha, 'two' AS beta, 3.5 AS gamma")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert not any("alpha" in line and "beta" in line for line in lines)  # no header row of every column
+    assert any("alpha" in line and "1" in line for line in lines)
+    assert any("gamma" in line and "3.5" in line for line in lines)
