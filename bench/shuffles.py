@@ -157,7 +157,7 @@ def main() -> None:
         rows,
     )
     print(
-        f"\nneuronmap: z = {result.z_score:.1f}, percentile = {result.percentile:.4f}, "
+        f"\nneuronmap: z = {result.z_score:.1f}, p = {result.p_value:.4f}, "
         f"solvers = {result.eigen_solver}, max null eigen-residual = {result.max_null_residual:.1e}"
     )
     print("neuronmap stage seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in result.timings.items()))

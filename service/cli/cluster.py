@@ -7,7 +7,7 @@ import warnings
 import click
 
 from neuronmap.options import EigenSolver, NullMethod, SummaryFormat
-from neuronmap.service.cli.common import choice, console, device_option, format_option, store_from
+from neuronmap.service.cli.common import StageBars, choice, console, device_option, format_option, progress, store_from
 from neuronmap.service.cli.output import emit
 from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
 from neuronmap.service.store import admin
@@ -32,7 +32,7 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
             ("null", f"{result.n_null} × {result.null_method}"),
             ("null n-cut mean ± sd", f"{result.null_mean:.6g} ± {result.null_sd:.3g}"),
             ("z-score", f"{result.z:.3g}"),
-            ("percentile (p)", f"{result.percentile:.4g}"),
+            ("p-value", f"{result.p_value:.4g}"),
         ]
     rows.append(
         (
@@ -59,7 +59,8 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
     type=choice(NullMethod),
     help="Default: layer for weight graphs, upper_triangle for activation graphs.",
 )
-@click.option("--layers", help="first:last layer (names or indexes) to cluster, e.g. conv1:conv3.")
+@click.option("--layers", help="first:last layer by name to cluster, e.g. conv1:conv3.")
+@click.option("--layer-index", "layer_indexes", help="first:last layer by index instead, e.g. 1:3.")
 @click.option(
     "--edges", default="weight", show_default=True, help="'weight', or the name of an activation graph of the model."
 )
@@ -78,6 +79,7 @@ def cluster(
     n_shuffles: int,
     null_method: str | None,
     layers: str | None,
+    layer_indexes: str | None,
     edges: str,
     min_weight: float,
     device: str | None,
@@ -91,13 +93,14 @@ def cluster(
 
     \b
     neuronmap cluster mnist-mlp-a --k 12
-    neuronmap cluster mnist-mlp-a --k 12 --shuffles 200     # + clusterability: z-score, percentile
+    neuronmap cluster mnist-mlp-a --k 12 --shuffles 200     # + clusterability: z-score, p-value
     neuronmap cluster small-cnn --k 8 --layers conv1:conv3 --device cuda
     """
     config = ClusterConfig(
         n_clusters=n_clusters,
         edges=edges,
         layers=layers,
+        layer_indexes=layer_indexes,
         min_weight=min_weight,
         n_shuffles=n_shuffles,
         null_method=null_method,
@@ -109,14 +112,32 @@ def cluster(
     )
     with store_from(ctx) as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with console.status("clustering…") as status:
-            result = run_clustering(store, model, config, on_stage=lambda s: status.update(f"{s}…"))
+        if n_shuffles:
+            # a bar for the shuffled networks, as ingest and the lesions have; the stages before them as a line
+            stages = ["pull", "cluster", "write"]
+            with progress() as bar:
+                stage = bar.add_task("pull…", total=len(stages))
+                bars = StageBars(bar)
+                result = run_clustering(
+                    store,
+                    model,
+                    config,
+                    on_stage=lambda s: bar.update(stage, description=f"{s}…", completed=stages.index(s)),
+                    on_progress=lambda s, done, total: bars("shuffled networks", done, total),
+                )
+                bar.update(stage, completed=len(stages), description="clustered and stored")
+        else:
+            with console.status("clustering…") as status:
+                result = run_clustering(store, model, config, on_stage=lambda s: status.update(f"{s}…"))
     for warning in caught:  # degraded but usable input (a disconnected graph): say so, once, without a traceback
         console.print(f"[yellow]warning:[/yellow] {warning.message}")
     if fmt == "json":
-        click.echo(result.model_dump_json(indent=2))
-    else:
-        emit(_summary_rows(result), ["field", "value"], "table", title=f"partition of {model}")
+        click.echo(result.model_dump_json(indent=2))  # p_value and the null statistics are in it
+        return
+    emit(_summary_rows(result), ["field", "value"], "table", title=f"partition of {model}")
+    verdict = result.verdict()
+    if verdict:
+        console.print(verdict, highlight=False)
 
 
 @click.command()
@@ -139,7 +160,7 @@ def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) ->
         rows = admin.list_partitions(store, model)
     emit(
         rows,
-        ["id", "k", "edges", "layers", "seed", "ncut", "n_null", "null_mean", "z", "percentile", "created_at"],
+        ["id", "k", "edges", "layers", "seed", "ncut", "n_null", "null_mean", "z", "p_value", "created_at"],
         fmt,
         title=f"partitions of {model}",
     )

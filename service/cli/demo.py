@@ -106,7 +106,7 @@ def demo(
                 results.append(run_clustering(store, name, config))
         emit(
             [r.model_dump() for r in results],
-            ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "percentile"],
+            ["model", "id", "k", "ncut", "null_mean", "null_sd", "z", "p_value"],
             "table",
             title="partitions (lower n-cut than the shuffled nets = more clusterable)",
         )

@@ -54,8 +54,9 @@ class ClusterabilityResult:
         Of the null n-cuts; sd is the population sd (ddof=0), as the reference.
     z_score : float
         (ncut − mean)/sd; NaN when sd is 0.
-    percentile : float
-        (#{null < ncut} + 1)/(n_shuffles + 1): the one-sided p-value, small when the network is clusterable.
+    p_value : float
+        (#{null < ncut} + 1)/(n_shuffles + 1): the one-sided permutation p-value, small when the network is
+        clusterable (methods.md §4).
     entropy : int
         The root seed: ``random_state`` if given, else the fresh entropy drawn, so the run can be repeated.
     """
@@ -66,7 +67,7 @@ class ClusterabilityResult:
     mean: float
     sd: float
     z_score: float
-    percentile: float
+    p_value: float
     n_clusters: int
     n_shuffles: int
     method: str
@@ -177,7 +178,8 @@ def clusterability(
     batch_size : int, optional
         Nulls per batch; default: as many as fit in about 2 GiB on the CPU, or half the free GPU memory (≤ 64).
     on_batch : callable(done, total), optional
-        Called after every batch, for progress bars.
+        Called after every batch of nulls with the nulls clustered so far and ``n_shuffles``, for progress bars
+        (``run_clustering`` turns it into ``on_progress("shuffles", done, total)``).
 
     Returns
     -------
@@ -243,7 +245,7 @@ def clusterability(
         mean=float(values.mean()),
         sd=float(values.std(ddof=0)),
         z_score=z_score(real_ncut, values),
-        percentile=percentile_pvalue(real_ncut, values, "less"),
+        p_value=percentile_pvalue(real_ncut, values, "less"),
         n_clusters=n_clusters,
         n_shuffles=n_shuffles,
         method=method,

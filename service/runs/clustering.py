@@ -26,7 +26,8 @@ class ClusterConfig(BaseModel):
 
     n_clusters: int = Field(default=12, ge=2)
     edges: str = "weight"  # "weight", or the name of an activation graph of the model
-    layers: str | None = None  # "first:last" by layer name or index; None = every layer
+    layers: str | None = None  # "first:last" by layer name; None = every layer
+    layer_indexes: str | None = None  # "first:last" by layer index, instead of layers
     min_weight: float = Field(default=0.0, ge=0.0)
     n_shuffles: int = Field(default=0, ge=0)
     # None: "layer" for weight graphs, "upper_triangle" for activation graphs (methods.md §2, §4)
@@ -41,13 +42,14 @@ class ClusterConfig(BaseModel):
 class PartitionResult(BriefRepr, BaseModel):
     """What one clustering run found, as stored on its (:Partition)."""
 
-    _brief_fields = ("id", "k", "edges", "ncut", "n_neurons", "n_isolated", "n_null", "z", "percentile")
+    _brief_fields = ("id", "k", "edges", "ncut", "n_neurons", "n_isolated", "n_null", "z", "p_value")
 
     id: str
     model: str
     k: int
     edges: str
     layers: str
+    min_weight: float = 0.0  # weight graphs: the edges with |w| below this were left out
     seed: int | None
     ncut: float
     n_neurons: int
@@ -62,7 +64,9 @@ class PartitionResult(BriefRepr, BaseModel):
     null_mean: float | None = None
     null_sd: float | None = None
     z: float | None = None
-    percentile: float | None = None
+    # (#{null n-cut < n-cut} + 1)/(n_null + 1): the one-sided permutation p-value (stored as p_value; partitions
+    # written before the rename have it as percentile, which every reader falls back to)
+    p_value: float | None = None
     null_ncuts: list[float] = Field(default_factory=list)
     pull_seconds: float
     cluster_seconds: float
@@ -73,34 +77,66 @@ class PartitionResult(BriefRepr, BaseModel):
         """The Partition node's properties (Neo4j takes no nested maps; lists of floats are fine)."""
         return self.model_dump(exclude={"id", "model"}, exclude_none=True)
 
+    def verdict(self, alpha: float = 0.05) -> str | None:
+        """One plain sentence on clusterability, or None without shuffles, such as
+        ``n-cut 6.57 vs shuffled 6.58 ± 0.02 (p = 0.46): not more clusterable than 50 shuffles``.
+
+        The p-value is held to ``alpha``; when the shuffles are too few for it to get there (1/(n_null + 1) >
+        alpha), the sentence says how many it takes.
+        """
+        if not self.n_null or self.p_value is None or self.null_mean is None:
+            return None
+        sd = f" ± {self.null_sd:.2g}" if self.null_sd is not None else ""
+        head = f"n-cut {self.ncut:.3g} vs shuffled {self.null_mean:.3g}{sd} (p = {self.p_value:.2g})"
+        shuffles = f"{self.n_null} shuffle{'s' if self.n_null != 1 else ''}"
+        if self.p_value <= alpha:
+            return f"{head}: more clusterable than {shuffles} (p ≤ {alpha:g})"
+        floor = 1 / (self.n_null + 1)
+        if floor > alpha:
+            return (
+                f"{head}: not more clusterable than {shuffles}; with {self.n_null} the p-value cannot go below "
+                f"{floor:.2g}, so use at least {round(1 / alpha) - 1} shuffles"
+            )
+        return f"{head}: not more clusterable than {shuffles}"
+
 
 def pull_for(store: Store, model: str, config: ClusterConfig) -> Subgraph:
     """The graph ``config.edges`` names: the weight graph (within ``layers``, above ``min_weight``) or an activation
     graph."""
     if config.edges == "weight":
-        return pull_subgraph(store, model, layers=config.layers, min_weight=config.min_weight)
+        return pull_subgraph(
+            store, model, layers=config.layers, layer_indexes=config.layer_indexes, min_weight=config.min_weight
+        )
     from neuronmap.service.store.activation_pull import pull_activation_graph
 
     return pull_activation_graph(store, model, config.edges)
 
 
 def run_clustering(
-    store: Store, model: str, config: ClusterConfig, on_stage: Callable[[str], None] = lambda stage: None
+    store: Store,
+    model: str,
+    config: ClusterConfig,
+    on_stage: Callable[[str], None] = lambda stage: None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> PartitionResult:
     """Partition one ready model and store the partition; see ``neuronmap cluster``.
 
     Pulls the model's graph (its weights, or the activation graph ``config.edges`` names), clusters it, compares
     it with ``config.n_shuffles`` shuffled networks when asked, and writes the partition back.
 
+    ``on_stage`` hears each stage's name (``pull``, ``cluster``, ``write``); ``on_progress(stage, done, total)``
+    hears the shuffled networks as they are clustered (stage ``"shuffles"``, from 0 to ``n_shuffles``), for a
+    progress bar.
+
     Examples
     --------
     >>> partition = nm.cluster(store, model, nm.ClusterConfig(n_clusters=4, n_shuffles=5))
     >>> partition
     PartitionResult(id='...', k=4, edges='weight', ncut=..., n_neurons=202, n_isolated=0, n_null=5, z=...,
-                    percentile=...)
+                    p_value=...)
     >>> sum(partition.cluster_sizes) == partition.n_neurons - partition.n_isolated
     True
-    >>> 0 < partition.percentile <= 1
+    >>> 0 < partition.p_value <= 1
     True
     """
     device = str(resolve_device(config.device))  # a CUDA request without CUDA fails here, before any work
@@ -112,6 +148,11 @@ def run_clustering(
     null_seconds = 0.0
     null_method = config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
     if config.n_shuffles:
+        on_batch = None
+        if on_progress is not None:
+            progress = on_progress
+            progress("shuffles", 0, config.n_shuffles)
+            on_batch = lambda done, total: progress("shuffles", done, total)
         # clusterability() clusters the real network too, with the same seed and settings as the nulls.
         stats = clusterability(
             sub.graph,
@@ -123,6 +164,7 @@ def run_clustering(
             eigen_solver=config.eigen_solver,
             n_init=config.n_init,
             parity=config.parity,
+            on_batch=on_batch,
         )
         result, ncut_value = stats.spectral, stats.ncut
         null_seconds = stats.timings["total"] - stats.timings["real"]
@@ -132,7 +174,7 @@ def run_clustering(
             "null_mean": stats.mean,
             "null_sd": stats.sd,
             "z": stats.z_score,
-            "percentile": stats.percentile,
+            "p_value": stats.p_value,
             "null_ncuts": stats.null_ncuts.tolist(),
         }
     else:
@@ -154,7 +196,8 @@ def run_clustering(
         model=model,
         k=config.n_clusters,
         edges=config.edges,
-        layers=config.layers or "all",
+        layers=config.layers or (sub.layer_span if config.layer_indexes else "all"),
+        min_weight=config.min_weight if config.edges == "weight" else 0.0,
         seed=config.random_state,
         ncut=float(ncut_value),
         n_neurons=int(labels.size),

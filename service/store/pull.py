@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -41,35 +42,127 @@ def check_ready(store: Store, model: str) -> None:
         raise ModelNotReadyError(model, rows[0]["status"])
 
 
-def resolve_layers(layers: list[dict[str, Any]], spec: str | None) -> tuple[int, int]:
-    """Turn ``first:last`` (layer names or indexes, either side optional) into an inclusive index range."""
-    if not spec:
+_KIND_NAMES = {"linear": "Linear", "conv": "Conv", "input": ""}
+
+
+def layer_label(layer: dict[str, Any]) -> str:
+    """A layer as tables print it: ``0 (hidden, Linear, 64)``, ``4 (output, Linear, 10)``, ``input (input, 64)``."""
+    kind = _KIND_NAMES.get(str(layer.get("kind") or ""), str(layer.get("kind") or ""))
+    size = layer.get("size")
+    parts = [str(layer.get("role") or ""), kind, f"{size:,}" if isinstance(size, int) else ""]
+    return f"{layer['name']} ({', '.join(part for part in parts if part)})"
+
+
+def find_layer(
+    layers: Sequence[dict[str, Any]],
+    name: str | None = None,
+    index: int | None = None,
+    *,
+    error: type[Exception] = ClusteringInputError,
+    index_option: str = "--layer-index",
+) -> dict[str, Any]:
+    """The layer a user means: by its name, or by its index when that is asked for explicitly.
+
+    One rule everywhere: ``name`` is a layer's name, never its position; a position needs ``index``. A name that
+    is also the index of another layer (in ``nn.Sequential`` models the layers are named ``"0"``, ``"2"``, …) is
+    refused, naming both layers, so nobody gets the wrong one silently.
+
+    Parameters
+    ----------
+    layers : sequence of dict
+        The model's layers as ``admin.model_layers`` returns them (``index``, ``name``, ``kind``, ``role``, ``size``).
+    name : str, optional
+    index : int, optional
+        Given with ``name``, both must mean the same layer.
+    error : exception class
+        What to raise; its message names the layers and the way out.
+    index_option : str
+        How the caller spells an index, for the messages (``--layer-index``, ``layer_index=``).
+
+    Raises
+    ------
+    error
+        No such layer, a name that is only an index, an ambiguous name, or a name and an index that disagree.
+    """
+    names = ", ".join(str(layer["name"]) for layer in layers)
+    by_index = {int(layer["index"]): layer for layer in layers}
+    if index is not None:
+        if isinstance(index, bool) or int(index) not in by_index:
+            raise error(f"There is no layer at index {index!r} in this model; its indexes run 0..{len(layers) - 1}.")
+        at = by_index[int(index)]
+        if name is not None and str(name) != str(at["name"]):
+            raise error(
+                f"Layer name {str(name)!r} and index {index} name different layers; the layer at index {index} "
+                f"is {layer_label(at)}. Give one of them."
+            )
+        return at
+    if name is None:
+        raise error("Name a layer (its name), or give its index explicitly.")
+    text = str(name)
+    named = next((layer for layer in layers if str(layer["name"]) == text), None)
+    positional = by_index.get(int(text)) if text.isdigit() else None
+    if named is not None and positional is not None and positional is not named:
+        raise error(
+            f"Layer {text!r} is ambiguous: it is the name of layer {layer_label(named)} at index {named['index']}, "
+            f"and the index of layer {layer_label(positional)}. Layers are referred to by name; say which with "
+            f"{index_option} {named['index']} (the layer named {text!r}) or {index_option} {text} "
+            f"(layer {positional['name']!r})."
+        )
+    if named is not None:
+        return named
+    if positional is not None:
+        raise error(
+            f"There is no layer named {text!r} in this model; layers are referred to by name ({names}). "
+            f"For the layer at index {text} ({layer_label(positional)}), pass {index_option} {text}."
+        )
+    raise error(f"There is no layer {text!r} in this model; its layers are: {names}.")
+
+
+def resolve_layers(
+    layers: list[dict[str, Any]], spec: str | None, *, indexes: str | None = None
+) -> tuple[int, int]:
+    """Turn ``first:last`` into an inclusive index range: layer names in ``spec``, or indexes in ``indexes``.
+
+    Either side may be left out (``fc1:``, ``:3``); a single layer needs no colon. Names follow
+    :func:`find_layer`'s rule: a name that is also the index of another layer is refused as ambiguous.
+    """
+    if spec and indexes:
+        raise ClusteringInputError(
+            f"Give the layer range by name (--layers {spec}) or by index (--layer-index {indexes}), not both."
+        )
+    text = indexes or spec
+    if not text:
         return layers[0]["index"], layers[-1]["index"]
-    if ":" not in spec:
-        spec = f"{spec}:{spec}"
-    by_name = {layer["name"]: layer["index"] for layer in layers}
-    indexes = {layer["index"] for layer in layers}
+    if ":" not in text:
+        text = f"{text}:{text}"
 
     def one(part: str, default: int) -> int:
         part = part.strip()
         if not part:
             return default
-        if part in by_name:
-            return by_name[part]
-        if part.lstrip("-").isdigit() and int(part) in indexes:
-            return int(part)
-        names = ", ".join(layer["name"] for layer in layers)
-        raise ClusteringInputError(f"There is no layer {part!r} in this model; its layers are: {names}.")
+        if indexes:
+            if not part.lstrip("-").isdigit():
+                raise ClusteringInputError(
+                    f"--layer-index takes layer indexes (first:last), got {part!r}; give names with --layers."
+                )
+            return int(find_layer(layers, index=int(part), index_option="--layer-index")["index"])
+        return int(find_layer(layers, part, index_option="--layer-index")["index"])
 
-    first_text, last_text = spec.split(":", 1)
+    first_text, last_text = text.split(":", 1)
     first, last = one(first_text, layers[0]["index"]), one(last_text, layers[-1]["index"])
     if first > last:
-        raise ClusteringInputError(f"Layer range {spec!r} runs backwards; write first:last in network order.")
+        raise ClusteringInputError(f"Layer range {text!r} runs backwards; write first:last in network order.")
     return first, last
 
 
 def pull_subgraph(
-    store: Store, model: str, *, layers: str | None = None, min_weight: float = 0.0, workers: int = 2
+    store: Store,
+    model: str,
+    *,
+    layers: str | None = None,
+    layer_indexes: str | None = None,
+    min_weight: float = 0.0,
+    workers: int = 2,
 ) -> Subgraph:
     """Read a ready model's edges (|w|) between the chosen layers into a BlockGraph on the CPU.
 
@@ -78,7 +171,9 @@ def pull_subgraph(
     store : Store
     model : str
     layers : str, optional
-        ``first:last`` by layer name or index (inclusive), e.g. ``conv1:conv3``; default all layers.
+        ``first:last`` by layer name (inclusive), e.g. ``conv1:conv3``; default all layers.
+    layer_indexes : str, optional
+        ``first:last`` by layer index instead, e.g. ``1:3``.
     min_weight : float, default=0.0
         Drop edges with |w| below this.
     workers : int, default=2
@@ -87,7 +182,7 @@ def pull_subgraph(
     start = time.perf_counter()
     check_ready(store, model)
     all_layers = store.run("admin.model_layers", model=model)
-    first, last = resolve_layers(all_layers, layers)
+    first, last = resolve_layers(all_layers, layers, indexes=layer_indexes)
     kept = [layer for layer in all_layers if first <= layer["index"] <= last]
     offsets = np.concatenate([[0], np.cumsum([layer["size"] for layer in all_layers])])
     lo, hi = int(offsets[first]), int(offsets[last + 1])

@@ -44,7 +44,7 @@ def test_a_modular_net_is_more_clusterable_than_its_shuffles(device):
     result = clusterability(graph, 4, 20, random_state=0, device=device)
     assert result.null_ncuts.shape == (20,)
     assert result.ncut < float(result.null_ncuts.min())
-    assert result.percentile == pytest.approx(1 / 21)
+    assert result.p_value == pytest.approx(1 / 21)
     assert result.z_score < -3
     values = result.null_ncuts.numpy()
     assert result.mean == pytest.approx(values.mean()) and result.sd == pytest.approx(values.std(ddof=0))
@@ -55,7 +55,7 @@ def test_statistics_follow_the_reference_formulae():
     graph = modular_mlp([60, 40, 40], seed=1, delta=1.0)  # no modules: the real net is like its shuffles
     result = clusterability(graph, 3, 15, random_state=1)
     values = result.null_ncuts.numpy()
-    assert result.percentile == pytest.approx((np.sum(values < result.ncut) + 1) / 16)
+    assert result.p_value == pytest.approx((np.sum(values < result.ncut) + 1) / 16)
     assert result.z_score == pytest.approx((result.ncut - values.mean()) / values.std())
 
 

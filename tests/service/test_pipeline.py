@@ -80,10 +80,10 @@ def test_shuffled_nulls_say_a_planted_net_is_clusterable(store, model_id):
     result = run_clustering(store, model_id, ClusterConfig(n_clusters=3, n_shuffles=20, random_state=0))
     assert result.n_null == 20 and len(result.null_ncuts) == 20
     assert result.ncut < min(result.null_ncuts)
-    assert result.percentile == pytest.approx(1 / 21)
+    assert result.p_value == pytest.approx(1 / 21)
     assert result.z < -3
     stored = store.run("admin.list_partitions", model=model_id)[0]
-    assert stored["percentile"] == pytest.approx(1 / 21) and stored["n_null"] == 20
+    assert stored["p_value"] == pytest.approx(1 / 21) and stored["n_null"] == 20
 
 
 def test_errors_are_clear(store, model_id):
@@ -126,3 +126,32 @@ def test_cli_cluster_partitions_and_drop(connection, store, model_id):
     assert json.loads(runner.invoke(cli, ["partitions", model_id, "--format", "json"], env=env).output) == []
     missing = runner.invoke(cli, ["partitions", model_id, "--drop", partition], env=env)
     assert missing.exit_code != 0 and "no partition" in missing.output
+
+
+def test_shuffles_report_progress_and_cluster_ends_with_a_verdict(connection, store, model_id):
+    graph, _ = planted_graph()
+    ingest(store, model_id, graph)
+    calls = []
+    config = ClusterConfig(n_clusters=3, n_shuffles=6, random_state=0)
+    result = run_clustering(store, model_id, config, on_progress=lambda *call: calls.append(call))
+    assert calls[0] == ("shuffles", 0, 6) and calls[-1] == ("shuffles", 6, 6)
+    assert [done for _, done, _ in calls] == sorted(done for _, done, _ in calls)
+    assert result.verdict() == (
+        f"n-cut {result.ncut:.3g} vs shuffled {result.null_mean:.3g} ± {result.null_sd:.2g} (p = {1 / 7:.2g}): not "
+        "more clusterable than 6 shuffles; with 6 the p-value cannot go below 0.14, so use at least 19 shuffles"
+    )
+    clusterable = result.model_copy(update={"n_null": 50, "p_value": 1 / 51})
+    assert clusterable.verdict().endswith("more clusterable than 50 shuffles (p ≤ 0.05)")
+    plain = result.model_copy(update={"n_null": 50, "p_value": 0.46, "ncut": 6.57, "null_mean": 6.58, "null_sd": 0.02})
+    assert plain.verdict() == "n-cut 6.57 vs shuffled 6.58 ± 0.02 (p = 0.46): not more clusterable than 50 shuffles"
+    assert result.model_copy(update={"n_null": 0}).verdict() is None
+    env = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+        "COLUMNS": "200",
+    }
+    shown = CliRunner().invoke(cli, ["cluster", model_id, "--k", "3", "--shuffles", "6"], env=env)
+    assert shown.exit_code == 0, shown.output
+    assert "shuffled networks" in shown.stderr and "6/6" in shown.stderr  # the progress bar
+    assert shown.stderr.strip().splitlines()[-1].startswith("n-cut ") and "p-value" in shown.stdout

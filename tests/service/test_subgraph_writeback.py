@@ -37,7 +37,7 @@ def test_layer_specs_are_checked():
     layers = [{"index": i, "name": n} for i, n in enumerate(["input", "fc1", "fc2"])]
     assert resolve_layers(layers, None) == (0, 2)
     assert resolve_layers(layers, "fc1:") == (1, 2)
-    assert resolve_layers(layers, ":1") == (0, 1)
+    assert resolve_layers(layers, None, indexes=":1") == (0, 1)
     assert resolve_layers(layers, "fc2") == (2, 2)
     with pytest.raises(ClusteringInputError, match="no layer 'conv9'.*input, fc1, fc2"):
         resolve_layers(layers, "conv9:fc2")
