@@ -2,8 +2,9 @@
 
 ``write_report`` writes ``report.html`` with its PNG figures embedded (it opens offline and mails as one file), and
 the same PNGs beside it: the adjacency sorted by cluster, the clusters × layers span, the n-cut against its nulls,
-and the module flow between layers. An assessed partition adds its newest importance and coherence tables and
-images.
+and the module flow between layers. Every figure and table reads the graph the partition was cut from: the weights
+(|w|, above the partition's min_weight) or its activation graph (r²). An assessed partition adds its newest
+importance and coherence tables and images.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from matplotlib.patches import Rectangle
 
 from neuronmap.cypher import Store
 from neuronmap.service.store import admin
+from neuronmap.service.store.activation_pull import pull_activation_graph
 from neuronmap.service.store.assessments import latest_assessment
-from neuronmap.service.store.library import resolve_partition, run_library_query
-from neuronmap.service.store.pull import pull_subgraph
+from neuronmap.service.store.library import WEIGHT, graph_name, resolve_partition, run_library_query
+from neuronmap.service.store.pull import layer_label, pull_subgraph
 from neuronmap.service.store.writeback import read_labels
 
 DPI = 100
@@ -73,7 +75,7 @@ class ReportData:
     span: list[dict[str, Any]]  # library.module_span
     flow: list[dict[str, Any]]  # library.module_flow
     cohesion: list[dict[str, Any]]  # library.module_cohesion
-    adjacency: sp.csr_matrix  # (n_neurons, n_neurons) |w| over every neuron of the model, by ordinal
+    adjacency: sp.csr_matrix  # (n_neurons, n_neurons) the partition's graph over every neuron of the model, by ordinal
     labels: np.ndarray  # (n_neurons,) cluster by ordinal, −1 outside the partition
     # method → (the newest assessment's properties, its per-sub-cluster rows); empty when never assessed
     assessments: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
@@ -90,7 +92,23 @@ def _color(cluster: int) -> str:
     return _PALETTE[cluster % len(_PALETTE)]
 
 
-def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
+def partition_adjacency(store: Store, model: str, stats: dict[str, Any], n_neurons: int) -> sp.csr_matrix:
+    """The graph a partition was cut from, over every neuron of the model by ordinal: |w| of the weights (at least
+    its min_weight), or r² of its activation graph."""
+    if (stats.get("edges") or WEIGHT) == WEIGHT:
+        subgraph = pull_subgraph(store, model, min_weight=float(stats.get("min_weight") or 0.0))
+    else:
+        subgraph = pull_activation_graph(store, model, str(stats["edges"]))
+    local = subgraph.graph.to_scipy().tocoo()
+    ordinals = np.asarray(subgraph.ordinals)
+    return sp.csr_matrix((local.data, (ordinals[local.row], ordinals[local.col])), shape=(n_neurons, n_neurons))
+
+
+def _weight_name(data: ReportData) -> str:
+    return "|w|" if (data.partition.get("edges") or WEIGHT) == WEIGHT else "r²"
+
+
+def read_report_data(store: Store, model: str, partition_id: str, *, edges: str = WEIGHT) -> ReportData:
     """Read what the report shows: the partition's statistics, its library queries, the adjacency and labels.
 
     Parameters
@@ -99,16 +117,17 @@ def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
     model : str
     partition_id : str
         A partition id of ``model``, or ``'latest'``.
+    edges : str, default "weight"
+        The graph whose newest partition ``'latest'`` means: ``"weight"``, or an activation graph's name.
 
     Returns
     -------
     ReportData
     """
-    partition_id = resolve_partition(store, model, partition_id)
+    partition_id = resolve_partition(store, model, partition_id, edges=edges)
     stats = run_library_query(store, "partition_stats", partition=partition_id)[0]
     layers = admin.model_layers(store, model)
-    subgraph = pull_subgraph(store, model)  # every layer, so local indexes are ordinals
-    n_neurons = int(subgraph.ordinals.size)
+    n_neurons = int(sum(layer["size"] for layer in layers))
     return ReportData(
         model=model,
         partition=stats,
@@ -116,7 +135,7 @@ def read_report_data(store: Store, model: str, partition_id: str) -> ReportData:
         span=run_library_query(store, "module_span", partition=partition_id),
         flow=run_library_query(store, "module_flow", partition=partition_id),
         cohesion=run_library_query(store, "module_cohesion", partition=partition_id),
-        adjacency=subgraph.graph.to_scipy().tocsr(),
+        adjacency=partition_adjacency(store, model, stats, n_neurons),
         labels=read_labels(store, partition_id, n_neurons),
         assessments={
             method: found
@@ -173,11 +192,12 @@ def plot_adjacency(data: ReportData) -> Figure:
     figure = _figure("adjacency")
     axes = figure.add_axes((0.08, 0.06, 0.80, 0.86))
     colorbar_axes = figure.add_axes((0.90, 0.06, 0.025, 0.86))
+    weight = _weight_name(data)
     if cells.size:
         positive = cells[cells > 0]
         top = float(positive.max()) if positive.size else 1.0
         image = axes.imshow(cells, cmap="magma_r", norm=PowerNorm(0.5, vmin=0.0, vmax=top), interpolation="nearest")
-        figure.colorbar(image, cax=colorbar_axes, label="mean |w| per cell" if step > 1 else "|w|")
+        figure.colorbar(image, cax=colorbar_axes, label=f"mean {weight} per cell" if step > 1 else weight)
         start = 0
         for cluster, size in zip(clusters, sizes):
             lo, hi = start / step - 0.5, (start + size) / step - 0.5
@@ -186,7 +206,7 @@ def plot_adjacency(data: ReportData) -> Figure:
             )
             start += size
     unit = f" ({step} neurons per cell)" if step > 1 else ""
-    axes.set_title(f"|w| adjacency sorted by cluster{unit}")
+    axes.set_title(f"{weight} adjacency sorted by cluster{unit}")
     axes.set_xlabel("neurons by cluster, then layer")
     axes.set_ylabel("neurons by cluster, then layer")
     return figure
@@ -257,11 +277,11 @@ def plot_null(data: ReportData) -> Figure:
             axes.axvline(float(ncut), color="#e15759", linewidth=2, label=f"n-cut {float(ncut):.4g}")
         axes.legend(loc="upper left", fontsize=9)
         axes.set_ylabel("shuffled networks")
-    z, percentile = stats.get("z"), stats.get("percentile")
+    z, p_value = stats.get("z"), stats.get("p_value")
     detail = "".join(
         [
             f", z = {z:.3g}" if z is not None else "",
-            f", percentile = {percentile:.3g}" if percentile is not None else "",
+            f", p = {p_value:.3g}" if p_value is not None else "",
         ]
     )
     axes.set_title(f"n-cut against the shuffled null{detail}")
@@ -305,6 +325,8 @@ def plot_flow(data: ReportData) -> Figure:
         source, target = (row["src_layer"], row["src_cluster"]), (row["dst_layer"], row["dst_cluster"])
         if strongest <= 0 or row["weight"] < MIN_FLOW_SHARE * strongest or source not in boxes or target not in boxes:
             continue
+        if row["src_layer"] == row["dst_layer"]:
+            continue  # an activation graph's within-layer correlations: the columns show layers, not their insides
         x0, x1 = column[row["src_layer"]] + box_width / 2, column[row["dst_layer"]] - box_width / 2
         y0, y1 = sum(boxes[source]) / 2, sum(boxes[target]) / 2
         share = row["weight"] / strongest
@@ -319,7 +341,7 @@ def plot_flow(data: ReportData) -> Figure:
     axes.set_xlim(-0.5, len(names) - 0.5)
     axes.set_ylim(-0.12, 1.02)
     axes.axis("off")
-    axes.set_title("module flow: box height = share of the layer's neurons, line width ∝ summed |w|")
+    axes.set_title(f"module flow: box height = share of the layer's neurons, line width ∝ summed {_weight_name(data)}")
     return figure
 
 
@@ -352,6 +374,7 @@ _STAT_KEYS = [
     "method",
     "edges",
     "layers",
+    "min_weight",
     "seed",
     "ncut",
     "null_method",
@@ -359,7 +382,7 @@ _STAT_KEYS = [
     "null_mean",
     "null_sd",
     "z",
-    "percentile",
+    "p_value",
     "n_neurons",
     "n_isolated",
     "solver",
@@ -476,13 +499,19 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
     """The page: title, statistics, module table and the figures as ``data:image/png;base64`` URIs."""
     stats = data.partition
     span = {row["cluster"]: row for row in data.span}
+    labels = {layer["name"]: layer_label(layer) for layer in data.layers}
+
+    def layer(cluster: int, column: str) -> str | None:
+        name = span.get(cluster, {}).get(column)
+        return labels.get(name, name)
+
     module_rows = [
         [
             row["cluster"],
             row["size"],
-            span.get(row["cluster"], {}).get("first_layer"),
-            span.get(row["cluster"], {}).get("last_layer"),
-            span.get(row["cluster"], {}).get("thickest_layer"),
+            layer(row["cluster"], "first_layer"),
+            layer(row["cluster"], "last_layer"),
+            layer(row["cluster"], "thickest_layer"),
             row["within"],
             row["cut"],
             row["vol"],
@@ -491,9 +520,11 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         for row in data.cohesion
     ]
     total = sum(row["ncut_term"] for row in data.cohesion)
+    weight, graph = _weight_name(data), graph_name(stats.get("edges"))
     captions = {
         "adjacency": (
-            "Weight adjacency (|w|) with neurons sorted by cluster, then layer; each cluster's block outlined."
+            f"Adjacency of the {graph} ({weight}) with neurons sorted by cluster, then layer; each cluster's block "
+            "outlined."
         ),
         "span": "How many neurons each cluster has in each layer (library.module_span).",
         "null": (
@@ -502,7 +533,7 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
             else "No null computed for this partition: run `neuronmap cluster` with shuffles to get one."
         ),
         "flow": (
-            f"Clusters per layer and the summed |w| between them (library.module_flow); flows under "
+            f"Clusters per layer and the summed {weight} between them (library.module_flow); flows under "
             f"{MIN_FLOW_SHARE:.0%} of the strongest are not drawn."
         ),
     }
@@ -517,14 +548,14 @@ def render_html(data: ReportData, images: dict[str, bytes]) -> str:
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
         f"<h2>Partition</h2>{_table(['statistic', 'value'], [[k, stats.get(k)] for k in _STAT_KEYS])}\n"
-        f"<h2>Modules</h2><p>Sum of the clusters' n-cut terms: {total:.6g} "
+        f"<h2>Modules</h2><p>Cut from the {html.escape(graph)}. Sum of the clusters' n-cut terms: {total:.6g} "
         f"(stored n-cut: {_fmt(stats.get('ncut'))}).</p>"
         f"{_table(_MODULE_COLUMNS, module_rows)}\n"
         f"<h2>Figures</h2>{figures}\n{render_assessments(data)}</body></html>\n"
     )
 
 
-def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path) -> Path:
+def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path, *, edges: str = WEIGHT) -> Path:
     """Write ``report.html`` (self-contained) and its PNG figures into ``out_dir``.
 
     Parameters
@@ -536,6 +567,8 @@ def write_report(store: Store, model: str, partition_id: str, out_dir: str | Pat
         A partition id of ``model``, or ``'latest'``.
     out_dir : str or Path
         Created if missing; files of an earlier report there are overwritten.
+    edges : str, default "weight"
+        The graph whose newest partition ``'latest'`` means: ``"weight"``, or an activation graph's name.
 
     Returns
     -------
@@ -547,7 +580,7 @@ def write_report(store: Store, model: str, partition_id: str, out_dir: str | Pat
     ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError
         As :func:`neuronmap.service.library.resolve_partition` and ``pull_subgraph`` raise them.
     """
-    data = read_report_data(store, model, partition_id)
+    data = read_report_data(store, model, partition_id, edges=edges)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     plots = {"adjacency": plot_adjacency, "span": plot_span, "null": plot_null, "flow": plot_flow}

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 
-from neuronmap.cypher import catalog
 from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.store.library import LibraryQuery, library_queries, library_query, run_library_query
+from neuronmap.service.store.library import (
+    LATEST,
+    LibraryQuery,
+    LibraryRows,
+    describe_latest,
+    layer_labels,
+    library_queries,
+    library_query,
+    library_query_text,
+    resolve_partition,
+    run_library_query,
+    show_library_query,
+)
 
 # Short spellings of parameters that the issue's examples use (compare-partitions --a/--b).
 _ALIASES = {"a": "partition_a", "b": "partition_b"}
+_TEXT_PARAMS = ("model", "layer", "models", "edges")  # taken as typed: names, ids and lists are resolved later
+# Columns that hold one layer's name: a table prints the layer's role, kind and size beside it.
+_LAYER_COLUMNS = ("layer", "first_layer", "last_layer", "thickest_layer", "src_layer", "dst_layer")
 
 
 def _parse_params(query: LibraryQuery, args: list[str], pairs: tuple[tuple[str, str], ...]) -> dict[str, object]:
@@ -34,9 +50,7 @@ def _parse_params(query: LibraryQuery, args: list[str], pairs: tuple[tuple[str, 
     for key, text in raw.items():
         name = _ALIASES.get(key, key).replace("-", "_")
         param = query.param(name)  # an unknown name fails here, listing the known ones
-        params[name] = (
-            text if name.startswith("partition") or name in ("model", "layer", "models") else param.cast(text)
-        )
+        params[name] = text if name.startswith("partition") or name in _TEXT_PARAMS else param.cast(text)
     return params
 
 
@@ -53,70 +67,140 @@ def _list_queries() -> None:
     emit(rows, ["query", "summary", "parameters", "columns"], "table", title="named queries")
 
 
-def _show(name: str) -> None:
-    query = library_query(name)
-    click.echo(f"-- {query.query}  (cypher/queries/{query.query.replace('.', '/')}.cypher)")
-    for param in query.params:
-        default = f" = {param.default}" if param.has_default else ""
-        click.echo(f"--   {param.name}: {param.type}{default}   {param.doc}")
-    click.echo(catalog.get(query.query).text)
+def _say_resolved(rows: LibraryRows) -> None:
+    for key, partition in rows.resolved.items():
+        prefix = "" if key == "partition" else f"{key}: "
+        console.print(prefix + describe_latest(rows.model, partition, rows.edges), highlight=False)
+
+
+def with_layer_labels(
+    rows: Sequence[dict[str, Any]], labels: dict[str, str], columns: Sequence[str] = _LAYER_COLUMNS
+) -> list[dict[str, Any]]:
+    """Rows for a table: each layer name in ``columns`` replaced by ``0 (hidden, Linear, 64)``."""
+    return [
+        {
+            key: labels.get(value, value) if key in columns and isinstance(value, str) else value
+            for key, value in row.items()
+        }
+        for row in rows
+    ]
+
+
+def _compare(ctx: click.Context, params: dict[str, object], fmt: str, matrix: bool) -> None:
+    from neuronmap.service.store.compare import compare_partitions
+
+    asked = {key: str(params.get(key, LATEST)) for key in ("partition_a", "partition_b")}
+    model = str(params["model"]) if params.get("model") else None
+    edges = str(params.get("edges") or "weight")
+    with store_from(ctx) as store:
+        comparison = compare_partitions(store, asked["partition_a"], asked["partition_b"], model=model, edges=edges)
+    for key, resolved in (("partition_a", comparison.partition_a), ("partition_b", comparison.partition_b)):
+        if asked[key] == LATEST:
+            console.print(f"{key}: {describe_latest(model, resolved, edges)}", highlight=False)
+    scores = {"ari": comparison.ari, "nmi": comparison.nmi}
+    if matrix:
+        rows, columns = comparison.matrix_rows(), comparison.matrix_columns()
+        if fmt != "table":
+            rows = [{**row, **scores} for row in rows]
+            columns = [*columns, "ari", "nmi"]
+        title = f"{comparison.partition_a} (rows) × {comparison.partition_b} (columns); -1: not in that partition"
+        emit(rows, columns, fmt, title=title)
+    elif fmt == "table":
+        emit(comparison.rows(), ["cluster_a", "cluster_b", "n"], fmt, title="compare-partitions")
+    else:
+        columns = ["partition_a", "partition_b", "cluster_a", "cluster_b", "n", "ari", "nmi"]
+        emit(comparison.rows(), columns, fmt, title="compare-partitions")
+    console.print(
+        f"ARI {comparison.ari:.4f}   NMI {comparison.nmi:.4f}   "
+        f"({comparison.partition_a} vs {comparison.partition_b}, {comparison.n_common:,} neurons in both)",
+        highlight=False,
+    )
 
 
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name", required=False)
 @click.option("--list", "list_", is_flag=True, help="List every named query, its parameters and columns.")
-@click.option("--show", "show", is_flag=True, help="Print the query's parameters and Cypher text.")
+@click.option(
+    "--show",
+    "show",
+    is_flag=True,
+    help="Print the query's Cypher with its header as // comments; with parameters, resolved and written in.",
+)
+@click.option("--matrix", is_flag=True, help="compare-partitions: print the contingency table as a k×k matrix.")
 @click.option("-p", "--param", "pairs", type=(str, str), multiple=True, help="A parameter as NAME VALUE.")
 @format_option()
 @click.pass_context
 def query(
-    ctx: click.Context, name: str | None, list_: bool, show: bool, pairs: tuple[tuple[str, str], ...], fmt: str
+    ctx: click.Context,
+    name: str | None,
+    list_: bool,
+    show: bool,
+    matrix: bool,
+    pairs: tuple[tuple[str, str], ...],
+    fmt: str,
 ) -> None:
     """Run a named library query; parameters go as --name value (or -p name value).
+
+    Partition 'latest' is the model's newest partition of its weights, or of the activation graph --edges names.
+    A layer is given by its name (--layer 0), or by its index (--layer-index 1).
 
     \b
     neuronmap query --list
     neuronmap query module-span --model mnist-mlp-a --partition latest
-    neuronmap query module-flow --model mnist-mlp-a --format csv > flow.csv
+    neuronmap query module-flow --model mnist-mlp-a --edges digits-pearson --format csv > flow.csv
+    neuronmap query neuron --model mnist-mlp-a --layer fc1 --unit 7
     neuronmap query compare-models --format json
-    neuronmap query compare-partitions --model mnist-mlp-a --a <partition id> --b latest
+    neuronmap query compare-partitions --model mnist-mlp-a --a <partition id> --b latest --matrix
+    neuronmap query module-span --show --model mnist-mlp-a     # the Cypher, ready to paste
     """
     if list_ or not name:
         _list_queries()
         return
-    if show:
-        _show(name)
-        return
     described = library_query(name)
     params = _parse_params(described, ctx.args, pairs)
+    if matrix and described.name != "compare_partitions":
+        raise click.UsageError("--matrix goes with compare-partitions only.")
+    if show:
+        if not params:
+            click.echo(library_query_text(name), nl=False)
+            return
+        with store_from(ctx) as store:
+            click.echo(show_library_query(store, name, **params), nl=False)
+        return
+    if described.name == "compare_partitions":
+        _compare(ctx, params, fmt, matrix)
+        return
     with store_from(ctx) as store:
         rows = run_library_query(store, name, **params)
-        comparison = None
-        if described.name == "compare_partitions":
-            from neuronmap.service.store.compare import compare_partitions
-
-            comparison = compare_partitions(
-                store,
-                str(params.get("partition_a", "latest")),
-                str(params.get("partition_b", "latest")),
-                model=str(params["model"]) if params.get("model") else None,
-            )
-    emit(rows, described.columns, fmt, title=described.name.replace("_", "-"))
+        labels = layer_labels(store, rows.model) if fmt == "table" and rows.model else {}
+    _say_resolved(rows)
+    emit(
+        with_layer_labels(rows, labels) if labels else rows,
+        described.columns,
+        fmt,
+        title=described.name.replace("_", "-"),
+    )
     if not rows and fmt == "table":
         console.print("(no rows)")
-    if comparison is not None:
-        console.print(
-            f"ARI {comparison.ari:.4f}   NMI {comparison.nmi:.4f}   "
-            f"({comparison.partition_a} vs {comparison.partition_b})"
-        )
 
 
 @click.command()
 @click.argument("model")
-@click.option("--partition", default="latest", show_default=True, help="A partition id, or latest.")
+@click.option(
+    "--partition",
+    default=LATEST,
+    show_default=True,
+    help="A partition id, or latest: the newest partition of the --edges graph.",
+)
+@click.option(
+    "--edges",
+    default="weight",
+    show_default=True,
+    help="Which graph's newest partition 'latest' means: 'weight', or an activation graph's name.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True)
 @click.pass_context
-def report(ctx: click.Context, model: str, partition: str, out: Path) -> None:
+def report(ctx: click.Context, model: str, partition: str, edges: str, out: Path) -> None:
     """Write a self-contained HTML report with PNG figures for one partition of a model.
 
     \b
@@ -125,7 +209,10 @@ def report(ctx: click.Context, model: str, partition: str, out: Path) -> None:
     from neuronmap.service.report import write_report
 
     with store_from(ctx) as store:
-        page = write_report(store, model, partition, out)
+        partition_id = resolve_partition(store, model, partition, edges=edges)
+        if partition == LATEST:
+            console.print(describe_latest(model, partition_id, edges), highlight=False)
+        page = write_report(store, model, partition_id, out)
     click.echo(f"Wrote {page}")
 
 

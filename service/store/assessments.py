@@ -20,7 +20,7 @@ from neuronmap.service.errors import AssessmentInputError, AssessmentNotFoundErr
 from neuronmap.service.store.library import resolve_partition
 
 
-def read_partition_layout(store: Store, model: str | None, partition: str) -> PartitionLayout:
+def read_partition_layout(store: Store, model: str | None, partition: str, *, edges: str = "weight") -> PartitionLayout:
     """The sub-clusters of a partition's hidden layers (methods.md §5: inputs and outputs are never lesioned).
 
     Parameters
@@ -30,10 +30,13 @@ def read_partition_layout(store: Store, model: str | None, partition: str) -> Pa
         The model; required for ``partition='latest'``, else checked against the partition's.
     partition : str
         A partition id, or ``'latest'``.
+    edges : str, default "weight"
+        The graph whose newest partition ``'latest'`` means: ``"weight"``, or an activation graph's name.
 
     Returns
     -------
     PartitionLayout
+        Its ``partition`` is the resolved id.
 
     Raises
     ------
@@ -42,7 +45,7 @@ def read_partition_layout(store: Store, model: str | None, partition: str) -> Pa
     AssessmentInputError
         The partition has no neuron in any hidden layer.
     """
-    partition_id = resolve_partition(store, model, partition)
+    partition_id = resolve_partition(store, model, partition, edges=edges)
     model = store.run("library.partition_stats", partition=partition_id)[0]["model"]
     layers = tuple(
         LayerInfo(index=row["index"], name=row["name"], kind=row["kind"], role=row["role"] or "", size=row["size"])
@@ -177,9 +180,12 @@ def write_assessment(
     return assessment_id
 
 
-def list_assessments(store: Store, partition: str, model: str | None = None) -> list[dict[str, Any]]:
-    """The assessments of a partition (an id, or ``'latest'`` with ``model``), newest first."""
-    partition_id = resolve_partition(store, model, partition)
+def list_assessments(
+    store: Store, partition: str, model: str | None = None, *, edges: str = "weight"
+) -> list[dict[str, Any]]:
+    """The assessments of a partition (an id, or ``'latest'`` with ``model``: the newest of the ``edges`` graph),
+    newest first."""
+    partition_id = resolve_partition(store, model, partition, edges=edges)
     return store.run("assessment.list_assessments", partition=partition_id)
 
 

@@ -1,5 +1,5 @@
 """How alike two partitions of one model are: their contingency table (``library.compare_partitions``), with the
-adjusted Rand index and normalised mutual information computed from it, as scikit-learn defines them.
+adjusted Rand index and normalised mutual information of the neurons both hold, from ``sklearn.metrics``.
 """
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from neuronmap.cypher import Store
-from neuronmap.service.store.library import resolve_partition, run_library_query
+from neuronmap.service.store.library import LATEST, resolve_partition, run_library_query
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,36 @@ class PartitionComparison:
     def n_common(self) -> int:
         """Neurons that both partitions hold."""
         return int(self.table[np.ix_(self.clusters_a >= 0, self.clusters_b >= 0)].sum())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per non-empty cell, with the two partitions' ids and the scores on every row (for JSON and CSV).
+
+        """
+        i, j = np.nonzero(self.table)
+        return [
+            {
+                "partition_a": self.partition_a,
+                "partition_b": self.partition_b,
+                "cluster_a": int(self.clusters_a[a]),
+                "cluster_b": int(self.clusters_b[b]),
+                "n": int(self.table[a, b]),
+                "ari": self.ari,
+                "nmi": self.nmi,
+            }
+            for a, b in zip(i, j)
+        ]
+
+    def matrix_columns(self) -> list[str]:
+        """The columns of :meth:`matrix_rows`: ``cluster_a``, then one per cluster of partition_b (``-1``: none)."""
+        return ["cluster_a", *(str(int(c)) for c in self.clusters_b)]
+
+    def matrix_rows(self) -> list[dict[str, Any]]:
+        """The contingency table as a k_a × k_b matrix: one row per cluster of partition_a, one column per cluster
+        of partition_b, keyed by the cluster's index as text (``-1``: neurons the other partition lacks)."""
+        return [
+            {"cluster_a": int(a), **{str(int(b)): int(n) for b, n in zip(self.clusters_b, row)}}
+            for a, row in zip(self.clusters_a, self.table)
+        ]
 
 
 def contingency_table(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,9 +91,12 @@ def contingency_table(rows: Sequence[dict[str, Any]]) -> tuple[np.ndarray, np.nd
     return table, clusters_a, clusters_b
 
 
-def _comb2(x: np.ndarray) -> float:
-    x = x.astype(np.float64)
-    return float((x * (x - 1) / 2).sum())
+def _labellings(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two label arrays whose contingency table is ``table`` (one entry per counted neuron)."""
+    table = np.asarray(table, dtype=np.int64)
+    i, j = np.nonzero(table)
+    counts = table[i, j]
+    return np.repeat(i, counts), np.repeat(j, counts)
 
 
 def adjusted_rand_index(table: np.ndarray) -> float:
@@ -76,32 +110,14 @@ def adjusted_rand_index(table: np.ndarray) -> float:
     Returns
     -------
     float
-        1.0 for identical partitions (up to renumbering), about 0 for independent ones; equals
-        ``sklearn.metrics.adjusted_rand_score``. Like sklearn, two labellings that each put everything in one
-        cluster (or each neuron in its own) score 1.0.
+        ``sklearn.metrics.adjusted_rand_score`` of the two labellings: 1.0 for identical partitions (up to
+        renumbering), about 0 for independent ones.
     """
-    table = np.asarray(table, dtype=np.int64)
-    n = int(table.sum())
-    sum_cells = _comb2(table)
-    sum_a, sum_b = _comb2(table.sum(axis=1)), _comb2(table.sum(axis=0))
-    total = n * (n - 1) / 2
-    if total == 0:
-        return 1.0
-    expected = sum_a * sum_b / total
-    maximum = (sum_a + sum_b) / 2
-    if maximum == expected:  # both labellings trivial: sklearn's special case
-        return 1.0
-    return float((sum_cells - expected) / (maximum - expected))
-
-
-def _entropy(counts: np.ndarray) -> float:
-    counts = counts[counts > 0].astype(np.float64)
-    p = counts / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    return float(adjusted_rand_score(*_labellings(table)))
 
 
 def normalized_mutual_info(table: np.ndarray) -> float:
-    """Mutual information over the arithmetic mean of the two entropies (sklearn's default normalisation).
+    """Normalised mutual information (arithmetic-mean normalisation) of the labellings behind a contingency table.
 
     Parameters
     ----------
@@ -110,26 +126,13 @@ def normalized_mutual_info(table: np.ndarray) -> float:
     Returns
     -------
     float
-        In [0, 1]; equals ``sklearn.metrics.normalized_mutual_info_score``. 1.0 when both labellings have a
-        single cluster, as in sklearn.
+        ``sklearn.metrics.normalized_mutual_info_score`` of the two labellings, in [0, 1].
     """
-    table = np.asarray(table, dtype=np.float64)
-    n = table.sum()
-    if n == 0:
-        return 1.0
-    rows, cols = table.sum(axis=1), table.sum(axis=0)
-    h_a, h_b = _entropy(rows), _entropy(cols)
-    if h_a == 0 and h_b == 0:
-        return 1.0
-    i, j = np.nonzero(table)
-    cells = table[i, j]
-    mi = float((cells / n * (np.log(cells) + np.log(n) - np.log(rows[i]) - np.log(cols[j]))).sum())
-    mi = max(mi, 0.0)  # rounding can leave a tiny negative
-    return float(mi / max((h_a + h_b) / 2, np.finfo(np.float64).eps))
+    return float(normalized_mutual_info_score(*_labellings(table)))
 
 
 def compare_partitions(
-    store: Store, partition_a: str, partition_b: str, *, model: str | None = None
+    store: Store, partition_a: str, partition_b: str, *, model: str | None = None, edges: str = "weight"
 ) -> PartitionComparison:
     """Contingency table, ARI and NMI of two partitions of one model.
 
@@ -140,10 +143,13 @@ def compare_partitions(
         Partition ids, or ``'latest'`` (which needs ``model``).
     model : str, optional
         The model both partitions must belong to.
+    edges : str, default "weight"
+        Which graph's newest partition ``'latest'`` means: ``"weight"``, or an activation graph's name.
 
     Returns
     -------
     PartitionComparison
+        With the resolved partition ids.
 
     Raises
     ------
@@ -152,8 +158,9 @@ def compare_partitions(
     LibraryQueryInputError
         The two partitions belong to different models.
     """
-    first = resolve_partition(store, model, partition_a)
-    second = resolve_partition(store, model, partition_b)
+    first = resolve_partition(store, model, partition_a, edges=edges)
+    same = partition_b == partition_a == LATEST
+    second = first if same else resolve_partition(store, model, partition_b, edges=edges)
     rows = run_library_query(store, "compare_partitions", partition_a=first, partition_b=second)
     table, clusters_a, clusters_b = contingency_table(rows)
     common = table[np.ix_(clusters_a >= 0, clusters_b >= 0)]

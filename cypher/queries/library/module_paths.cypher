@@ -1,19 +1,34 @@
 // The strongest path through each module, found greedily: start at the cluster's neuron in its first layer with
-// the most within-cluster outgoing weight, then follow, layer by layer, the heaviest (largest |w|) outgoing edge
-// that stays inside the cluster, until the cluster's last layer or a neuron with no such edge (complete is then
-// false). Greedy, not the max-sum or max-product path: each step looks one edge ahead. At most one step per layer
-// the cluster spans, so the walk is bounded by the model's depth.
+// the most within-cluster outgoing weight, then follow, layer by layer, the heaviest outgoing edge that stays inside
+// the cluster, until the cluster's last layer or a neuron with no such edge (complete is then false). The weights
+// are those of the graph the partition was cut from: |w| of the weight edges (those of at least the partition's
+// min_weight), or r² of its activation graph's correlation edges that lead to a later layer. Greedy, not the max-sum
+// or max-product path: each step looks one edge ahead. At most one step per layer the cluster spans, so the walk is
+// bounded by the model's depth.
 //
 // mode: read
 // param partition: str   the partition's id
 // returns: cluster: int, first_layer: str, last_layer: str, length: int, complete: bool, total: float, weakest: float, path: list[str], ordinals: list[int], weights: list[float]
-MATCH (:Partition {id: $partition})-[:HAS_CLUSTER]->(ca:Cluster)<-[:IN_CLUSTER]-(a)-[e:WEIGHT]->(b)
-// the join of module_flow: each edge costs one hash probe for its target's cluster
-MATCH (:Partition {id: $partition})-[:HAS_CLUSTER]->(cb:Cluster)<-[:IN_CLUSTER]-(b)
-USING JOIN ON b
-WITH ca, a, b, abs(e.w) AS w
-WHERE ca = cb
-// each member's within-cluster out-strength and its heaviest within-cluster out-edge: the walk's next step
+MATCH (p:Partition {id: $partition})
+// each member's within-cluster out-strength and its heaviest within-cluster out-edge (the walk's next step), on the
+// partition's own edges: one branch per kind of graph, joined on the target neuron as in module_flow
+CALL (p) {
+  WITH p WHERE coalesce(p.edges, 'weight') = 'weight'
+  MATCH (p)-[:HAS_CLUSTER]->(ca:Cluster)<-[:IN_CLUSTER]-(a)-[e:WEIGHT]->(b)
+  MATCH (p)-[:HAS_CLUSTER]->(cb:Cluster)<-[:IN_CLUSTER]-(b)
+  USING JOIN ON b
+  WITH p, ca, cb, a, b, abs(e.w) AS w
+  WHERE ca = cb AND w >= coalesce(p.min_weight, 0.0)
+  RETURN ca, a, b, w
+  UNION ALL
+  WITH p WHERE coalesce(p.edges, 'weight') <> 'weight'
+  MATCH (p)-[:HAS_CLUSTER]->(ca:Cluster)<-[:IN_CLUSTER]-(a)-[e:CORRELATION {graph: p.edges}]->(b)
+  MATCH (p)-[:HAS_CLUSTER]->(cb:Cluster)<-[:IN_CLUSTER]-(b)
+  USING JOIN ON b
+  WITH ca, cb, a, b, e.r2 AS w
+  WHERE ca = cb AND b.layer > a.layer
+  RETURN ca, a, b, w
+}
 WITH ca AS c, a, sum(w) AS strength, collect({n: b, w: w}) AS outs
 WITH c, a, strength, reduce(best = null, o IN outs | CASE WHEN best IS NULL OR o.w > best.w THEN o ELSE best END) AS next
 WITH c, collect({a: a, strength: strength, next: next}) AS steps

@@ -1,13 +1,14 @@
-// One neuron, named by layer (name or index) and unit, or by ordinal: its cluster in every partition of its
-// model, then its strongest incoming and outgoing edges (by |w|), each marked within (same cluster) or across
-// modules in the marking partition. One row per item, told apart by kind: 'neuron' (w is its bias),
+// One neuron, named by layer (its name, or its index as layer_index) and unit, or by ordinal: its cluster in every
+// partition of its model, then its strongest incoming and outgoing weight edges (by |w|), each marked within (same
+// cluster) or across modules in the marking partition. One row per item, told apart by kind: 'neuron' (w is its bias),
 // 'member' (a partition, newest first, with the neuron's cluster there and that cluster's size n), 'in' and
 // 'out' (the other end's layer, unit and ordinal, its cluster in the marking partition, the signed w, and within:
 // whether both ends share a cluster there). No rows: there is no such neuron.
 //
 // mode: read
 // param model: str              the model's name
-// param layer: str = null       layer name or index (with unit)
+// param layer: str = null       the layer's name (with unit)
+// param layer_index: int = null (>= 0)   the layer's index, instead of its name (with unit)
 // param unit: int = null (>= 0)   unit index within the layer
 // param ordinal: int = null (>= 0)   the neuron's ordinal (instead of layer and unit)
 // param partition: str = null   the partition whose clusters mark edges as within or across; null: no marking
@@ -18,7 +19,7 @@ WITH l ORDER BY l.index
 WITH collect(l) AS model_layers
 // the ordinal of (layer, unit): the sizes of the layers before it, plus the unit
 WITH model_layers, [i IN range(0, size(model_layers) - 1)
-                    WHERE model_layers[i].name = $layer OR toString(model_layers[i].index) = $layer] AS hit
+                    WHERE model_layers[i].name = $layer OR model_layers[i].index = $layer_index] AS hit
 WITH model_layers,
      CASE WHEN $ordinal IS NOT NULL THEN $ordinal
           WHEN size(hit) > 0 AND $unit IS NOT NULL AND 0 <= $unit < model_layers[hit[0]].size
