@@ -36,7 +36,7 @@ from neuronmap.service.assessment.layout import PartitionLayout
 from neuronmap.service.assessment.network import LesionNetwork
 from neuronmap.service.errors import AssessmentInputError
 from neuronmap.service.store.assessments import read_partition_layout, write_assessment
-from neuronmap.service.store.model_source import load_network
+from neuronmap.service.store.model_source import Network, load_network
 
 Result = TypeVar("Result", ImportanceResult, DoubleLesionResult, CoherenceResult)
 
@@ -69,15 +69,18 @@ def pull(
     batchnorm: BatchNormLesion = "after",
     split: tuple[str, Split] | None = None,
     on_progress: Progress = no_progress,
+    edges: str = "weight",
+    module: Network | None = None,
 ) -> Pulled:
-    """Read a partition's layout, re-load its model's network and load ``split`` = (data set, split) if given.
+    """Read a partition's layout, re-load its model's network (or take ``module``) and load ``split`` = (data set,
+    split) if given. ``'latest'`` means the newest partition of the ``edges`` graph.
 
     Reports the stage ``"load"`` (0/1, 1/1). The errors are those of ``read_partition_layout``, ``load_network``,
     ``resolve_device`` and ``load_split``.
     """
     on_progress("load", 0, 1)
-    layout = read_partition_layout(store, model, partition)
-    net = load_network(store, layout.model, device=resolve_device(device), batchnorm=batchnorm)
+    layout = read_partition_layout(store, model, partition, edges=edges)
+    net = load_network(store, layout.model, device=resolve_device(device), batchnorm=batchnorm, module=module)
     data, x, y = load_split(*split) if split is not None else (None, None, None)
     on_progress("load", 1, 1)
     return Pulled(layout, net, data, x, y)
@@ -128,6 +131,8 @@ def run_importance(
     device: str = "auto",
     on_progress: Progress | None = None,
     write: bool = True,
+    edges: str = "weight",
+    module: Network | None = None,
     **options: Any,
 ) -> ImportanceResult:
     """Lesion test of a stored partition's sub-clusters; the result is stored as an (:Assessment).
@@ -138,7 +143,7 @@ def run_importance(
     model : str
         The model's name.
     partition : str, default "latest"
-        A partition id of the model, or ``'latest'``.
+        A partition id of the model, or ``'latest'``: the newest partition of the ``edges`` graph.
     dataset : str, default "digits"
         A ``load_dataset`` name or path of a classification data set the network reads.
     n_null : int, default 100
@@ -151,6 +156,12 @@ def run_importance(
         ``on_progress(stage, done, total)``; the stages are ``"load"`` (0/1, 1/1) and ``"lesions"``.
     write : bool, default True
         Store the run (sub-clusters, assessment, scores).
+    edges : str, default "weight"
+        The graph whose newest partition ``'latest'`` means: ``"weight"``, or an activation graph's name.
+    module : nn.Module or torch.export.ExportedProgram, optional
+        The model's network in this process: needed for a model ingested from memory (``ingest(store, name,
+        graph_from_module(m))``), which has no file to re-load. Its layers must be the stored ones; a copy runs.
+        Without it, the network is re-loaded from the file it was ingested from.
     **options
         Any other ``ImportanceConfig`` field, e.g. ``split="train"``, ``parity=True``, ``method="mask"``.
 
@@ -163,7 +174,7 @@ def run_importance(
     ------
     ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError, NoPartitionError
     SourceUnavailableError
-        The model's source file is gone or changed since ingest.
+        The model's source file is gone or changed since ingest, or it came from memory and ``module`` is not given.
     LayerMismatchError, AssessmentInputError, DatasetError, DeviceError
     pydantic.ValidationError
         An unknown or invalid option.
@@ -188,6 +199,8 @@ def run_importance(
         batchnorm=config.batchnorm,
         split=(config.dataset, config.split),
         on_progress=progress,
+        edges=edges,
+        module=module,
     )
     x, y, n_classes = pulled.split()
     layout = pulled.layout
@@ -218,11 +231,14 @@ def run_double_lesion(
     on_progress: Progress | None = None,
     write: bool = True,
     same_layer: bool = True,
+    edges: str = "weight",
+    module: Network | None = None,
     **options: Any,
 ) -> DoubleLesionResult:
     """The double-lesion interaction test of a stored partition; stored as an ``importance_pairs`` assessment.
 
-    Parameters are those of :func:`run_importance` (default ``n_null=50``, as the reference), plus ``same_layer``
+    Parameters are those of :func:`run_importance` (default ``n_null=50``, as the reference; ``edges`` and ``module``
+    too), plus ``same_layer``
     (also test pairs within one layer). The stages reported to ``on_progress`` are ``"load"`` and
     ``"double lesions"``. The pairs are stored as ``(:SubCluster)-[:INTERACTS]->(:SubCluster)``.
     """
@@ -236,6 +252,8 @@ def run_double_lesion(
         batchnorm=config.batchnorm,
         split=(config.dataset, config.split),
         on_progress=progress,
+        edges=edges,
+        module=module,
     )
     x, y, n_classes = pulled.split()
     layout = pulled.layout
@@ -308,6 +326,8 @@ def run_feature_coherence(
     out_dir: str | Path | None = None,
     on_progress: Progress | None = None,
     write: bool = True,
+    edges: str = "weight",
+    module: Network | None = None,
     **options: Any,
 ) -> CoherenceResult:
     """Feature-visualisation coherence of a stored partition; stored as a ``coherence_features`` assessment.
@@ -331,6 +351,8 @@ def run_feature_coherence(
     on_progress : callable, optional
         ``on_progress(stage, done, total)``; stages ``"load"`` and ``"features"``.
     write : bool, default True
+    edges, module
+        As :func:`run_importance` takes them.
     **options
         Any other ``FeatureConfig`` field, e.g. ``transforms=("jitter", "scale")``, ``parameterization="pixel"``.
 
@@ -340,7 +362,7 @@ def run_feature_coherence(
     """
     config = FeatureConfig(n_null=n_null, random_state=seed, device=device, steps=steps, **options)
     progress = on_progress or no_progress
-    pulled = pull(store, model, partition, device=config.device, on_progress=progress)
+    pulled = pull(store, model, partition, device=config.device, on_progress=progress, edges=edges, module=module)
     return _features(store, pulled, config, out_dir, progress, write)
 
 
@@ -357,6 +379,8 @@ def run_example_coherence(
     out_dir: str | Path | None = None,
     on_progress: Progress | None = None,
     write: bool = True,
+    edges: str = "weight",
+    module: Network | None = None,
     **options: Any,
 ) -> CoherenceResult:
     """Data-set-example coherence of a stored partition; stored as a ``coherence_examples`` assessment.
@@ -378,13 +402,22 @@ def run_example_coherence(
     on_progress : callable, optional
         Stages ``"load"`` and ``"examples"``.
     write : bool, default True
+    edges, module
+        As :func:`run_importance` takes them.
     **options
         Any other ``ExamplesConfig`` field, e.g. ``split="train"``.
     """
     config = ExamplesConfig(dataset=dataset, n_null=n_null, random_state=seed, device=device, k=k, **options)
     progress = on_progress or no_progress
     pulled = pull(
-        store, model, partition, device=config.device, split=(config.dataset, config.split), on_progress=progress
+        store,
+        model,
+        partition,
+        device=config.device,
+        split=(config.dataset, config.split),
+        on_progress=progress,
+        edges=edges,
+        module=module,
     )
     return _examples(store, pulled, config, out_dir, progress, write)
 
@@ -411,9 +444,12 @@ def run_coherence(
     out_dir: str | Path | None = None,
     on_progress: Progress | None = None,
     write: bool = True,
+    edges: str = "weight",
+    module: Network | None = None,
 ) -> CoherenceRun:
     """Run the chosen coherence methods with one N and seed on one loaded network (what ``neuronmap coherence``
-    runs by default); the stages are ``"load"``, ``"features"`` and ``"examples"``."""
+    runs by default); the stages are ``"load"``, ``"features"`` and ``"examples"``. ``'latest'`` means the newest
+    partition of the ``edges`` graph; ``module`` is the network in this process (see :func:`run_importance`)."""
     unknown = set(methods) - set(choices(CoherenceMethod))
     if unknown:
         raise AssessmentInputError(f"Unknown coherence method(s) {sorted(unknown)}; choose 'features', 'examples'.")
@@ -435,6 +471,8 @@ def run_coherence(
         device=device,
         on_progress=progress,
         split=(examples.dataset, examples.split) if examples is not None else None,
+        edges=edges,
+        module=module,
     )
     return CoherenceRun(
         features=_features(store, pulled, features, out_dir, progress, write) if features is not None else None,

@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from neuronmap.loaders import load_graph
+from neuronmap.loaders import graph_from_module, load_graph
 from neuronmap.loaders.ingest.weights import ingest
-from neuronmap.service.errors import AssessmentInputError, SourceUnavailableError
+from neuronmap.loaders.tracing.trace_export import graph_from_exported
+from neuronmap.service.errors import AssessmentInputError, LayerMismatchError, SourceUnavailableError
 from neuronmap.service.report import FIGURES, write_report
-from neuronmap.service.runs import run_double_lesion, run_example_coherence, run_feature_coherence, run_importance
+from neuronmap.service.runs import (
+    run_coherence,
+    run_double_lesion,
+    run_example_coherence,
+    run_feature_coherence,
+    run_importance,
+)
 from neuronmap.service.store.assessments import latest_assessment, list_assessments, read_partition_layout
 from neuronmap.service.store.library import run_library_query
 from neuronmap.service.store.writeback import new_partition_id, write_partition
@@ -130,3 +137,57 @@ def test_a_changed_source_file_is_refused_and_bad_inputs_are_named(store, model_
     with pytest.raises(SourceUnavailableError, match="changed"):
         run_importance(store, model_id, partition, n_null=5, device="cpu")
     assert list_assessments(store, partition) == []
+
+
+def _write_planted_partition(store, model: str) -> str:
+    _, modules = planted_net()
+    labels = np.concatenate([np.full(64, -1), modules, modules, np.arange(N_MODULES)])
+    partition = new_partition_id(model)
+    write_partition(store, model, partition, {"k": N_MODULES, "method": "planted"}, labels, np.arange(labels.size))
+    return partition
+
+
+def test_a_model_ingested_from_memory_is_assessed_with_its_module(store, model_id, tmp_path):
+    partition_from_file, _ = store_planted(store, model_id, tmp_path)
+    from_file = run_importance(store, model_id, partition_from_file, n_null=10, device="cpu", write=False)
+    net, _ = planted_net()
+    memory = model_id + "-memory"
+    try:
+        ingest(store, memory, graph_from_module(net))
+        partition = _write_planted_partition(store, memory)
+        with pytest.raises(SourceUnavailableError, match="ingested from Python.*module="):
+            run_importance(store, memory, partition, n_null=20, device="cpu")
+        net.train()  # the caller's module is neither put in eval mode nor moved: a copy runs
+        result = run_importance(store, memory, partition, n_null=10, device="cpu", module=net)
+        assert net.training and result.assessment and result.partition == partition
+        assert result.accuracy == from_file.accuracy
+        assert [s.p_value for s in result.subclusters] == [s.p_value for s in from_file.subclusters]
+        assert run_double_lesion(store, memory, partition, n_null=3, device="cpu", same_layer=False, module=net).pairs
+        coherence = run_coherence(store, memory, partition, n_null=5, device="cpu", methods=("examples",), module=net)
+        assert coherence.examples is not None and coherence.examples.assessment
+        with pytest.raises(LayerMismatchError, match="in the module given"):
+            narrower = torch.nn.Sequential(
+                torch.nn.Linear(64, 32),
+                torch.nn.ReLU(),
+                torch.nn.Linear(32, 64),
+                torch.nn.ReLU(),
+                torch.nn.Linear(64, 10),
+            )
+            run_importance(store, memory, partition, n_null=5, device="cpu", module=narrower)
+        with pytest.raises(AssessmentInputError, match="nn.Module or a torch.export"):
+            run_importance(store, memory, partition, n_null=5, device="cpu", module=net.state_dict())
+    finally:
+        store.run("admin.delete_model", model=memory)
+
+
+def test_an_exported_program_in_memory_is_assessed_like_its_module(store, model_id):
+    net, _ = planted_net()
+    ep = torch.export.export(net, (torch.zeros(1, 64),))
+    ingest(store, model_id, graph_from_exported(ep))
+    partition = _write_planted_partition(store, model_id)
+    with pytest.raises(SourceUnavailableError, match="ingested from Python"):
+        run_importance(store, model_id, partition, n_null=10, device="cpu", write=False)
+    exported = run_importance(store, model_id, partition, n_null=10, device="cpu", write=False, module=ep)
+    plain = run_importance(store, model_id, partition, n_null=10, device="cpu", write=False, module=net)
+    assert exported.accuracy == plain.accuracy
+    assert [s.p_value for s in exported.subclusters] == [s.p_value for s in plain.subclusters]
