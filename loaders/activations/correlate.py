@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
+from torch.export import ExportedProgram
 
 from neuronmap.device import resolve_device
 from neuronmap.loaders.activations.buffer import _ValueBuffer
@@ -363,7 +364,7 @@ def _normalise(gram: torch.Tensor, constant: torch.Tensor, n_inputs: int, where:
 
 
 def compute_correlations(
-    module: nn.Module,
+    module: nn.Module | ExportedProgram,
     inputs: torch.Tensor | np.ndarray | Iterable[Any],
     *,
     method: CorrelationMethod = "spearman",
@@ -381,9 +382,10 @@ def compute_correlations(
 
     Parameters
     ----------
-    module : nn.Module
-        The network, e.g. ``build_module("neuronmap.examples.nets:mlp_4x256")`` with its weights loaded. Its
-        layers must be those of the stored model the graph is meant for (``ingest_activation_graph`` checks).
+    module : nn.Module or torch.export.ExportedProgram
+        The network, e.g. ``build_module("neuronmap.examples.nets:mlp_4x256")`` with its weights loaded, or an
+        exported program (``load_exported("net.pt2")``). Its layers must be those of the stored model the graph is
+        meant for (``ingest_activation_graph`` checks).
     inputs : torch.Tensor, np.ndarray or iterable
         The data set's inputs (N, *input_shape), or an iterable of batches (a DataLoader's ``(x, y)`` pairs).
         The reference used the test set.

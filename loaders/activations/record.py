@@ -1,8 +1,10 @@
 """Record the units of a network over a data set, one batch at a time (methods.md §2).
 
-:class:`ActivationRecorder` traces the module with torch.fx as ``graph_from_module`` does, so layers, unit indexes
-and global neuron ordinals are the weight graph's. An identity *tap* after each recorded value carries a forward
-hook; one forward pass gives a ``(batch, n_units)`` float32 matrix on the device, conv channels reduced per image.
+:class:`ActivationRecorder` traces the module with torch.fx as ``graph_from_module`` does (a ``torch.export``
+program: reads its graph as ``graph_from_exported`` does, and runs ``ExportedProgram.module()``), so layers, unit
+indexes and global neuron ordinals are the weight graph's. An identity *tap* after each recorded value carries a
+forward hook; one forward pass gives a ``(batch, n_units)`` float32 matrix on the device, conv channels reduced per
+image.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.export import ExportedProgram
 
 from neuronmap.device import resolve_device
 from neuronmap.loaders.errors import ActivationError, ArchitectureError, OptionError
 from neuronmap.loaders.records import LayerRecord
 from neuronmap.loaders.tracing.graph_builder import TracedNetwork, build_graph
+from neuronmap.loaders.tracing.trace_export import trace_export
 from neuronmap.loaders.tracing.trace_module import trace_module
 from neuronmap.options import ChannelReduction, RecordPoint, choices
 
@@ -97,9 +101,11 @@ class ActivationRecorder:
 
     Parameters
     ----------
-    module : nn.Module
+    module : nn.Module or torch.export.ExportedProgram
         Anything ``graph_from_module`` reads. It runs in eval mode under ``torch.inference_mode``; its training
         flags are restored after every batch. When ``device`` differs from the module's, a copy is moved there.
+        An exported program (a ``.pt2`` file's) is read as ``graph_from_exported`` reads it and run through
+        ``ExportedProgram.module()``; its input shape is the one it was exported with, except the batch size.
     layers : {"hidden", "all"}, str, int or sequence of them, default="hidden"
         The layers whose units are recorded: hidden layers only (the reference's ``exclude_inputs=True``), every
         layer, or layers by name or index. Inputs of an MLP are its features; of a CNN, its channels.
@@ -125,7 +131,7 @@ class ActivationRecorder:
 
     def __init__(
         self,
-        module: nn.Module,
+        module: nn.Module | ExportedProgram,
         *,
         layers: str | Sequence[str | int] = "hidden",
         reduction: ChannelReduction = "l2",
@@ -135,15 +141,28 @@ class ActivationRecorder:
     ) -> None:
         _check_option("reduction", reduction, REDUCTIONS)
         _check_option("point", point, POINTS)
-        if not isinstance(module, nn.Module):
-            raise ArchitectureError(f"Expected an nn.Module, got {type(module).__name__}.")
+        if not isinstance(module, (nn.Module, ExportedProgram)):
+            raise ArchitectureError(
+                f"Expected an nn.Module or a torch.export ExportedProgram, got {type(module).__name__}."
+            )
         self.device = resolve_device(device)
         self.reduction, self.point = reduction, point
-        param = next(iter(module.parameters()), None)
+        exported: ExportedProgram | None = None
+        runnable: nn.Module
+        if isinstance(module, ExportedProgram):
+            # It runs as a fresh GraphModule of its ATen calls, whose node names are its graph's.
+            exported, runnable = module, module.module()
+        else:
+            runnable = module
+        param = next(iter(runnable.parameters()), None)
         if param is not None and param.device != self.device:
-            module = copy.deepcopy(module).to(self.device)
+            runnable = (runnable if exported is not None else copy.deepcopy(runnable)).to(self.device)
         self.dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-        net = trace_module(module, input_shape)  # checks the architecture; eval mode while tracing
+        if exported is not None:
+            net = trace_export(exported)  # checks the architecture, as graph_from_exported does
+            _check_exported_shape(net, input_shape)
+        else:
+            net = trace_module(runnable, input_shape)  # checks the architecture; eval mode while tracing
         graph = build_graph(net, fold_batchnorm=False)  # the weight graph's layers (BatchNorm changes no layer)
         self.layers: list[LayerRecord] = graph.layers
         self.input_shape = tuple(net.input_shape)
@@ -151,9 +170,12 @@ class ActivationRecorder:
         layer_values = [net.input] + [step.out for step in net.steps if step.kind in ("linear", "conv")]
         values = _recorded_values(net, layer_values, self.recorded, point)
 
-        self._module = module
+        self._module = runnable
         self._captured: dict[int, torch.Tensor] = {}
-        self._gm = self._tapped_trace(module, values)
+        if isinstance(runnable, fx.GraphModule) and exported is not None:
+            self._gm = self._tap(runnable, _exported_values(runnable, net, values))
+        else:
+            self._gm = self._tapped_trace(runnable, values)
         offsets = np.concatenate([[0], np.cumsum([layer.size for layer in self.layers])]).astype(np.int64)
         self.units = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in self.recorded])
         self._layer_of_column = np.repeat(self.recorded, [self.layers[i].size for i in self.recorded])
@@ -167,6 +189,10 @@ class ActivationRecorder:
         finally:
             for m, training in flags.items():
                 m.training = training
+        return self._tap(gm, values)
+
+    def _tap(self, gm: fx.GraphModule, values: list[str]) -> fx.GraphModule:
+        """``gm`` with a hooked tap after the value recorded for each layer (``values``: node names of ``gm``)."""
         nodes = {node.name: node for node in gm.graph.nodes}
         for index, value in zip(self.recorded, values):
             node = nodes.get(value)
@@ -232,7 +258,7 @@ class ActivationRecorder:
                 f"{self.input_shape} (without the batch dim). Reshape the data set's inputs."
             )
         flags = {m: m.training for m in self._module.modules()}
-        self._module.eval()
+        _eval(self._module)
         self._captured.clear()
         try:
             with torch.inference_mode():
@@ -252,6 +278,32 @@ class ActivationRecorder:
         """Record ``inputs`` batch by batch; see :func:`iter_inputs` for what ``inputs`` may be."""
         for batch in iter_inputs(inputs, batch_size):
             yield self(batch)
+
+
+def _eval(module: nn.Module) -> None:
+    try:
+        module.eval()
+    except NotImplementedError:  # an exported program's module: already an inference graph, with no eval()
+        pass
+
+
+def _check_exported_shape(net: TracedNetwork, input_shape: Sequence[int] | None) -> None:
+    if input_shape is not None and tuple(int(d) for d in input_shape) != tuple(net.input_shape):
+        raise ActivationError(
+            f"input_shape={tuple(input_shape)} differs from the shape {tuple(net.input_shape)} the program was "
+            "exported with (without the batch dim); leave input_shape out for an exported program."
+        )
+
+
+def _exported_values(gm: fx.GraphModule, net: TracedNetwork, values: list[str]) -> list[str]:
+    """The recorded values as node names of ``gm`` (an exported program's ``.module()``), whose graph may call the
+    program's input otherwise; its shape guard is dropped, so any batch size runs."""
+    for node in list(gm.graph.nodes):
+        # torch.export's .module() checks its input shapes (batch size included) in a call that returns nothing
+        if node.op == "call_module" and str(node.target).startswith("_guards") and not node.users:
+            gm.graph.erase_node(node)
+    placeholders = [node.name for node in gm.graph.nodes if node.op == "placeholder"]
+    return [placeholders[0] if value == net.input else value for value in values]
 
 
 def iter_inputs(inputs: torch.Tensor | np.ndarray | Iterable[Any], batch_size: int) -> Iterator[torch.Tensor]:

@@ -10,7 +10,7 @@ from neuronmap.loaders.ingest.activations import ingest_activation_graph, list_g
 from neuronmap.options import ChannelReduction, CorrelationMethod, DeviceName, choices
 from neuronmap.service.cli.common import console, progress, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.store.model_source import reload_module
+from neuronmap.service.store.model_source import reload_source
 
 
 @click.command()
@@ -73,7 +73,7 @@ def activations(
                 title=f"activation graphs of {model}",
             )
             return
-        module, input_shape = reload_module(store, model, exported_ok=False)
+        module, input_shape = reload_source(store, model)  # a .pt2 model's ExportedProgram runs as it is
         dataset = load_dataset(data)
         inputs = dataset.x_test  # the reference correlates over the test set
         if input_shape and tuple(inputs.shape[1:]) != input_shape and inputs[0].numel() == _numel(input_shape):

@@ -120,6 +120,27 @@ def test_functional_activations_and_residual_nets_are_recorded():
     torch.testing.assert_close(rec(x), expected)
 
 
+@pytest.mark.parametrize("point", ["post", "pre"])
+def test_exported_programs_record_the_units_of_their_module(point):
+    torch.manual_seed(1)
+    net = nets.digits_cnn().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, as the demo's trained digits-cnn has
+        for bn in (net[1], net[4]):
+            bn.running_mean.uniform_(-0.2, 0.2)
+            bn.running_var.uniform_(0.5, 2.0)
+    x = load_dataset("digits-image").x_test[:40]
+    ep = torch.export.export(net, (x[:1],))  # exported with a batch of one, as the demo's digits-cnn.pt2 is
+    exported = ActivationRecorder(ep, layers="all", point=point, device="cpu")
+    plain = ActivationRecorder(net, layers="all", point=point, device="cpu")
+    assert [layer.model_dump() for layer in exported.layers] == [layer.model_dump() for layer in plain.layers]
+    assert exported.units.tolist() == plain.units.tolist()
+    torch.testing.assert_close(exported(x), plain(x))  # any batch size, not only the exported one
+    corr = compute_correlations(ep, x, method="pearson", device="cpu")
+    torch.testing.assert_close(corr.r, compute_correlations(net, x, method="pearson", device="cpu").r)
+    with pytest.raises(ActivationError, match="exported with"):
+        ActivationRecorder(ep, input_shape=(64,), device="cpu")
+
+
 # -- correlations against numpy / scipy ----------------------------------------------------------------------------
 
 
