@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import click
 
@@ -41,7 +41,18 @@ _COHERENCE_COLUMNS = [
 
 @click.command()
 @click.argument("model")
-@click.option("--partition", default="latest", show_default=True, help="A partition id, or latest.")
+@click.option(
+    "--partition",
+    default="latest",
+    show_default=True,
+    help="A partition id, or latest: the newest partition of the --edges graph.",
+)
+@click.option(
+    "--edges",
+    default="weight",
+    show_default=True,
+    help="Which graph's newest partition 'latest' means: 'weight', or an activation graph's name.",
+)
 @click.option("--data", "dataset", default="digits", show_default=True, help="A classification data set the net reads.")
 @click.option(
     "--random-sets",
@@ -60,6 +71,7 @@ def importance(
     ctx: click.Context,
     model: str,
     partition: str,
+    edges: str,
     dataset: str,
     n_null: int,
     double: bool,
@@ -76,7 +88,7 @@ def importance(
     """
     from neuronmap.service.runs import run_double_lesion, run_importance
 
-    options = {"parity": True} if parity else {}
+    options: dict[str, Any] = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
         result = run_importance(
             store,
@@ -87,13 +99,15 @@ def importance(
             seed=seed,
             device=device or ctx.obj.device,
             on_progress=StageBars(bar),
+            edges=edges,
             **options,
         )
+        _say_resolved(model, partition, result.partition, edges)
         pairs = (
             run_double_lesion(
                 store,
                 model,
-                partition,
+                result.partition,  # the one just assessed, even if a partition is written meanwhile
                 dataset=dataset,
                 seed=seed,
                 device=device or ctx.obj.device,
@@ -125,7 +139,18 @@ def importance(
 
 @click.command()
 @click.argument("model")
-@click.option("--partition", default="latest", show_default=True, help="A partition id, or latest.")
+@click.option(
+    "--partition",
+    default="latest",
+    show_default=True,
+    help="A partition id, or latest: the newest partition of the --edges graph.",
+)
+@click.option(
+    "--edges",
+    default="weight",
+    show_default=True,
+    help="Which graph's newest partition 'latest' means: 'weight', or an activation graph's name.",
+)
 @click.option("--data", "dataset", default="digits", show_default=True, help="Data set for data-set examples.")
 @click.option(
     "--method",
@@ -146,6 +171,7 @@ def coherence(
     ctx: click.Context,
     model: str,
     partition: str,
+    edges: str,
     dataset: str,
     methods: str,
     n_null: int,
@@ -184,7 +210,11 @@ def coherence(
             k=k,
             out_dir=out,
             on_progress=StageBars(bar),
+            edges=edges,
         )
+    used = run.features or run.examples
+    if used is not None:
+        _say_resolved(model, partition, used.partition, edges)
     for result in (run.features, run.examples):
         if result is None:
             continue
@@ -199,6 +229,14 @@ def coherence(
             f"network Fisher p = {result.fisher_p if result.fisher_p is not None else float('nan'):.3g}"
             f"{skipped}. Stored as {result.assessment}."
         )
+
+
+def _say_resolved(model: str, asked: str, used: str | None, edges: str) -> None:
+    """Say which partition 'latest' turned out to be (on stderr, so JSON and CSV output stay clean)."""
+    from neuronmap.service.store.library import LATEST, describe_latest
+
+    if asked == LATEST and used:
+        console.print(describe_latest(model, used, edges), highlight=False)
 
 
 COMMANDS = [importance, coherence]
