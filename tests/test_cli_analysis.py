@@ -11,9 +11,11 @@ from click.testing import CliRunner
 from safetensors.torch import save_file
 
 from neuronmap.examples import nets
+from neuronmap.loaders.ingest.activations import list_graphs
 from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.service.cli import cli
 from neuronmap.service.runs import ClusterConfig, run_clustering
+from neuronmap.service.store.assessments import list_assessments
 from neuronmap.service.store.library import run_library_query
 from tests.service.test_pipeline import planted_graph
 
@@ -110,6 +112,43 @@ def test_activation_graph_from_the_cli_and_its_clustering(run, store, model_id, 
     path.write_bytes(path.read_bytes() + b"\0")  # the file changed since it was ingested
     changed = run("activations", model_id, "--data", "digits", "--name", "other")
     assert changed.exit_code != 0 and "changed" in changed.output
+
+
+def test_activation_graph_of_an_exported_program(run, store, model_id, tmp_path: Path):
+    torch.manual_seed(0)
+    net = nets.digits_cnn().eval()
+    path = tmp_path / "cnn.pt2"  # as the demo saves its digits-cnn
+    torch.export.save(torch.export.export(net, (torch.zeros(1, 1, 8, 8),)), str(path))
+    assert run("ingest", str(path), "--name", model_id).exit_code == 0
+    made = run("activations", model_id, "--data", "digits", "--corr", "pearson")
+    assert made.exit_code == 0, made.output
+    (graph,) = list_graphs(store, model_id)
+    assert graph["name"] == "digits-pearson" and graph["status"] == "ready" and graph["n_units"] > 0
+
+
+def test_importance_and_coherence_resolve_latest_within_one_edge_kind(run, store, model_id, tmp_path: Path):
+    torch.manual_seed(0)
+    path = tmp_path / "mlp.safetensors"
+    save_file(nets.digits_mlp().state_dict(), str(path))
+    assert run("ingest", str(path), "--arch", "neuronmap.examples.nets:digits_mlp", "--name", model_id).exit_code == 0
+    weights = run_clustering(store, model_id, ClusterConfig(n_clusters=4)).id
+    assert run("activations", model_id, "--data", "digits", "--corr", "pearson").exit_code == 0
+    activations = run_clustering(store, model_id, ClusterConfig(n_clusters=3, edges="digits-pearson")).id  # newer
+
+    def assessed(partition: str) -> list[str]:
+        return [a["method"] for a in list_assessments(store, partition)]
+
+    imp = run("importance", model_id, "--random-sets", "5", "--format", "json")
+    assert imp.exit_code == 0, imp.output
+    assert f"partition latest = {weights}" in imp.output and "weight graph" in imp.output
+    assert assessed(weights) == ["importance"] and assessed(activations) == []
+    coh = run("coherence", model_id, "--edges", "digits-pearson", "--method", "examples", "--random-sets", "5")
+    assert coh.exit_code == 0, coh.output
+    assert f"partition latest = {activations}" in coh.output and "'digits-pearson'" in coh.output
+    assert assessed(activations) == ["coherence_examples"]
+    explicit = run("importance", model_id, "--partition", activations, "--random-sets", "5")
+    assert explicit.exit_code == 0 and "partition latest" not in explicit.output
+    assert assessed(activations) == ["importance", "coherence_examples"]
 
 
 def test_importance_and_coherence_from_the_cli(run, store, model_id, tmp_path: Path):
