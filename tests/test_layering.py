@@ -20,6 +20,7 @@ import pytest
 PURE = [
     "neuronmap.loaders.tracing",
     "neuronmap.loaders.activations",
+    "neuronmap.loaders.transformers",
     "neuronmap.service.clustering",
     "neuronmap.service.assessment",
     "neuronmap.service.stats",
