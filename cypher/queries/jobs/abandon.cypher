@@ -2,7 +2,7 @@
 // time (it died, or the job kills it), so no worker reclaims them again.
 //
 // mode: write
-// param max_attempts: int = 3   claims a job may have before a lapsed lease fails it
+// param max_attempts: int = 3 (>= 1)   claims a job may have before a lapsed lease fails it
 // returns: id: str, attempts: int
 MATCH (j:Job {status: 'running'})
 WHERE coalesce(j.lease_until, j.started_at + duration({hours: 1})) < datetime()

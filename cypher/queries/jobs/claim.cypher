@@ -6,8 +6,8 @@
 //
 // mode: write
 // param worker: str               the claiming worker's name
-// param lease_seconds: float      how long the claim holds without a heartbeat
-// param max_attempts: int = 3     claims a job may have before a lapsed lease fails it
+// param lease_seconds: float (>= 0)   how long the claim holds without a heartbeat
+// param max_attempts: int = 3 (>= 1)   claims a job may have before a lapsed lease fails it
 // returns: id: str, model: str, config: str, attempts: int
 MATCH (j:Job)
 WHERE j.status = 'queued'

@@ -4,7 +4,7 @@
 // mode: write
 // param id: str                the job's id
 // param worker: str            the worker that claimed it
-// param lease_seconds: float   the new lease, from now
+// param lease_seconds: float (>= 0)   the new lease, from now
 // returns: id: str, lease_until: str
 MATCH (j:Job {id: $id})
 WHERE j.status = 'running' AND j.worker = $worker
