@@ -3,6 +3,8 @@
 - ``graph_from_module(module)``: trace an in-process nn.Module with torch.fx.
 - ``graph_from_exported(ep)``: read a ``torch.export`` program.
 - ``load_graph(path, arch=...)``: open a checkpoint file and do one of the two.
+- ``load_transformer(directory)`` / ``graph_from_transformer(model)``: GPT-2, GPT-NeoX and Llama models
+  (``loaders.transformers``, methods.md §10).
 """
 
 from __future__ import annotations
@@ -31,11 +33,14 @@ from neuronmap.loaders.records import EdgeBlock, KernelNorm, LayerRecord, ModelG
 from neuronmap.loaders.tracing.trace_export import graph_from_exported
 from neuronmap.loaders.tracing.trace_module import graph_from_module
 from neuronmap.loaders.tracing.weight_edges import KERNEL_NORMS, check_kernel_norm, kernel_slice_norm
+from neuronmap.loaders.transformers import graph_from_transformer, load_transformer
 
 __all__ = [
     "load_graph",
     "graph_from_module",
     "graph_from_exported",
+    "load_transformer",
+    "graph_from_transformer",
     "ModelGraph",
     "LayerRecord",
     "EdgeBlock",
