@@ -48,12 +48,13 @@ def test_query_output_equals_the_library_call(run, store, clustered):
     model, _, latest = clustered
     result = run("query", "module-span", "--model", model, "--format", "json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == json.loads(
+    assert "partition latest = " + latest in result.stderr  # which partition 'latest' was
+    assert json.loads(result.stdout) == json.loads(
         json.dumps(run_library_query(store, "module_span", model=model, partition=latest), default=str)
     )
     csv_out = run("query", "module-cohesion", "-p", "model", model, "--format", "csv")
-    assert csv_out.output.splitlines()[0] == "cluster,size,within,cut,vol,ncut_term,n_within,n_cut"
-    assert len(csv_out.output.strip().splitlines()) == 1 + 2
+    assert csv_out.stdout.splitlines()[0] == "cluster,size,within,cut,vol,ncut_term,n_within,n_cut"
+    assert len(csv_out.stdout.strip().splitlines()) == 1 + 2
 
 
 def test_compare_partitions_reports_ari_and_nmi(run, clustered):
