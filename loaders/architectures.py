@@ -65,6 +65,12 @@ def build_module(spec: str) -> nn.Module:
             "that takes no arguments; wrap one with fixed arguments in a function.",
             spec=spec,
         ) from error
+    except Exception as error:  # the user's factory raised: their bug, told in one line with its type and text
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ArchitectureError(
+            f"Calling {spec!r} raised {type(error).__name__}: {first}. Fix the factory, or name another with --arch.",
+            spec=spec,
+        ) from error
     if not isinstance(module, nn.Module):
         raise ArchitectureError(f"{spec!r} returned a {type(module).__name__}, not an nn.Module.", spec=spec)
     return module
