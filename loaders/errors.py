@@ -103,3 +103,49 @@ class UnknownActivationGraphError(LoadError, LookupError):
 
 class ActivationLayoutError(LoadError, ValueError):
     """Correlations recorded from a network whose layers differ from those of the stored model."""
+
+
+_DOING = {"ingest": "being ingested", "drop": "being dropped", "activations": "being written"}
+
+
+class ModelBusyError(LoadError, RuntimeError):
+    """Another run (an ingest or a drop) holds the lease on the model or activation graph right now."""
+
+    def __init__(self, model: str, graph: str, holder: dict[str, object]) -> None:
+        what = f"Activation graph {graph!r} of model {model!r}" if graph else f"Model {model!r}"
+        doing = _DOING.get(str(holder.get("op")), "being written")
+        who = f"`neuronmap {holder.get('op', '?')}`, pid {holder.get('pid', '?')} on {holder.get('host', '?')}"
+        since = f", since {holder['since']}" if holder.get("since") else ""
+        super().__init__(
+            f"{what} is {doing} by another run ({who}{since}). Wait for it to finish, or stop it; if that run "
+            "has died, a rerun takes over at once on the same host, or within a minute from elsewhere."
+        )
+        self.model, self.graph, self.holder = model, graph, holder
+
+
+class LeaseLostError(LoadError, RuntimeError):
+    """Another run took over this run's lease (this one stalled for longer than the lease lasts)."""
+
+    def __init__(self, model: str, graph: str = "") -> None:
+        what = f"activation graph {graph!r} of model {model!r}" if graph else f"model {model!r}"
+        super().__init__(
+            f"Another run took over the lease on {what} while this one was stalled; this run stopped so that the "
+            "two do not write over each other. See `neuronmap models`, and rerun if it is not ready."
+        )
+        self.model, self.graph = model, graph
+
+
+class BadNameError(LoadError, ValueError):
+    """A model or activation-graph name that cannot be stored: empty, too long, or with control characters."""
+
+    def __init__(self, what: str, name: object, rule: str) -> None:
+        shown = repr(name) if len(repr(name)) <= 60 else f"{repr(name)[:40]}…({len(str(name)):,} characters)"
+        super().__init__(f"The {what} name {shown} {rule}. Choose another with --name.")
+        self.what, self.name = what, name
+
+
+class InterruptedDeleteError(LoadError, RuntimeError):
+    """A drop or replace stopped between batches (Ctrl-C): what is left is marked 'deleting', and a rerun finishes."""
+
+    def __init__(self, what: str, way_out: str) -> None:
+        super().__init__(f"Interrupted: {what} is left marked 'deleting', which analysis refuses. {way_out}")

@@ -41,10 +41,17 @@ class DisconnectedGraphWarning(UserWarning):
 
 class ModelNotReadyError(ServiceError, RuntimeError):
     def __init__(self, model: str, status: str) -> None:
-        super().__init__(
-            f"Model {model!r} is {status!r}, not ready: its ingest has not finished or failed. "
-            f"Re-run its `neuronmap ingest` command, or `neuronmap drop {model}`."
-        )
+        if status == "deleting":
+            message = (
+                f"Model {model!r} is 'deleting': a drop or replace is removing it, or was stopped part-way. "
+                f"Run `neuronmap drop {model}` to finish the drop, or re-run its `neuronmap ingest` command."
+            )
+        else:
+            message = (
+                f"Model {model!r} is {status!r}, not ready: its ingest has not finished or failed. "
+                f"Re-run its `neuronmap ingest` command, or `neuronmap drop {model}`."
+            )
+        super().__init__(message)
         self.model, self.status = model, status
 
 
@@ -74,9 +81,14 @@ class ActivationGraphNotFoundError(ServiceError, LookupError):
 
 class ActivationGraphNotReadyError(ServiceError, RuntimeError):
     def __init__(self, model: str, name: str, status: str) -> None:
+        why = (
+            "it is being removed, or its removal was stopped part-way"
+            if status == "deleting"
+            else "its ingest has not finished or failed"
+        )
         super().__init__(
-            f"Activation graph {name!r} of model {model!r} is {status!r}, not ready: its ingest has not "
-            "finished or failed. Re-run its `neuronmap activations` command (leftovers are replaced)."
+            f"Activation graph {name!r} of model {model!r} is {status!r}, not ready: {why}. "
+            "Re-run its `neuronmap activations` command (leftovers are replaced)."
         )
         self.model, self.name, self.status = model, name, status
 

@@ -6,7 +6,10 @@ graphs of one model (other data sets, methods, sparsifications) coexist under di
 
 Like a model, a graph is ``status: 'loading'`` from its first write until its last batch commits, then
 ``'ready'``; analysis reads only ready graphs. Leftovers of an interrupted ingest (``loading`` or ``failed``) are
-removed by the next ingest of that name; a ready graph is replaced only when asked.
+removed by the next ingest of that name; a ready graph is replaced only when asked. One run at a time writes or
+removes a graph (it holds the graph's lease, :mod:`.lease`). Removing one marks it ``'deleting'`` in its own
+first transaction, then deletes its edges a bounded number per transaction; a rerun finishes a removal that was
+stopped part-way.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from neuronmap.loaders.errors import (
     LoadError,
     UnknownActivationGraphError,
 )
-from neuronmap.loaders.ingest.weights import UnknownModelError, model_status
+from neuronmap.loaders.ingest import lease as leases
+from neuronmap.loaders.ingest.names import check_name
+from neuronmap.loaders.ingest.weights import DELETE_BATCH, UnknownModelError, model_status
 
 
 class ModelNotReadyForActivationsError(LoadError, RuntimeError):
@@ -39,7 +44,7 @@ class ModelNotReadyForActivationsError(LoadError, RuntimeError):
 
 
 def graph_status(store: Store, model: str, name: str) -> str | None:
-    """'loading', 'ready' or 'failed'; None when the model has no activation graph of that name."""
+    """'loading', 'ready', 'failed' or 'deleting'; None when the model has no activation graph of that name."""
     rows = store.run("activations.graph_status", model=model, name=name)
     return rows[0]["status"] if rows else None
 
@@ -147,11 +152,13 @@ def ingest_activation_graph(
     ActivationLayoutError
         The correlations come from a network with other layers.
     ActivationGraphExistsError
-        The name is taken by a ready graph and ``replace`` is False (nothing is written), or another process is
-        writing a graph of that name right now.
+        The name is taken by a ready graph and ``replace`` is False (nothing is written).
+    ModelBusyError
+        Another process is writing or removing a graph of that name right now (nothing is written).
     """
     if not isinstance(name, str) or not name.strip():
         raise ActivationError(f"An activation graph needs a non-empty name, got {name!r}; pass --name.")
+    check_name(name, "activation graph")
     if name == "weight":
         raise ActivationError(
             "'weight' names a model's own weight edges when clustering; choose another --name for the activation graph."
@@ -162,12 +169,29 @@ def ingest_activation_graph(
     if status != "ready":
         raise ModelNotReadyForActivationsError(model, status)
     _check_layout(store, model, edges)
-    existing = graph_status(store, model, name)
+    if graph_status(store, model, name) == "ready" and not replace:
+        raise ActivationGraphExistsError(model, name)
+    with leases.hold(store, model, "activations", graph=name) as lease:  # ModelBusyError names a running writer
+        return _write_graph(store, model, name, edges, lease, replace, batch_size, workers, on_batch)
+
+
+def _write_graph(
+    store: Store,
+    model: str,
+    name: str,
+    edges: ActivationEdges,
+    lease: leases.Lease,
+    replace: bool,
+    batch_size: int,
+    workers: int,
+    on_batch: Callable[[int], None],
+) -> int:
+    existing = graph_status(store, model, name)  # again, now that the lease is ours
     if existing == "ready" and not replace:
         raise ActivationGraphExistsError(model, name)
     if existing is not None:
         # A graph being replaced, or the leftovers of a crashed run: start clean, so the writes below can CREATE.
-        store.run("activations.delete_graph", model=model, name=name)
+        _delete_graph_parts(store, model, name, lease, DELETE_BATCH)
     try:
         store.run("activations.begin_graph", model=model, name=name, props=edges.properties())
     except neo4j.exceptions.ConstraintError:
@@ -177,22 +201,49 @@ def ingest_activation_graph(
             (dict(model=model, graph=name, src_layer=src, dst_layer=dst, rows=rows), count)
             for src, dst, rows, count in edge_batches(edges, batch_size)
         )
-        written = store.run_concurrently("activations.create_edges", batches, workers=workers, on_batch=on_batch)
+
+        def committed(n_edges: int) -> None:
+            lease.check()
+            on_batch(n_edges)
+
+        written = store.run_concurrently("activations.create_edges", batches, workers=workers, on_batch=committed)
         store.run("activations.mark_ready", model=model, name=name, n_edges=written)
     except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
-        try:
-            store.run(
-                "activations.mark_failed", model=model, name=name, reason=f"{type(error).__name__}: {error}"[:500]
-            )
-        except Exception:
-            pass  # the graph stays 'loading', which analysis ignores just the same
+        if not leases.connection_lost(error):
+            try:
+                store.run(
+                    "activations.mark_failed", model=model, name=name, reason=f"{type(error).__name__}: {error}"[:500]
+                )
+            except Exception:
+                pass  # the graph stays 'loading', which analysis ignores just the same
         raise
     return written
 
 
-def delete_activation_graph(store: Store, model: str, name: str) -> int:
-    """Remove one activation graph (its edges and node); returns the number of edges deleted."""
+def _delete_graph_parts(store: Store, model: str, name: str, lease: leases.Lease, batch: int) -> int:
+    """Mark the graph 'deleting' (its own transaction), delete its edges ``batch`` per transaction, then its node."""
+    store.run("activations.mark_deleting", model=model, name=name)
+    cursor, total = 0, 0
+    while True:
+        lease.check()
+        row = store.run("activations.delete_edges", model=model, name=name, limit=batch, **{"from": cursor})[0]
+        total += int(row["deleted"])
+        cursor = int(row["cursor"])
+        if row["deleted"] < batch:
+            break
+    store.run("activations.delete_graph_node", model=model, name=name)
+    return total
+
+
+def delete_activation_graph(store: Store, model: str, name: str, *, batch_size: int = DELETE_BATCH) -> int:
+    """Remove one activation graph (its edges and node); returns the number of edges deleted.
+
+    It says ``'deleting'`` from the first transaction on, and each later one deletes at most ``batch_size`` edges;
+    a removal stopped part-way is finished by running it again.
+    """
     if graph_status(store, model, name) is None:
         raise UnknownActivationGraphError(model, name)
-    rows = store.run("activations.delete_graph", model=model, name=name)
-    return int(rows[0]["deleted"]) if rows else 0
+    with leases.hold(store, model, "activations", graph=name) as lease:
+        if graph_status(store, model, name) is None:
+            raise UnknownActivationGraphError(model, name)
+        return _delete_graph_parts(store, model, name, lease, batch_size)

@@ -1,8 +1,17 @@
 """Write one model's neurons and edges into the store, in batches. Safe to re-run after any crash.
 
 A model is ``status: 'loading'`` from its first write until its last batch commits, then ``'ready'``; analysis
-reads only ready models. If an ingest stops part-way (an error, Ctrl-C, a killed process), the leftovers stay
-``loading`` (or ``failed``, when we got the chance to say so) and the next ingest of that name removes them first.
+reads only ready models. If an ingest stops part-way (an error, Ctrl-C, a killed process, a dead server), the
+leftovers stay ``loading`` (or ``failed``, when we got the chance to say so) and the next ingest of that name
+removes them first.
+
+One run at a time writes a model: an ingest or a drop holds the model's lease (:mod:`.lease`), so a second run is
+refused at once, and a run that died gives the lease up to the next one.
+
+A drop (and a replace) marks the model ``'deleting'`` in its own first transaction, so analysis refuses it while
+it goes; then every transaction deletes a bounded number of relationships (not neurons: one wide neuron can carry
+hundreds of thousands), then the neurons, and the model node last. A drop stopped part-way leaves a model that
+says ``deleting``, and a rerun of the drop or of the ingest finishes the job.
 """
 
 from __future__ import annotations
@@ -14,9 +23,12 @@ import numpy as np
 
 from neuronmap.cypher import Store
 from neuronmap.loaders.errors import LoadError
+from neuronmap.loaders.ingest import lease as leases
+from neuronmap.loaders.ingest.names import check_name
 from neuronmap.loaders.records import ModelGraph
 
 NEURONS_PER_BATCH = 20_000
+DELETE_BATCH = 20_000  # relationships (or neurons) per delete transaction; see bench/drop.py for its memory
 
 
 class ModelExistsError(LoadError, FileExistsError):
@@ -34,9 +46,14 @@ class UnknownModelError(LoadError, LookupError):
 
 
 def model_status(store: Store, model: str) -> str | None:
-    """'loading', 'ready' or 'failed'; None when the store has no such model."""
+    """'loading', 'ready', 'failed' or 'deleting'; None when the store has no such model."""
     rows = store.run("ingest.model_status", model=model)
     return rows[0]["status"] if rows else None
+
+
+def model_counts(store: Store, model: str) -> dict[str, int]:
+    """What the store really holds for ``model``, counted from the graph: n_layers, n_neurons, n_edges (WEIGHT)."""
+    return store.run("admin.model_counts", model=model)[0]
 
 
 def neuron_rows(graph: ModelGraph, max_rows: int = NEURONS_PER_BATCH) -> Iterator[dict[str, Any]]:
@@ -55,19 +72,24 @@ def neuron_rows(graph: ModelGraph, max_rows: int = NEURONS_PER_BATCH) -> Iterato
 
 
 def edge_batches(graph: ModelGraph, batch_size: int) -> Iterator[tuple[int, int, list[dict[str, Any]], int]]:
-    """(src_layer, dst_layer, rows, n_edges) with about ``batch_size`` edges per batch, one row per source neuron."""
+    """(src_layer, dst_layer, rows, n_edges) with at most ``batch_size`` edges per batch, one row per source neuron.
+
+    A source neuron with more than ``batch_size`` edges is split over several rows (and batches), so that no
+    transaction creates more relationships than ``batch_size``, however wide the layer.
+    """
     for block in graph.blocks:
         rows: list[dict[str, Any]] = []
         count = 0
         for i, row in enumerate(block.weight):
             nonzero = np.flatnonzero(row)
-            if nonzero.size == 0:
-                continue
-            rows.append({"src": i, "dst": nonzero.tolist(), "w": row[nonzero].tolist()})
-            count += nonzero.size
-            if count >= batch_size:
-                yield block.src_layer, block.dst_layer, rows, count
-                rows, count = [], 0
+            while nonzero.size:
+                take = nonzero[: batch_size - count]
+                nonzero = nonzero[take.size :]
+                rows.append({"src": i, "dst": take.tolist(), "w": row[take].tolist()})
+                count += take.size
+                if count >= batch_size:
+                    yield block.src_layer, block.dst_layer, rows, count
+                    rows, count = [], 0
         if rows:
             yield block.src_layer, block.dst_layer, rows, count
 
@@ -90,6 +112,7 @@ def ingest(
     batch_size: int = 10_000,
     workers: int = 3,
     on_batch: Callable[[int], None] = lambda n_edges: None,
+    delete_batch: int = DELETE_BATCH,
 ) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
 
@@ -97,22 +120,30 @@ def ingest(
     ----------
     store : Store
     model : str
-        The model's name, unique in the store.
+        The model's name, unique in the store: at most 200 characters, not blank, no control characters.
     graph : ModelGraph
     replace : bool, default=False
-        Replace a ready model of the same name. Leftovers of a failed or interrupted ingest are always replaced.
+        Replace a ready model of the same name. Leftovers of a failed, interrupted or half-dropped model are
+        always replaced.
     batch_size : int, default=10_000
-        Edges per write transaction; keep it under the server's transaction memory limit.
+        Edges per write transaction (a wide neuron's edges are split over batches); keep it under the server's
+        transaction memory limit.
     workers : int, default=3
         Concurrent write transactions (measured best on 2 cores: one more than the cores keeps them busy
         while Python packs the next batch).
     on_batch : callable
         Called with the number of edges after each committed batch (the CLI's progress bar).
+    delete_batch : int, default=DELETE_BATCH
+        Relationships per delete transaction when an old copy or leftovers go first.
 
     Raises
     ------
     ModelExistsError
         The name is taken by a ready model and ``replace`` is False. Nothing is written.
+    ModelBusyError
+        Another ingest or drop of this name is running. Nothing is written.
+    BadNameError
+        The name is empty, blank, too long or holds control characters. Nothing is written.
 
     Examples
     --------
@@ -128,36 +159,105 @@ def ingest(
     >>> nm.ingest(store, model, graph, replace=True) == 64 * 64 + 64 * 64 + 64 * 10
     True
     """
+    check_name(model, "model")
     _check_finite(graph)  # before anything is written
-    status = model_status(store, model)
-    if status == "ready" and not replace:
-        raise ModelExistsError(model)
-    if status is not None:
-        # A model being replaced, or the leftovers of a crashed run: start clean, so the writes below can
-        # CREATE (fast) and still never duplicate anything.
-        store.run("admin.delete_model", model=model)
-    layers = [layer.model_dump() for layer in graph.layers]
-    store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
-    try:
-        store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
-        batches = (
-            (dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
-            for src, dst, rows, count in edge_batches(graph, batch_size)
-        )
-        written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=on_batch)
-        store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
-    except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
+    if model_status(store, model) == "ready" and not replace:
+        raise ModelExistsError(model)  # before the lease, so that a refusal writes nothing at all
+    with leases.hold(store, model, "ingest") as lease:
+        status = model_status(store, model)  # again: it may have changed before the lease was ours
+        if status == "ready" and not replace:
+            raise ModelExistsError(model)
+        if status is not None:
+            # A model being replaced, or the leftovers of a crashed run: start clean, so the writes below can
+            # CREATE (fast) and still never duplicate anything.
+            _delete_parts(store, model, lease, delete_batch)
+        layers = [layer.model_dump() for layer in graph.layers]
+        store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
         try:
-            store.run("ingest.mark_failed", model=model, reason=f"{type(error).__name__}: {error}"[:500])
-        except Exception:
-            pass  # the model stays 'loading', which analysis ignores just the same
-        raise
+            store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
+            batches = (
+                (dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
+                for src, dst, rows, count in edge_batches(graph, batch_size)
+            )
+
+            def committed(n_edges: int) -> None:
+                lease.check()
+                on_batch(n_edges)
+
+            written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=committed)
+            lease.check()
+            store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
+        except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
+            if not leases.connection_lost(error):  # a dead server: asking would only wait; 'loading' says as much
+                try:
+                    store.run("ingest.mark_failed", model=model, reason=f"{type(error).__name__}: {error}"[:500])
+                except Exception:
+                    pass  # the model stays 'loading', which analysis ignores just the same
+            raise
     return written
 
 
-def delete_model(store: Store, model: str) -> int:
-    """Remove a model and everything it owns; returns the number of neurons deleted."""
+def _delete_parts(
+    store: Store,
+    model: str,
+    lease: leases.Lease,
+    batch: int,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> int:
+    """Delete a model under its lease: marked 'deleting' first, then bounded batches; returns the neurons deleted.
+
+    1. ``admin.mark_model_deleting``: its own transaction; analysis refuses the model (and its activation graphs).
+    2. Each partition, with its clusters, memberships and assessments, in one transaction: a partition is there
+       whole or not at all.
+    3. The relationships of its neurons, ``batch`` per transaction; ``on_batch`` gets each batch's count.
+    4. The neurons, ``batch`` per transaction.
+    5. Activation-graph nodes, layers and the model node, in one transaction.
+    """
+    store.run("admin.mark_model_deleting", model=model)
+    for row in store.run("admin.partition_ids", model=model):
+        lease.check()
+        store.run("admin.delete_partition", partition=row["id"])
+    while True:
+        lease.check()
+        deleted = int(store.run("admin.delete_model_edges", model=model, limit=batch)[0]["deleted"])
+        on_batch(deleted)
+        if deleted < batch:
+            break
+    neurons = 0
+    while True:
+        lease.check()
+        deleted = int(store.run("admin.delete_model_neurons", model=model, limit=batch)[0]["deleted"])
+        neurons += deleted
+        if deleted < batch:
+            break
+    store.run("admin.delete_model_node", model=model)
+    return neurons
+
+
+def delete_model(
+    store: Store,
+    model: str,
+    *,
+    batch_size: int = DELETE_BATCH,
+    on_batch: Callable[[int], None] = lambda n_relationships: None,
+) -> int:
+    """Remove a model and everything it owns; returns the number of neurons deleted.
+
+    The model says ``'deleting'`` from the first transaction on, and each later transaction deletes at most
+    ``batch_size`` relationships (``on_batch`` gets each count), so a model of any width can go, and Ctrl-C
+    stops it between batches. A drop stopped part-way is finished by running it again (or by an ingest of the
+    name).
+
+    Raises
+    ------
+    UnknownModelError
+        The store has no model of that name.
+    ModelBusyError
+        An ingest or another drop of the model is running.
+    """
     if model_status(store, model) is None:
         raise UnknownModelError(model)
-    rows = store.run("admin.delete_model", model=model)
-    return int(rows[0]["deleted"]) if rows else 0
+    with leases.hold(store, model, "drop") as lease:
+        if model_status(store, model) is None:  # dropped by the run that held the lease before us
+            raise UnknownModelError(model)
+        return _delete_parts(store, model, lease, batch_size, on_batch)
