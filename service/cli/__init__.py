@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import click
-import pydantic
+try:  # Ctrl-C while the command line loads (torch and the driver take seconds on a busy machine): no traceback
+    import click
+    import pydantic
 
-from neuronmap.errors import NeuronmapError
-from neuronmap.service.cli import activations as _activations
-from neuronmap.service.cli import assess as _assess
-from neuronmap.service.cli import cluster as _cluster
-from neuronmap.service.cli import db as _db
-from neuronmap.service.cli import demo as _demo
-from neuronmap.service.cli import ingest as _ingest
-from neuronmap.service.cli import query as _query
-from neuronmap.service.cli import serve as _serve
-from neuronmap.service.config import Settings
+    from neuronmap.errors import NeuronmapError
+    from neuronmap.service.cli import activations as _activations
+    from neuronmap.service.cli import adhoc as _adhoc
+    from neuronmap.service.cli import assess as _assess
+    from neuronmap.service.cli import cluster as _cluster
+    from neuronmap.service.cli import db as _db
+    from neuronmap.service.cli import demo as _demo
+    from neuronmap.service.cli import ingest as _ingest
+    from neuronmap.service.cli import query as _query
+    from neuronmap.service.cli import serve as _serve
+    from neuronmap.service.config import Settings
+except KeyboardInterrupt:
+    sys.stderr.write("Interrupted while neuronmap was starting; nothing was done.\n")
+    raise SystemExit(130) from None
 
 
 def one_line_per_field(error: pydantic.ValidationError) -> str:
@@ -33,6 +39,39 @@ class _Root(click.Group):
             raise click.ClickException(str(error)) from error
         except pydantic.ValidationError as error:
             raise click.ClickException(one_line_per_field(error)) from error
+        except Exception as error:
+            line = driver_error_line(error, ctx.invoked_subcommand or "")
+            if line is None:
+                raise  # a bug: keep the traceback
+            raise click.ClickException(line) from error
+
+
+def driver_error_line(error: BaseException, command: str = "") -> str | None:
+    """One line for an error of the Neo4j driver: what failed, Neo4j's code, and the way out; None for others.
+
+    The Store turns a lost server into StoreUnavailableError itself; what still arrives here is the server
+    refusing or failing a statement (out of transaction memory, a constraint, a terminated transaction, …).
+    """
+    exceptions = sys.modules.get("neo4j.exceptions")  # not imported: if the driver never loaded, it raised nothing
+    if exceptions is None or not isinstance(error, exceptions.Neo4jError | exceptions.DriverError):
+        return None
+    what = f"`neuronmap {command}`" if command else "The command"
+    code = getattr(error, "code", None) or type(error).__name__
+    message = (getattr(error, "message", None) or str(error) or type(error).__name__).strip()
+    message = message.splitlines()[0].rstrip(".")
+    if "OutOfMemory" in code or "MemoryPool" in code:
+        way_out = (
+            "The server ran out of transaction memory: raise NEURONMAP_NEO4J_HEAP (default 1g), then run "
+            "`neuronmap db stop` and `neuronmap db start`; `neuronmap db logs` shows the server's side."
+        )
+    elif isinstance(error, exceptions.ServiceUnavailable | exceptions.SessionExpired | exceptions.IncompleteCommit):
+        way_out = "`neuronmap db logs` shows why the server stopped; `neuronmap db start` starts it again."
+    else:
+        way_out = (
+            "`neuronmap db logs` shows the server's side; `neuronmap db status` says whether it runs "
+            "(`neuronmap db start` starts it)."
+        )
+    return f"{what} failed: Neo4j {code}: {message}. {way_out}"
 
 
 @click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,6 +90,6 @@ def main() -> None:
     cli(prog_name="neuronmap")
 
 
-for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _serve, _demo):  # register the commands
+for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _adhoc, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:
         cli.add_command(_command)

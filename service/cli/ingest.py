@@ -7,7 +7,10 @@ from pathlib import Path
 import click
 
 from neuronmap.loaders import load_graph
-from neuronmap.loaders.ingest.weights import delete_model
+from neuronmap.loaders.errors import InterruptedDeleteError
+from neuronmap.loaders.ingest.lease import check_free
+from neuronmap.loaders.ingest.names import check_name
+from neuronmap.loaders.ingest.weights import ModelExistsError, delete_model, model_counts, model_status
 from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.options import KernelNorm
 from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
@@ -59,20 +62,30 @@ def ingest(
     """
     if not checkpoint.exists():
         raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
-    # Everything is read and checked before the first write: a bad file writes nothing.
-    graph = load_graph(
-        checkpoint,
-        arch=arch,
-        input_shape=parse_shape(input_shape),
-        kernel_norm=kernel_norm,
-        fold_batchnorm=not no_fold_batchnorm,
-    )
-    name = name or checkpoint.stem
-    with store_from(ctx) as store, progress() as bar:
-        task = bar.add_task(f"ingest {name}", total=graph.n_edges)
-        written = ingest_graph(
-            store, name, graph, replace=replace, batch_size=ctx.obj.batch_size, on_batch=lambda n: bar.advance(task, n)
+    name = check_name(name if name is not None else checkpoint.stem)
+    with store_from(ctx) as store:
+        # Refused at once, before the file is read: a run that holds the name, or a ready model without --replace.
+        check_free(store, name)
+        if not replace and model_status(store, name) == "ready":
+            raise ModelExistsError(name)
+        # Everything is read and checked before the first write: a bad file writes nothing.
+        graph = load_graph(
+            checkpoint,
+            arch=arch,
+            input_shape=parse_shape(input_shape),
+            kernel_norm=kernel_norm,
+            fold_batchnorm=not no_fold_batchnorm,
         )
+        with progress() as bar:
+            task = bar.add_task(f"ingest {name}", total=graph.n_edges)
+            written = ingest_graph(
+                store,
+                name,
+                graph,
+                replace=replace,
+                batch_size=ctx.obj.batch_size,
+                on_batch=lambda n: bar.advance(task, n),
+            )
     console.print(
         f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, {written:,} edges."
     )
@@ -104,7 +117,15 @@ def drop(ctx: click.Context, name: str) -> None:
     neuronmap drop mnist-mlp-a
     """
     with store_from(ctx) as store:
-        deleted = delete_model(store, name)
+        try:
+            with progress() as bar:
+                total = int(model_counts(store, name)["n_edges"] or 0)
+                task = bar.add_task(f"drop {name}", total=max(total, 1))
+                deleted = delete_model(store, name, on_batch=lambda n: bar.advance(task, n))
+        except KeyboardInterrupt:  # honoured between batches: one batch's wait at most
+            raise InterruptedDeleteError(
+                f"model {name!r}", f"Run `neuronmap drop {name}` again to finish (or ingest the name anew)."
+            ) from None
     click.echo(f"Dropped model {name!r} ({deleted:,} neurons).")
 
 
