@@ -1,6 +1,10 @@
 """Write a partition back to the store: one (:Partition), its (:Cluster)s and the memberships, in one transaction.
 
 A reader never sees half a partition: every batch runs inside the one explicit transaction, which commits last.
+Deleting one is one transaction too (``admin.delete_partition``, also the way a model's drop removes each of its
+partitions first), so a partition is there whole or not at all: its memberships number at most the model's
+neurons, far fewer than the edges that bound the other transactions. A partition is written only onto a model
+that is still ready: one that a drop or replace marked 'deleting' while it was being clustered is refused.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from neuronmap.cypher import Store
-from neuronmap.service.errors import PartitionWriteError
+from neuronmap.service.errors import ModelNotFoundError, ModelNotReadyError, PartitionWriteError
 
 MEMBERS_PER_ROW = 5_000
 
@@ -49,6 +53,11 @@ def write_partition(
     rows = membership_rows(np.asarray(labels), np.asarray(ordinals))
     written = 0
     with store.transaction("writeback.partition") as tx:
+        status = tx.run("ingest.model_status", model=model)
+        if not status:
+            raise ModelNotFoundError(model)
+        if status[0]["status"] != "ready":  # dropped or replaced while it was being clustered
+            raise ModelNotReadyError(model, status[0]["status"])
         tx.run("writeback.create_partition", model=model, id=partition_id, props=props)
         for start in range(0, len(rows), rows_per_batch):
             result = tx.run(
