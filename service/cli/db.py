@@ -31,21 +31,50 @@ def _server(ctx: click.Context) -> local_neo4j.LocalServer:
 
 @db.command()
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for the server to answer.")
+@click.option(
+    "--http",
+    is_flag=True,
+    help="Also serve Neo4j's HTTP API and Neo4j Browser on 127.0.0.1 (Browser's assets are fetched once).",
+)
+@click.option("--http-port", default=7474, show_default=True, type=click.IntRange(1, 65535), help="With --http.")
 @click.pass_context
-def start(ctx: click.Context, timeout: float) -> None:
+def start(ctx: click.Context, timeout: float, http: bool, http_port: int) -> None:
     """Fetch the Neo4j jars once, then start the local server (a no-op if it runs already).
 
     \b
     neuronmap db start
+    neuronmap db start --http       # then open http://127.0.0.1:7474/browser/ (user neo4j, `neuronmap db password`)
     """
-    server = _server(ctx)
+    settings: Settings = ctx.obj
+    if settings.neo4j_uri:
+        _server(ctx)  # says that commands use NEO4J_URI
+    server = local_neo4j.LocalServer.from_settings(settings, http_port=http_port if http else None)
+    before = server.status()
     if not (local_neo4j.jar_dir(server.home) / ".complete").exists():
         console.print(f"Fetching Neo4j {local_neo4j.NEO4J_VERSION} from Maven Central into {server.home}…")
+    if before.running and not before.ready:
+        console.print(
+            f"The local Neo4j (pid {before.pid}) is still starting, perhaps recovering after an unclean stop; "
+            "waiting for it (`neuronmap db logs` shows its progress)…"
+        )
     status, started = server.start(timeout=timeout)
     if started:
         click.echo(f"Neo4j {status.version} is running at {status.uri} (pid {status.pid}); data in {status.home}.")
+    elif not before.ready:
+        click.echo(f"Neo4j is running at {status.uri} (pid {status.pid}); it was starting, and now answers.")
     else:
         click.echo(f"Neo4j is already running at {status.uri} (pid {status.pid}); nothing to do.")
+    if http and not status.http_uri:
+        click.echo("It runs without HTTP: `neuronmap db stop`, then `neuronmap db start --http`.")
+    if status.http_uri:
+        if (local_neo4j.browser_dir(server.home) / ".complete").exists():
+            click.echo(f"HTTP API and Neo4j Browser at {status.http_uri}/browser/ (connect to {status.uri}).")
+        else:
+            click.echo(
+                f"HTTP API at {status.http_uri}; Neo4j Browser's assets could not be fetched from Maven Central "
+                f"(org.neo4j.client:neo4j-browser:{local_neo4j.BROWSER_VERSION}), so connect a Browser you have, "
+                f"or cypher-shell, to {status.uri}."
+            )
     click.echo(f"User 'neo4j', password in {server.password_file} (owner-only).")
 
 
@@ -86,22 +115,30 @@ def status(ctx: click.Context) -> None:
     """
     state = _server(ctx).status()
     if state.running:
-        click.echo(f"running  {state.uri}  pid {state.pid}  Neo4j {state.version}  data {state.home}")
+        http = f"  http {state.http_uri}" if state.http_uri else ""
+        what = "running" if state.ready else "starting"
+        click.echo(f"{what}  {state.uri}{http}  pid {state.pid}  Neo4j {state.version}  data {state.home}")
+        if not state.ready:
+            click.echo(f"  {state.detail}; `neuronmap db logs` shows its progress")
     else:
         click.echo(f"stopped  ({state.detail})  data {state.home}")
         ctx.exit(3)
 
 
 @db.command()
-@click.option("-n", "--lines", default=40, show_default=True)
+@click.option("-n", "--lines", default=40, show_default=True, type=click.IntRange(1, 100_000), help="Lines of each.")
 @click.pass_context
 def logs(ctx: click.Context, lines: int) -> None:
-    """Print the end of the local server's log.
+    """Print the end of the local server's logs: the launcher's output, then Neo4j's own debug.log.
 
     \b
     neuronmap db logs -n 100
     """
-    click.echo(_server(ctx).log_tail(lines))
+    server = _server(ctx)
+    click.echo(f"== {server.log_file} (the launcher) ==")
+    click.echo(server.log_tail(lines))
+    click.echo(f"== {server.debug_log_file} (Neo4j) ==")
+    click.echo(server.debug_log_tail(lines))
 
 
 @db.command()

@@ -1,9 +1,14 @@
 """The managed local Neo4j: fetch the pinned jars with Maven, start a child JVM on 127.0.0.1, stop it, report it.
 
-Layout under the data home (``NEURONMAP_HOME``, default ``~/.local/share/neuronmap``)::
+Layout under the data home (``NEURONMAP_HOME``, default ``~/.local/share/neuronmap``; owner-only, mode 700)::
 
     neo4j-<version>/lib/*.jar     the engine, fetched once from Maven Central and shared by every server
-    server/                       the user's server: data/, neo4j.conf, password (0600), server.json, neo4j.log
+    neo4j-browser-<version>/      Neo4j Browser's web assets, fetched on the first ``db start --http``
+    server/                       the user's server (mode 700): data/ (700), logs/debug.log (Neo4j's own log),
+                                  neo4j.conf, password (0600), server.json, neo4j.log (the launcher's output)
+
+The server listens on 127.0.0.1 only: Bolt always, HTTP (and Neo4j Browser, when its assets could be fetched)
+only when started with ``http_port``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from neuronmap.service.config import Settings
 from neuronmap.service.errors import LocalServerError
 
 NEO4J_VERSION = "5.26.30"  # the one place the engine version is pinned
+BROWSER_VERSION = "5.24.0"  # the newest Neo4j Browser on Maven Central (org.neo4j.client:neo4j-browser)
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.11.0"  # Maven 3.8's default is too old
 READY_LINE = "neuronmap: neo4j ready"
 _ADD_OPENS = [
@@ -49,8 +55,10 @@ _ADD_OPENS = [
 
 class ServerStatus(BaseModel):
     running: bool
+    ready: bool = False  # running and answering; False while it starts (or recovers after an unclean stop)
     pid: int | None = None
     uri: str | None = None
+    http_uri: str | None = None  # Neo4j's HTTP port (and Browser), when started with it
     home: str
     version: str = NEO4J_VERSION
     detail: str = ""
@@ -69,41 +77,66 @@ def jar_dir(home: Path) -> Path:
     return home / f"neo4j-{NEO4J_VERSION}" / "lib"
 
 
-def fetch_jars(home: Path, *, quiet: bool = True) -> Path:
-    """Fetch the pinned Neo4j Community jars from Maven Central once; later calls return the cached folder."""
-    lib = jar_dir(home)
-    if (lib / ".complete").exists():
-        return lib
+def browser_dir(home: Path) -> Path:
+    return home / f"neo4j-browser-{BROWSER_VERSION}"
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` if needed and make it owner-only (700): the store files can be read around the password."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.chmod(0o700)
+    return path
+
+
+def _maven(goal: str, *args: str, quiet: bool = True) -> subprocess.CompletedProcess[str]:
     mvn = shutil.which("mvn")
     if mvn is None:
         raise LocalServerError(
             "Maven ('mvn') is not on PATH; neuronmap fetches the Neo4j jars with it. Install "
             "Maven, or run Neo4j yourself (docker compose up) and set NEO4J_URI."
         )
-    lib.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="lib-", dir=lib.parent))
     pom = resources.files("neuronmap.service.store").joinpath("launcher", "pom.xml")
     with resources.as_file(pom) as pom_path:
-        command = [
-            mvn,
-            "-B",
-            *(["-q"] if quiet else []),
-            "-f",
-            str(pom_path),
-            f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-            f"-Dneo4j.version={NEO4J_VERSION}",
-            f"-DoutputDirectory={staging}",
-        ]
-        done = subprocess.run(command, capture_output=True, text=True)
+        command = [mvn, "-B", *(["-q"] if quiet else []), "-f", str(pom_path), f"{DEPENDENCY_PLUGIN}:{goal}", *args]
+        return subprocess.run(command, capture_output=True, text=True)
+
+
+def _fetch_into(target: Path, what: str, goal: str, *args: str, quiet: bool = True) -> Path:
+    """Run a Maven copy goal into a staging folder next to ``target``, then move it into place (all or nothing)."""
+    if (target / ".complete").exists():
+        return target
+    private_dir(target.parent)
+    staging = Path(tempfile.mkdtemp(prefix="fetch-", dir=target.parent))
+    done = _maven(goal, *args, f"-DoutputDirectory={staging}", quiet=quiet)
     if done.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
-        raise LocalServerError(f"Maven could not fetch Neo4j {NEO4J_VERSION}:\n{tail}")
-    (staging / ".complete").write_text(NEO4J_VERSION)
-    if lib.exists():  # a half-finished earlier fetch
-        shutil.rmtree(lib)
-    staging.rename(lib)
-    return lib
+        raise LocalServerError(f"Maven could not fetch {what}:\n{tail}")
+    (staging / ".complete").write_text(what)
+    if target.exists():  # a half-finished earlier fetch
+        shutil.rmtree(target)
+    staging.rename(target)
+    return target
+
+
+def fetch_jars(home: Path, *, quiet: bool = True) -> Path:
+    """Fetch the pinned Neo4j Community jars from Maven Central once; later calls return the cached folder."""
+    private_dir(home)
+    return _fetch_into(
+        jar_dir(home), f"Neo4j {NEO4J_VERSION}", "copy-dependencies", f"-Dneo4j.version={NEO4J_VERSION}", quiet=quiet
+    )
+
+
+def fetch_browser(home: Path, *, quiet: bool = True) -> Path:
+    """Fetch Neo4j Browser's assets (one jar, org.neo4j.client:neo4j-browser) from Maven Central once."""
+    private_dir(home)
+    return _fetch_into(
+        browser_dir(home),
+        f"Neo4j Browser {BROWSER_VERSION}",
+        "copy",
+        f"-Dartifact=org.neo4j.client:neo4j-browser:{BROWSER_VERSION}",
+        quiet=quiet,
+    )
 
 
 def free_port() -> int:
@@ -138,19 +171,34 @@ def _alive(pid: int) -> bool:
 
 
 class LocalServer:
-    """One local Neo4j server: its folder, port and memory settings."""
+    """One local Neo4j server: its folder, ports and memory settings.
+
+    ``http_port`` (None: off) also serves Neo4j's HTTP API on 127.0.0.1, and Neo4j Browser when its assets could be
+    fetched from Maven Central; Bolt is always on.
+    """
 
     def __init__(
-        self, home: Path, root: Path | None = None, *, port: int = 7687, heap: str = "1g", pagecache: str = "512m"
+        self,
+        home: Path,
+        root: Path | None = None,
+        *,
+        port: int = 7687,
+        heap: str = "1g",
+        pagecache: str = "512m",
+        http_port: int | None = None,
     ) -> None:
         self.home = home
         self.root = root or home / "server"
-        self.port, self.heap, self.pagecache = port, heap, pagecache
+        self.port, self.heap, self.pagecache, self.http_port = port, heap, pagecache, http_port
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> LocalServer:
+    def from_settings(cls, settings: Settings, *, http_port: int | None = None) -> LocalServer:
         return cls(
-            settings.home, port=settings.local_port, heap=settings.local_heap, pagecache=settings.local_pagecache
+            settings.home,
+            port=settings.local_port,
+            heap=settings.local_heap,
+            pagecache=settings.local_pagecache,
+            http_port=http_port,
         )
 
     # -- files --------------------------------------------------------------------------------------------
@@ -160,7 +208,13 @@ class LocalServer:
 
     @property
     def log_file(self) -> Path:
+        """The launcher's output: start-up, the ready line, and anything the JVM prints before Neo4j logs."""
         return self.root / "neo4j.log"
+
+    @property
+    def debug_log_file(self) -> Path:
+        """Neo4j's own log: recovery, transactions that failed, memory, shutdown."""
+        return self.root / "logs" / "debug.log"
 
     @property
     def password_file(self) -> Path:
@@ -169,7 +223,7 @@ class LocalServer:
     def password(self) -> str:
         """The generated password, created owner-only on first use."""
         if not self.password_file.exists():
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
             fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(24))
@@ -182,10 +236,21 @@ class LocalServer:
             return None
 
     def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.log_file, lines)
+
+    def debug_log_tail(self, lines: int = 40) -> str:
+        return _tail(self.debug_log_file, lines)
+
+    def _ready_since(self, offset: int | None) -> bool:
+        """Whether the launcher printed its ready line after byte ``offset`` of its log (this start's output)."""
+        if offset is None:
+            return True  # a server started before neuronmap recorded the offset: it answered once
         try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+            with open(self.log_file, "rb") as log:
+                log.seek(offset)
+                return READY_LINE.encode() in log.read()
         except FileNotFoundError:
-            return "(no log yet)"
+            return False
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def status(self) -> ServerStatus:
@@ -194,7 +259,16 @@ class LocalServer:
             return ServerStatus(running=False, home=str(self.root), detail="not started")
         if not _alive(state["pid"]):
             return ServerStatus(running=False, home=str(self.root), detail=f"stale pid file (pid {state['pid']})")
-        return ServerStatus(running=True, pid=state["pid"], uri=state["uri"], home=str(self.root))
+        ready = self._ready_since(state.get("log_offset"))
+        return ServerStatus(
+            running=True,
+            ready=ready,
+            pid=state["pid"],
+            uri=state["uri"],
+            http_uri=state.get("http"),
+            home=str(self.root),
+            detail="" if ready else "still starting (or recovering after an unclean stop)",
+        )
 
     def connection(self) -> Connection:
         status = self.status()
@@ -202,32 +276,46 @@ class LocalServer:
             raise LocalServerError(
                 f"The local Neo4j is not running ({status.detail}). Run 'neuronmap db start', or set NEO4J_URI."
             )
+        assert status.uri is not None
         return Connection(uri=status.uri, user="neo4j", password=SecretStr(self.password()))
 
+    def wait_ready(self, timeout: float = 300.0) -> ServerStatus:
+        """Wait for a server that another command started (it may be recovering) until it answers."""
+        status = self.status()
+        if not status.running:
+            raise LocalServerError(
+                f"The local Neo4j is not running ({status.detail}). Run 'neuronmap db start', or set NEO4J_URI."
+            )
+        if not status.ready:
+            assert status.pid is not None and status.uri is not None
+            self._wait_ready(None, status.pid, status.uri, self.password(), timeout, stop_on_timeout=False)
+        return self.status()
+
     def start(self, *, timeout: float = 120.0, exit_with_parent: bool = False) -> tuple[ServerStatus, bool]:
-        """Start the server unless it runs already; returns (status, started_now)."""
+        """Start the server unless it runs already; returns (status, started_now).
+
+        A server that another command started and that is still starting (recovering, say) is waited for.
+        """
         status = self.status()
         if status.running:
-            return status, False
+            return (self.wait_ready(timeout) if not status.ready else status), False
         self.state_file.unlink(missing_ok=True)  # stale: the process is gone
         lib = fetch_jars(self.home)
-        self.root.mkdir(parents=True, exist_ok=True)
+        classpath = [str(lib / "*")]
+        if self.http_port is not None:
+            try:
+                classpath.append(str(fetch_browser(self.home) / "*"))
+            except LocalServerError:
+                pass  # the HTTP API still works without Browser; `neuronmap db start --http` says so
+        private_dir(self.home)
+        private_dir(self.root)
+        private_dir(self.root / "data")
+        private_dir(self.root / "logs")
         password = self.password()
         conf = self.root / "neo4j.conf"
         uri = f"bolt://127.0.0.1:{self.port}"
-        conf.write_text(
-            "\n".join(
-                [
-                    "server.bolt.enabled=true",
-                    f"server.bolt.listen_address=127.0.0.1:{self.port}",
-                    f"server.bolt.advertised_address=127.0.0.1:{self.port}",
-                    f"server.memory.pagecache.size={self.pagecache}",
-                    "dbms.security.auth_enabled=true",
-                    "db.logs.query.enabled=OFF",
-                    "",
-                ]
-            )
-        )
+        http = f"http://127.0.0.1:{self.http_port}" if self.http_port is not None else None
+        conf.write_text("\n".join([*self._conf_lines(), ""]))
         launcher = resources.files("neuronmap.service.store").joinpath("launcher", "Launcher.java")
         # The parallel (throughput) collector: bulk writes allocate fast, and on a 1-2 GB heap its pauses stay short;
         # measured ~10% more edges/s on ingest than G1, for both fat and one-row-per-edge writes.
@@ -239,7 +327,7 @@ class LocalServer:
             "-Dfile.encoding=UTF-8",
             *[f"--add-opens={p}=ALL-UNNAMED" for p in _ADD_OPENS],
             "-cp",
-            str(lib / "*"),
+            os.pathsep.join(classpath),
             str(launcher),
             str(self.root),
             str(conf),
@@ -248,7 +336,10 @@ class LocalServer:
         ]
         if exit_with_parent:
             command.append("--exit-on-stdin-close")
+        if http is not None:
+            command.append("--http")  # the full server (CommunityBootstrapper), which has the web server
         log = open(self.log_file, "ab")
+        offset = log.tell()
         process = subprocess.Popen(
             command,
             stdout=log,
@@ -259,25 +350,63 @@ class LocalServer:
         )
         log.close()
         self._process = process  # keeps the stdin pipe open for exit_with_parent
-        self.state_file.write_text(json.dumps({"pid": process.pid, "uri": uri, "version": NEO4J_VERSION}))
-        self._wait_ready(process, uri, password, timeout)
+        state = {"pid": process.pid, "uri": uri, "http": http, "version": NEO4J_VERSION, "log_offset": offset}
+        self.state_file.write_text(json.dumps(state))
+        self._wait_ready(process, process.pid, uri, password, timeout, stop_on_timeout=exit_with_parent)
         if not exit_with_parent:
             # Detached on purpose: the server outlives this command, so don't let Popen warn that it still runs.
             process.returncode = 0
         return self.status(), True
 
-    def _wait_ready(self, process: subprocess.Popen, uri: str, password: str, timeout: float) -> None:
+    def _conf_lines(self) -> list[str]:
+        lines = [
+            "server.default_listen_address=127.0.0.1",
+            "server.default_advertised_address=127.0.0.1",
+            "server.bolt.enabled=true",
+            f"server.bolt.listen_address=127.0.0.1:{self.port}",
+            f"server.bolt.advertised_address=127.0.0.1:{self.port}",
+            f"server.memory.pagecache.size={self.pagecache}",
+            # dbms.memory.transaction.total.max stays Neo4j's default, 70% of the heap (687 MiB of a 1g heap): every
+            # write and delete transaction is sized by the relationships it touches, and the largest hold ~30-45 MiB
+            # (an edge batch of 10,000, a delete batch of 20,000 relationships; bench/drop.py measures them).
+            "dbms.security.auth_enabled=true",
+            "dbms.usage_report.enabled=false",
+            "db.logs.query.enabled=OFF",
+        ]
+        if self.http_port is None:
+            lines.append("server.http.enabled=false")
+        else:
+            lines += [
+                "server.http.enabled=true",
+                f"server.http.listen_address=127.0.0.1:{self.http_port}",
+                f"server.http.advertised_address=127.0.0.1:{self.http_port}",
+            ]
+        lines += ["server.https.enabled=false"]
+        return lines
+
+    def _wait_ready(
+        self,
+        process: subprocess.Popen | None,
+        pid: int,
+        uri: str,
+        password: str,
+        timeout: float,
+        *,
+        stop_on_timeout: bool,
+    ) -> None:
         # Readiness is a real query through the driver, not an open port: the port opens before auth is set.
         deadline = time.monotonic() + timeout
         last_error = "no answer yet"
+        state = self._state() or {}
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            exited = process.poll() is not None if process is not None else not _alive(pid)
+            if exited:
                 self.state_file.unlink(missing_ok=True)
+                code = f"with code {process.returncode} " if process is not None else ""
                 raise LocalServerError(
-                    f"The local Neo4j exited with code {process.returncode} while starting. "
-                    f"Its log ({self.log_file}):\n{self.log_tail()}"
+                    f"The local Neo4j exited {code}while starting. Its log ({self.log_file}):\n{self.log_tail()}"
                 )
-            if READY_LINE in self.log_tail(5):
+            if self._ready_since(state.get("log_offset", 0)):
                 try:
                     with neo4j.GraphDatabase.driver(uri, auth=("neo4j", password)) as driver:
                         driver.verify_connectivity()
@@ -286,10 +415,18 @@ class LocalServer:
                 except (neo4j.exceptions.Neo4jError, neo4j.exceptions.DriverError, OSError) as error:
                     last_error = str(error)
             time.sleep(0.5)
-        self.stop()
+        if stop_on_timeout:
+            self.stop()
+            raise LocalServerError(
+                f"The local Neo4j did not answer within {timeout:.0f} s ({last_error}). "
+                f"Its log ({self.log_file}):\n{self.log_tail()}"
+            )
+        # A detached server that is still starting is left to finish: killing it mid-recovery would only make the
+        # next start recover again.
         raise LocalServerError(
-            f"The local Neo4j did not answer within {timeout:.0f} s ({last_error}). "
-            f"Its log ({self.log_file}):\n{self.log_tail()}"
+            f"The local Neo4j (pid {pid}) is still starting after {timeout:.0f} s; recovering a large store after an "
+            "unclean stop can take minutes. It keeps going: `neuronmap db logs` shows its progress, and any command "
+            "run later waits for it (or `neuronmap db stop` stops it)."
         )
 
     def stop(self, timeout: float = 60.0) -> bool:
@@ -316,10 +453,31 @@ class LocalServer:
         return True
 
 
+def _tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a log that may be large (read from its end)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max(lines, 1) * 400))
+            text = handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log yet)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def resolve_connection(
-    settings: Settings, *, autostart: bool = True, on_start: Callable[[LocalServer], None] | None = None
+    settings: Settings,
+    *,
+    autostart: bool = True,
+    on_start: Callable[[LocalServer], None] | None = None,
+    on_wait: Callable[[LocalServer], None] | None = None,
 ) -> Connection:
-    """NEO4J_URI if set; else the managed local server, started on first use."""
+    """NEO4J_URI if set; else the managed local server, started on first use.
+
+    A local server that another command started and that is still starting (or recovering after an unclean stop)
+    is waited for: ``on_wait(server)`` is called once first, so the caller can say so.
+    """
     if settings.neo4j_uri:
         return Connection(
             uri=settings.neo4j_uri,
@@ -328,7 +486,12 @@ def resolve_connection(
             database=settings.neo4j_database,
         )
     server = LocalServer.from_settings(settings)
-    if autostart and not server.status().running:
+    status = server.status()
+    if status.running and not status.ready:
+        if on_wait is not None:
+            on_wait(server)
+        server.wait_ready()
+    elif autostart and not status.running:
         if on_start is not None:
             on_start(server)
         server.start()
