@@ -16,6 +16,7 @@ says ``deleting``, and a rerun of the drop or of the ingest finishes the job.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +29,9 @@ from neuronmap.loaders.ingest.names import check_name
 from neuronmap.loaders.records import ModelGraph
 
 NEURONS_PER_BATCH = 20_000
-DELETE_BATCH = 20_000  # relationships (or neurons) per delete transaction; see bench/drop.py for its memory
+# Relationships (or neurons) per delete transaction: ~42 MiB of transaction heap (bench/drop.py), against the 687 MiB
+# that all transactions may hold on the default 1g heap. The CLI uses twice NEURONMAP_BATCH_SIZE (default 10,000).
+DELETE_BATCH = 20_000
 
 
 class ModelExistsError(LoadError, FileExistsError):
@@ -113,6 +116,7 @@ def ingest(
     workers: int = 3,
     on_batch: Callable[[int], None] = lambda n_edges: None,
     delete_batch: int = DELETE_BATCH,
+    stop: threading.Event | None = None,
 ) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
 
@@ -135,6 +139,9 @@ def ingest(
         Called with the number of edges after each committed batch (the CLI's progress bar).
     delete_batch : int, default=DELETE_BATCH
         Relationships per delete transaction when an old copy or leftovers go first.
+    stop : threading.Event, optional
+        Once set, the ingest stops after the batch in flight, as if by Ctrl-C (KeyboardInterrupt), so that a
+        caller's signal handler never interrupts the driver in the middle of a read.
 
     Raises
     ------
@@ -170,7 +177,7 @@ def ingest(
         if status is not None:
             # A model being replaced, or the leftovers of a crashed run: start clean, so the writes below can
             # CREATE (fast) and still never duplicate anything.
-            _delete_parts(store, model, lease, delete_batch)
+            _delete_parts(store, model, lease, delete_batch, stop=stop)
         layers = [layer.model_dump() for layer in graph.layers]
         store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
         try:
@@ -182,6 +189,7 @@ def ingest(
 
             def committed(n_edges: int) -> None:
                 lease.check()
+                _check_stop(stop)
                 on_batch(n_edges)
 
             written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=committed)
@@ -197,12 +205,19 @@ def ingest(
     return written
 
 
+def _check_stop(stop: threading.Event | None) -> None:
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt
+
+
 def _delete_parts(
     store: Store,
     model: str,
     lease: leases.Lease,
     batch: int,
     on_batch: Callable[[int], None] = lambda n: None,
+    *,
+    stop: threading.Event | None = None,
 ) -> int:
     """Delete a model under its lease: marked 'deleting' first, then bounded batches; returns the neurons deleted.
 
@@ -216,9 +231,11 @@ def _delete_parts(
     store.run("admin.mark_model_deleting", model=model)
     for row in store.run("admin.partition_ids", model=model):
         lease.check()
+        _check_stop(stop)
         store.run("admin.delete_partition", partition=row["id"])
     while True:
         lease.check()
+        _check_stop(stop)
         deleted = int(store.run("admin.delete_model_edges", model=model, limit=batch)[0]["deleted"])
         on_batch(deleted)
         if deleted < batch:
@@ -226,6 +243,7 @@ def _delete_parts(
     neurons = 0
     while True:
         lease.check()
+        _check_stop(stop)
         deleted = int(store.run("admin.delete_model_neurons", model=model, limit=batch)[0]["deleted"])
         neurons += deleted
         if deleted < batch:
@@ -240,13 +258,14 @@ def delete_model(
     *,
     batch_size: int = DELETE_BATCH,
     on_batch: Callable[[int], None] = lambda n_relationships: None,
+    stop: threading.Event | None = None,
 ) -> int:
     """Remove a model and everything it owns; returns the number of neurons deleted.
 
     The model says ``'deleting'`` from the first transaction on, and each later transaction deletes at most
     ``batch_size`` relationships (``on_batch`` gets each count), so a model of any width can go, and Ctrl-C
     stops it between batches. A drop stopped part-way is finished by running it again (or by an ingest of the
-    name).
+    name). Once ``stop`` is set, the drop stops after the batch in flight (KeyboardInterrupt), as Ctrl-C would.
 
     Raises
     ------
@@ -260,4 +279,4 @@ def delete_model(
     with leases.hold(store, model, "drop") as lease:
         if model_status(store, model) is None:  # dropped by the run that held the lease before us
             raise UnknownModelError(model)
-        return _delete_parts(store, model, lease, batch_size, on_batch)
+        return _delete_parts(store, model, lease, batch_size, on_batch, stop=stop)

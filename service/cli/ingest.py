@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -15,6 +20,32 @@ from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.options import KernelNorm
 from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
 from neuronmap.service.store import admin
+
+
+@contextlib.contextmanager
+def ctrl_c_between_batches() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event, and the work stops after its batch in flight; a second Ctrl-C interrupts at once.
+
+    A KeyboardInterrupt raised inside the driver's read of a reply can break its connection handling (a BufferError
+    traceback) and waits for the server anyway, so the first Ctrl-C only asks the batch loop to stop.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            signal.signal(signal.SIGINT, previous)
+            raise KeyboardInterrupt
+        stop.set()
+        console.print("Stopping after the batch in flight (Ctrl-C again to stop at once)…")
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def parse_shape(text: str | None) -> tuple[int, ...] | None:
@@ -76,16 +107,24 @@ def ingest(
             kernel_norm=kernel_norm,
             fold_batchnorm=not no_fold_batchnorm,
         )
-        with progress() as bar:
-            task = bar.add_task(f"ingest {name}", total=graph.n_edges)
-            written = ingest_graph(
-                store,
-                name,
-                graph,
-                replace=replace,
-                batch_size=ctx.obj.batch_size,
-                on_batch=lambda n: bar.advance(task, n),
-            )
+        try:
+            with progress() as bar, ctrl_c_between_batches() as stop:
+                task = bar.add_task(f"ingest {name}", total=graph.n_edges)
+                written = ingest_graph(
+                    store,
+                    name,
+                    graph,
+                    replace=replace,
+                    batch_size=ctx.obj.batch_size,
+                    delete_batch=2 * ctx.obj.batch_size,  # a deleted relationship holds less heap than a created one
+                    on_batch=lambda n: bar.advance(task, n),
+                    stop=stop,
+                )
+        except KeyboardInterrupt:
+            raise click.ClickException(
+                f"Interrupted: model {name!r} is not ready (analysis ignores it); run the same command again to "
+                "replace what was written."
+            ) from None
     console.print(
         f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, {written:,} edges."
     )
@@ -113,15 +152,24 @@ def models(ctx: click.Context, fmt: str) -> None:
 def drop(ctx: click.Context, name: str) -> None:
     """Remove a model with its layers, neurons, edges and partitions.
 
+    It is marked 'deleting' first (analysis refuses it from then on), then goes in transactions of at most twice
+    NEURONMAP_BATCH_SIZE relationships; Ctrl-C stops it between two, and running the command again finishes it.
+
     \b
     neuronmap drop mnist-mlp-a
     """
     with store_from(ctx) as store:
         try:
-            with progress() as bar:
+            with progress() as bar, ctrl_c_between_batches() as stop:
                 total = int(model_counts(store, name)["n_edges"] or 0)
                 task = bar.add_task(f"drop {name}", total=max(total, 1))
-                deleted = delete_model(store, name, on_batch=lambda n: bar.advance(task, n))
+                deleted = delete_model(
+                    store,
+                    name,
+                    batch_size=2 * ctx.obj.batch_size,
+                    on_batch=lambda n: bar.advance(task, n),
+                    stop=stop,
+                )
         except KeyboardInterrupt:  # honoured between batches: one batch's wait at most
             raise InterruptedDeleteError(
                 f"model {name!r}", f"Run `neuronmap drop {name}` again to finish (or ingest the name anew)."

@@ -1,11 +1,16 @@
-"""The managed local server through the CLI: start, a second start, status, logs, stop, a stale pid file."""
+"""The managed local server through the CLI: start (and a command that finds it still starting), a second start,
+status, logs (Neo4j's debug.log too), owner-only folders, stop, a stale pid file, --http."""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
+import subprocess
+import sys
 import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -42,15 +47,38 @@ def test_db_lifecycle(tmp_path, connection):
 
     server_dir = home / "server"
     try:
-        first = run("db", "start")
-        assert first.exit_code == 0, first.output
-        assert f"bolt://127.0.0.1:{port}" in first.output
+        # `db start` in another process; a command run while the server still starts waits for it, with a message,
+        # instead of failing to reach it.
+        first = subprocess.Popen(
+            [str(Path(sys.executable).parent / "neuronmap"), "db", "start"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        local = local_neo4j.LocalServer(home, port=port)
+        deadline = time.monotonic() + 120
+        while not local.status().running:
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()[0]
+            time.sleep(0.05)
+        assert not local.status().ready
+        assert run("db", "status").output.startswith("starting")
+        waited = run("models")
+        assert waited.exit_code == 0, waited.output
+        assert "still starting" in waited.output and "Cannot reach" not in waited.output
+        output, _ = first.communicate(timeout=120)
+        assert first.returncode == 0, output
+        assert f"bolt://127.0.0.1:{port}" in output
         password_mode = stat.S_IMODE((server_dir / "password").stat().st_mode)
         assert password_mode == 0o600
+        for folder in (home, server_dir, server_dir / "data"):  # the store can be read around the password
+            assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
         second = run("db", "start")
         assert second.exit_code == 0 and "already running" in second.output
         assert run("db", "status").output.startswith("running")
-        assert "neo4j ready" in run("db", "logs").output
+        logs = run("db", "logs").output
+        assert "neo4j ready" in logs
+        assert "logs/debug.log (Neo4j) ==" in logs and "INFO" in logs.split("(Neo4j) ==")[1]
         # The server really answers, with auth on, through the store every command uses.
         assert run("db", "init").exit_code == 0
         assert run("models").exit_code == 0
@@ -70,11 +98,21 @@ def test_db_lifecycle(tmp_path, connection):
         run("db", "stop")
     assert run("db", "stop").output.startswith("The local Neo4j was not running")
     # A third start on the same data: the password is already the generated one, which Neo4j refuses to "change"
-    # to itself; the launcher takes that refusal as done.
+    # to itself; the launcher takes that refusal as done. This one also serves HTTP (and Browser) on 127.0.0.1.
+    http_port = local_neo4j.free_port()
     try:
-        third = run("db", "start")
+        third = run("db", "start", "--http", "--http-port", str(http_port))
         assert third.exit_code == 0, third.output
+        assert f"http://127.0.0.1:{http_port}" in third.output
         assert run("models").exit_code == 0
+        assert f"http http://127.0.0.1:{http_port}" in run("db", "status").output
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=30) as answer:
+            discovery = json.loads(answer.read())
+        assert discovery["bolt_direct"] == f"bolt://127.0.0.1:{port}"
+        if (local_neo4j.browser_dir(home) / ".complete").exists():  # fetched from Maven Central when reachable
+            assert "Neo4j Browser" in third.output
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/browser/", timeout=30) as answer:
+                assert b"<title>Neo4j Browser</title>" in answer.read()
     finally:
         run("db", "stop")
 
