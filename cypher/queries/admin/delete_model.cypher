@@ -28,7 +28,7 @@ WITH count(*) AS partitions
 OPTIONAL MATCH (a:Neuron {model: $model})
 WHERE a.ordinal >= 0
 WITH sum(COUNT { (a)-->() }) AS relationships, count(a) AS neurons
-UNWIND range(1, toInteger(ceil(relationships / 10000.0))) AS batch
+UNWIND range(0, toInteger(ceil(relationships / 10000.0))) AS batch  // one more than needed: never no row
 CALL () {
   MATCH (a:Neuron {model: $model})-[r]->()
   WHERE a.ordinal >= 0
@@ -36,7 +36,7 @@ CALL () {
   DELETE r
 } IN TRANSACTIONS OF 1 ROW
 WITH DISTINCT neurons
-UNWIND range(1, toInteger(ceil(neurons / 10000.0))) AS batch
+UNWIND range(0, toInteger(ceil(neurons / 10000.0))) AS batch
 CALL () {
   MATCH (n:Neuron {model: $model})
   WHERE n.ordinal >= 0
