@@ -38,9 +38,7 @@ class PartitionComparison:
         return int(self.table[np.ix_(self.clusters_a >= 0, self.clusters_b >= 0)].sum())
 
     def rows(self) -> list[dict[str, Any]]:
-        """One row per non-empty cell, with the two partitions' ids and the scores on every row (for JSON and CSV).
-
-        """
+        """One row per non-empty cell, with the two partitions' ids and the scores on every row (for JSON and CSV)."""
         i, j = np.nonzero(self.table)
         return [
             {

@@ -118,9 +118,7 @@ def find_layer(
     raise error(f"There is no layer {text!r} in this model; its layers are: {names}.")
 
 
-def resolve_layers(
-    layers: list[dict[str, Any]], spec: str | None, *, indexes: str | None = None
-) -> tuple[int, int]:
+def resolve_layers(layers: list[dict[str, Any]], spec: str | None, *, indexes: str | None = None) -> tuple[int, int]:
     """Turn ``first:last`` into an inclusive index range: layer names in ``spec``, or indexes in ``indexes``.
 
     Either side may be left out (``fc1:``, ``:3``); a single layer needs no colon. Names follow
