@@ -367,8 +367,11 @@ class LocalServer:
             f"server.bolt.advertised_address=127.0.0.1:{self.port}",
             f"server.memory.pagecache.size={self.pagecache}",
             # dbms.memory.transaction.total.max stays Neo4j's default, 70% of the heap (687 MiB of a 1g heap): every
-            # write and delete transaction is sized by the relationships it touches, and the largest hold ~30-45 MiB
+            # write and delete transaction is sized by the relationships it touches, and the largest hold ~45 MiB
             # (an edge batch of 10,000, a delete batch of 20,000 relationships; bench/drop.py measures them).
+            # Transaction logs are only needed back to the last checkpoint here (no incremental backups): Neo4j's
+            # default keeps 2 days of them, 6.7 GB after ingesting and replacing ten 4M-edge models.
+            "db.tx_log.rotation.retention_policy=512M size",
             "dbms.security.auth_enabled=true",
             "dbms.usage_report.enabled=false",
             "db.logs.query.enabled=OFF",
