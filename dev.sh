@@ -15,6 +15,15 @@ setup() {
   .venv/bin/neuronmap db fetch
 }
 
+# The explorer's tests drive Debian's Chromium through Playwright (no browser download from Playwright's CDN).
+browser() {
+  if ! command -v chromium >/dev/null; then
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get install -y -q chromium >/dev/null 2>&1 || { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null; }
+  fi
+}
+
 # mypy sees the installed layout (loaders/ as neuronmap.loaders, ...) through a tree of links under build/.
 lint() {
   .venv/bin/ruff check .
@@ -37,6 +46,7 @@ case "${1:-}" in
     lint ;;
   test)
     setup
+    browser
     shift
     lint
     .venv/bin/python -m pytest -q "$@" ;;

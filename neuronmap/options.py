@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
+LATEST = "latest"  # a partition reference: the newest partition of the edge kind asked for
+JOB_LEASE_SECONDS = 60.0  # how long a job's claim holds without a heartbeat
+
 DeviceName = Literal["auto", "cpu", "cuda"]
 OutputFormat = Literal["table", "json", "csv"]
 SummaryFormat = Literal["table", "json"]  # one record: a field/value table or a JSON object

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:  # Ctrl-C while the command line loads (torch and the driver take seconds on a busy machine): no traceback
     import click
-    import pydantic
 
     from neuronmap.errors import NeuronmapError
     from neuronmap.service.cli import activations as _activations
@@ -19,10 +18,13 @@ try:  # Ctrl-C while the command line loads (torch and the driver take seconds o
     from neuronmap.service.cli import ingest as _ingest
     from neuronmap.service.cli import query as _query
     from neuronmap.service.cli import serve as _serve
-    from neuronmap.service.config import Settings
 except KeyboardInterrupt:
     sys.stderr.write("Interrupted while neuronmap was starting; nothing was done.\n")
     raise SystemExit(130) from None
+
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 def one_line_per_field(error: pydantic.ValidationError) -> str:
@@ -37,9 +39,10 @@ class _Root(click.Group):
             return super().invoke(ctx)
         except NeuronmapError as error:
             raise click.ClickException(str(error)) from error
-        except pydantic.ValidationError as error:
-            raise click.ClickException(one_line_per_field(error)) from error
         except Exception as error:
+            pydantic = sys.modules.get("pydantic")  # not imported: then nothing raised a validation error
+            if pydantic is not None and isinstance(error, pydantic.ValidationError):
+                raise click.ClickException(one_line_per_field(error)) from error
             line = driver_error_line(error, ctx.invoked_subcommand or "")
             if line is None:
                 raise  # a bug: keep the traceback
@@ -83,6 +86,8 @@ def cli(ctx: click.Context) -> None:
     With NEO4J_URI (and NEO4J_USERNAME / NEO4J_PASSWORD) set, every command uses that server; otherwise the
     managed local Neo4j (`neuronmap db start`), started on first use.
     """
+    from neuronmap.service.config import Settings  # pydantic loads once a command runs, not for `-h`
+
     ctx.obj = Settings.from_env()
 
 

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import click
 
-from neuronmap.loaders.activations import compute_correlations, sparsify
-from neuronmap.loaders.datasets import load_dataset
-from neuronmap.loaders.ingest.activations import ingest_activation_graph, list_graphs
 from neuronmap.options import ChannelReduction, CorrelationMethod, DeviceName, choices
 from neuronmap.service.cli.common import console, progress, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.store.model_source import reload_source
 
 
 @click.command()
@@ -64,6 +60,11 @@ def activations(
     neuronmap activations mnist-mlp-a --data digits --corr spearman --min-r2 0.0
     neuronmap cluster mnist-mlp-a --edges digits-spearman --k 12 --shuffles 100
     """
+    from neuronmap.loaders.activations import compute_correlations, sparsify
+    from neuronmap.loaders.datasets import load_dataset
+    from neuronmap.loaders.ingest.activations import ingest_activation_graph, list_graphs
+    from neuronmap.service.store.model_source import reload_source
+
     with store_from(ctx) as store:
         if list_:
             emit(

@@ -6,7 +6,6 @@ import sys
 
 import click
 
-from neuronmap.cypher.adhoc import parse_params, run_ad_hoc
 from neuronmap.service.cli.common import columns_option, console, format_option, store_from
 from neuronmap.service.cli.output import emit
 
@@ -46,6 +45,8 @@ def cypher(
         -p p <partition id> -p min 10 --format csv
     neuronmap cypher "MATCH (n:Scratch) DETACH DELETE n" --write
     """
+    from neuronmap.cypher.adhoc import parse_params, run_ad_hoc
+
     if statement == "-":
         statement = sys.stdin.read()
     if not statement.strip():

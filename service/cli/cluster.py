@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import click
 
 from neuronmap.options import EigenSolver, NullMethod, SummaryFormat
 from neuronmap.service.cli.common import StageBars, choice, console, device_option, format_option, progress, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
-from neuronmap.service.store import admin
+
+if TYPE_CHECKING:
+    from neuronmap.service.runs import PartitionResult
 
 
 def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
@@ -96,6 +98,8 @@ def cluster(
     neuronmap cluster mnist-mlp-a --k 12 --shuffles 200     # + clusterability: z-score, p-value
     neuronmap cluster small-cnn --k 8 --layers conv1:conv3 --device cuda
     """
+    from neuronmap.service.runs import ClusterConfig, run_clustering
+
     config = ClusterConfig(
         n_clusters=n_clusters,
         edges=edges,
@@ -152,6 +156,8 @@ def partitions(ctx: click.Context, model: str, drop_id: str | None, fmt: str) ->
     neuronmap partitions mnist-mlp-a
     neuronmap partitions mnist-mlp-a --drop mnist-mlp-a/p-1a2b3c4d
     """
+    from neuronmap.service.store import admin
+
     with store_from(ctx) as store:
         if drop_id:
             admin.drop_partition(store, model, drop_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.cells import cell_len
@@ -12,11 +12,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from neuronmap.cypher import Store
 from neuronmap.options import DeviceName, OutputFormat, choices
-from neuronmap.service.config import Settings
-from neuronmap.service.store import local_neo4j
-from neuronmap.service.store.open import open_store
+
+if TYPE_CHECKING:  # the driver and the server code load only when a command opens the store (`-h` stays fast)
+    from neuronmap.cypher import Store
+    from neuronmap.service.config import Settings
+    from neuronmap.service.store import local_neo4j
 
 console = Console(stderr=True)
 
@@ -38,6 +39,8 @@ def device_option(**kwargs: Any) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 def _starting(server: local_neo4j.LocalServer) -> None:
+    from neuronmap.service.store import local_neo4j
+
     console.print(
         f"Starting the local Neo4j {local_neo4j.NEO4J_VERSION} in {server.root} "
         "(first start fetches the jars; 'neuronmap db stop' stops it)…"
@@ -46,6 +49,8 @@ def _starting(server: local_neo4j.LocalServer) -> None:
 
 @contextlib.contextmanager
 def store_from(ctx: click.Context) -> Iterator[Store]:
+    from neuronmap.service.store.open import open_store
+
     settings: Settings = ctx.obj
     store = open_store(settings, on_start=_starting)
     try:

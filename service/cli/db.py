@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from neuronmap.service.cli.common import console, store_from
-from neuronmap.service.config import Settings
-from neuronmap.service.store import local_neo4j
+
+if TYPE_CHECKING:
+    from neuronmap.service.config import Settings
+    from neuronmap.service.store import local_neo4j
 
 
 @click.group()
@@ -20,6 +24,8 @@ def db() -> None:
 
 
 def _server(ctx: click.Context) -> local_neo4j.LocalServer:
+    from neuronmap.service.store import local_neo4j  # the driver loads only when a command needs it
+
     settings: Settings = ctx.obj
     if settings.neo4j_uri:
         console.print(
@@ -45,6 +51,8 @@ def start(ctx: click.Context, timeout: float, http: bool, http_port: int) -> Non
     neuronmap db start
     neuronmap db start --http       # then open http://127.0.0.1:7474/browser/ (user neo4j, `neuronmap db password`)
     """
+    from neuronmap.service.store import local_neo4j
+
     settings: Settings = ctx.obj
     if settings.neo4j_uri:
         _server(ctx)  # says that commands use NEO4J_URI
@@ -86,6 +94,8 @@ def fetch(ctx: click.Context) -> None:
     \b
     neuronmap db fetch
     """
+    from neuronmap.service.store import local_neo4j
+
     settings: Settings = ctx.obj
     lib = local_neo4j.fetch_jars(settings.home)
     click.echo(f"Neo4j {local_neo4j.NEO4J_VERSION} jars in {lib}.")

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import torch
-from safetensors.torch import save_file
 
-from neuronmap.cypher import Store
-from neuronmap.examples import nets
-from neuronmap.examples.train import train
-from neuronmap.loaders import load_graph
-from neuronmap.loaders.datasets import digits
-from neuronmap.loaders.ingest.activations import list_graphs
-from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.service.cli.common import StageBars, console, progress, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.runs import ClusterConfig, run_clustering, run_coherence, run_importance
-from neuronmap.service.store.admin import list_models, list_partitions
+
+if TYPE_CHECKING:
+    from neuronmap.cypher import Store
 
 DEMO_MODELS = ("digits-mlp", "digits-cnn")
 
 
 def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | None) -> None:
+    from neuronmap.loaders import load_graph
+    from neuronmap.loaders.ingest.weights import ingest as ingest_graph
+
     graph = load_graph(path, arch=arch)
     with progress() as bar:
         task = bar.add_task(f"ingest {name}", total=graph.n_edges)
@@ -64,6 +60,15 @@ def demo(
     neuronmap demo
     neuronmap models
     """
+    import torch
+    from safetensors.torch import save_file
+
+    from neuronmap.examples import nets
+    from neuronmap.examples.train import train
+    from neuronmap.loaders.datasets import digits
+    from neuronmap.service.runs import ClusterConfig, run_clustering
+    from neuronmap.service.store.admin import list_models
+
     if not replace:
         with store_from(ctx) as store:
             _refuse_to_replace_work(store)
@@ -126,6 +131,9 @@ def demo(
 def _refuse_to_replace_work(store: Store) -> None:
     """Stop before training when a demo model holds work that re-ingesting it would drop: partitions (with their
     assessments) or activation graphs. A bare model, such as the leftovers of an interrupted demo, is replaced."""
+    from neuronmap.loaders.ingest.activations import list_graphs
+    from neuronmap.service.store.admin import list_models, list_partitions
+
     present = {row["name"] for row in list_models(store)}
     for name in DEMO_MODELS:
         if name not in present:
@@ -148,6 +156,8 @@ def _count(n: int, noun: str) -> str:
 
 def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
     """Importance and coherence of the model's newest partition, as one summary row."""
+    from neuronmap.service.runs import run_coherence, run_importance
+
     with progress() as bar:
         bars = StageBars(bar)
         importance = run_importance(

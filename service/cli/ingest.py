@@ -11,15 +11,8 @@ from types import FrameType
 
 import click
 
-from neuronmap.loaders import load_graph
-from neuronmap.loaders.errors import InterruptedDeleteError
-from neuronmap.loaders.ingest.lease import check_free
-from neuronmap.loaders.ingest.names import check_name
-from neuronmap.loaders.ingest.weights import ModelExistsError, delete_model, model_counts, model_status
-from neuronmap.loaders.ingest.weights import ingest as ingest_graph
 from neuronmap.options import KernelNorm
 from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
-from neuronmap.service.store import admin
 
 
 @contextlib.contextmanager
@@ -91,6 +84,12 @@ def ingest(
     neuronmap ingest mlp.safetensors --arch neuronmap.examples.nets:mlp_4x256 --name mnist-mlp-a
     neuronmap ingest cnn.pt2 --name small-cnn       # a torch.export program: no --arch needed
     """
+    from neuronmap.loaders import load_graph
+    from neuronmap.loaders.ingest.lease import check_free
+    from neuronmap.loaders.ingest.names import check_name
+    from neuronmap.loaders.ingest.weights import ModelExistsError, model_status
+    from neuronmap.loaders.ingest.weights import ingest as ingest_graph
+
     if not checkpoint.exists():
         raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
     name = check_name(name if name is not None else checkpoint.stem)
@@ -140,6 +139,7 @@ def models(ctx: click.Context, fmt: str) -> None:
     neuronmap models
     """
     from neuronmap.service.cli.output import emit
+    from neuronmap.service.store import admin
 
     with store_from(ctx) as store:
         rows = admin.list_models(store)
@@ -158,6 +158,9 @@ def drop(ctx: click.Context, name: str) -> None:
     \b
     neuronmap drop mnist-mlp-a
     """
+    from neuronmap.loaders.errors import InterruptedDeleteError
+    from neuronmap.loaders.ingest.weights import delete_model, model_counts
+
     with store_from(ctx) as store:
         try:
             with progress() as bar, ctrl_c_between_batches() as stop:

@@ -4,25 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from neuronmap.options import LATEST
 from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.store.library import (
-    LATEST,
-    LibraryQuery,
-    LibraryRows,
-    describe_latest,
-    layer_labels,
-    library_queries,
-    library_query,
-    library_query_text,
-    resolve_partition,
-    run_library_query,
-    show_library_query,
-)
+
+if TYPE_CHECKING:
+    from neuronmap.service.store.library import LibraryQuery, LibraryRows
 
 # Short spellings of parameters that the issue's examples use (compare-partitions --a/--b).
 _ALIASES = {"a": "partition_a", "b": "partition_b"}
@@ -55,6 +46,8 @@ def _parse_params(query: LibraryQuery, args: list[str], pairs: tuple[tuple[str, 
 
 
 def _list_queries() -> None:
+    from neuronmap.service.store.library import library_queries
+
     rows = [
         {
             "query": q.name.replace("_", "-"),
@@ -68,6 +61,8 @@ def _list_queries() -> None:
 
 
 def _say_resolved(rows: LibraryRows) -> None:
+    from neuronmap.service.store.library import describe_latest
+
     for key, partition in rows.resolved.items():
         prefix = "" if key == "partition" else f"{key}: "
         console.print(prefix + describe_latest(rows.model, partition, rows.edges), highlight=False)
@@ -88,6 +83,7 @@ def with_layer_labels(
 
 def _compare(ctx: click.Context, params: dict[str, object], fmt: str, matrix: bool) -> None:
     from neuronmap.service.store.compare import compare_partitions
+    from neuronmap.service.store.library import describe_latest
 
     asked = {key: str(params.get(key, LATEST)) for key in ("partition_a", "partition_b")}
     model = str(params["model"]) if params.get("model") else None
@@ -153,6 +149,14 @@ def query(
     neuronmap query compare-partitions --model mnist-mlp-a --a <partition id> --b latest --matrix
     neuronmap query module-span --show --model mnist-mlp-a     # the Cypher, ready to paste
     """
+    from neuronmap.service.store.library import (
+        layer_labels,
+        library_query,
+        library_query_text,
+        run_library_query,
+        show_library_query,
+    )
+
     if list_ or not name:
         _list_queries()
         return
@@ -207,6 +211,7 @@ def report(ctx: click.Context, model: str, partition: str, edges: str, out: Path
     neuronmap report mnist-mlp-a --out report/
     """
     from neuronmap.service.report import write_report
+    from neuronmap.service.store.library import describe_latest, resolve_partition
 
     with store_from(ctx) as store:
         partition_id = resolve_partition(store, model, partition, edges=edges)

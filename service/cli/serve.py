@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import click
 
+from neuronmap.options import JOB_LEASE_SECONDS
 from neuronmap.service.cli.common import console, format_option, store_from
 from neuronmap.service.cli.output import emit
-from neuronmap.service.runs import ClusterConfig
-from neuronmap.service.store import jobs as jobs_store
-from neuronmap.service.worker import LEASE_SECONDS, enqueue
-from neuronmap.service.worker import serve as serve_jobs
 
 
 @click.command()
@@ -18,7 +15,7 @@ from neuronmap.service.worker import serve as serve_jobs
 @click.option(
     "--lease",
     type=click.FloatRange(min=3.0),
-    default=LEASE_SECONDS,
+    default=JOB_LEASE_SECONDS,
     show_default=True,
     help="Seconds a claimed job stays this worker's without a heartbeat; a job whose worker died is taken over "
     "after this.",
@@ -31,6 +28,7 @@ def serve(ctx: click.Context, poll: float, exit_when_idle: bool, lease: float) -
     neuronmap jobs add mnist-mlp-a --k 12 --shuffles 200
     neuronmap serve --exit-when-idle
     """
+    from neuronmap.service.worker import serve as serve_jobs
 
     def report(outcome: dict[str, str]) -> None:
         detail = outcome.get("partition") or outcome.get("error", "")
@@ -71,6 +69,9 @@ def add(
     \b
     neuronmap jobs add mnist-mlp-a --k 12 --shuffles 200
     """
+    from neuronmap.service.runs import ClusterConfig
+    from neuronmap.service.worker import enqueue
+
     config = ClusterConfig(
         n_clusters=n_clusters,
         n_shuffles=n_shuffles,
@@ -93,6 +94,8 @@ def list_jobs(ctx: click.Context, limit: int, fmt: str) -> None:
     \b
     neuronmap jobs list --format json
     """
+    from neuronmap.service.store import jobs as jobs_store
+
     with store_from(ctx) as store:
         rows = jobs_store.list_jobs(store, limit)
     emit(

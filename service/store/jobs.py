@@ -11,9 +11,10 @@ import secrets
 from typing import Any
 
 from neuronmap.cypher import Store
+from neuronmap.options import JOB_LEASE_SECONDS
 from neuronmap.results import Rows
 
-LEASE_SECONDS = 60.0  # how long a claim holds without a heartbeat
+LEASE_SECONDS = JOB_LEASE_SECONDS  # how long a claim holds without a heartbeat
 MAX_ATTEMPTS = 3  # claims a job may have before a lapsed lease fails it
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from neuronmap.cypher import Store, catalog
 from neuronmap.cypher.catalog import NamedQuery, QueryParam
+from neuronmap.options import LATEST
 from neuronmap.results import Rows
 from neuronmap.service.errors import (
     AssessmentNotFoundError,
@@ -33,7 +34,6 @@ from neuronmap.service.errors import (
 from neuronmap.service.store.pull import find_layer, layer_label
 
 PREFIX = "library."
-LATEST = "latest"
 WEIGHT = "weight"
 _PARTITION_DOC = "a partition id, or 'latest': the model's newest partition of the edges graph (needs model)"
 _MODEL_DOC = "the model's name; needed to resolve partition 'latest', else checked against the partition's"
