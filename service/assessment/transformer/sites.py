@@ -1,0 +1,53 @@
+"""Where a language model's MLP neurons are: the hidden activations entering each block's output projection
+(methods.md §11.2), found through the families of ``loaders.transformers``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from neuronmap.loaders.transformers import TransformerWeights, transformer_weights
+from neuronmap.service.errors import AssessmentInputError
+
+
+@dataclass(frozen=True)
+class MlpSites:
+    """A language model's blocks: the module whose input is block i's MLP hidden activations, and its weights."""
+
+    weights: TransformerWeights
+    writers: list[nn.Module]  # block i's output projection (c_proj, down_proj, dense_4h_to_h)
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.writers)
+
+    def d_mlp(self, block: int) -> int:
+        return self.weights.blocks[block].d_mlp
+
+    def block_of(self, layer_name: str) -> int:
+        """The block whose MLP a stored layer is, by the layer's name (its module path, with or without the head
+        model's prefix)."""
+        for block in self.weights.blocks:
+            tail = f"{self.weights.family.layers}.{block.index}.mlp"
+            if layer_name in (block.path, tail) or layer_name.endswith("." + tail):
+                return block.index
+        raise AssessmentInputError(
+            f"Layer {layer_name!r} is not the MLP of any block of this model "
+            f"({self.weights.blocks[0].path} … {self.weights.blocks[-1].path}); "
+            "pass the model the graph was built from."
+        )
+
+
+def mlp_sites(model: nn.Module) -> MlpSites:
+    """The MLP sites of an in-process language model (GPT-2, GPT-NeoX or Llama, with its LM head)."""
+    head = getattr(model, "get_output_embeddings", None)
+    if not callable(head) or head() is None:
+        raise AssessmentInputError(
+            f"{type(model).__name__} has no language-model head; ablations measure next-token loss, so pass the "
+            "causal LM (e.g. GPT2LMHeadModel, LlamaForCausalLM)."
+        )
+    weights = transformer_weights(model)
+    base = model.base_model
+    blocks = getattr(base, weights.family.layers)
+    return MlpSites(weights=weights, writers=[block.get_submodule(weights.family.writer) for block in blocks])

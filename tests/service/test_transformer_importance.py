@@ -1,0 +1,147 @@
+"""Transformer importance by ablation (methods.md §11.2): the batched hooks against one ablation at a time, the
+statistics by hand, and the planted-module positive control on a tiny trained two-task GPT-2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neuronmap.service.assessment.layout import SubClusterRef
+from neuronmap.service.assessment.transformer.ablation import (
+    ablation_scores,
+    intact_scores,
+    mean_activations,
+    one_at_a_time_scores,
+)
+from neuronmap.service.assessment.transformer.importance import (
+    TransformerImportanceConfig,
+    _row,
+    assess_transformer_importance,
+    classify,
+)
+from neuronmap.service.assessment.transformer.sites import mlp_sites
+from neuronmap.service.errors import AssessmentInputError
+from tests.service.transformer_models import (
+    N_INNER,
+    VOCAB,
+    one_thread,
+    planted_two_task,
+    subclusters_of,
+    tiny_gpt2,
+    tiny_llama,
+)
+
+pytest.importorskip("transformers")
+
+
+def _ablations(seed: int, n: int, size: int) -> list[tuple[int, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(2)), rng.choice(N_INNER, size, replace=False)) for _ in range(n)]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_batched_ablations_equal_one_at_a_time_exactly(family):
+    model = tiny_gpt2(1) if family == "gpt2" else tiny_llama(1)
+    sites = mlp_sites(model)
+    ids = torch.randint(0, VOCAB, (10, 12), generator=torch.Generator().manual_seed(0))
+    ablations = _ablations(0, 9, 5) + [(0, np.array([], dtype=np.int64))]
+    with one_thread():
+        means = mean_activations(model, sites, ids, batch_size=4)
+        for fill in (None, means):
+            batched = ablation_scores(model, sites, ids, ablations, means=fill, batch_size=4, max_rows=24)
+            single = one_at_a_time_scores(model, sites, ids, ablations, means=fill, batch_size=4)
+            np.testing.assert_array_equal(batched[0], single[0])
+            np.testing.assert_array_equal(batched[1], single[1])
+        intact = intact_scores(model, ids, batch_size=4)
+    np.testing.assert_allclose(batched[0][-1], intact[0], rtol=1e-6)  # an empty set changes nothing
+    assert not np.allclose(batched[0][0], intact[0]), "an ablation changes the loss"
+    # a neuron set to its own mean everywhere is unchanged: ablating a constant neuron by its mean is a no-op
+    assert mlp_sites(model).block_of(sites.weights.blocks[1].path) == 1
+
+
+def test_a_model_without_head_or_a_foreign_layer_is_refused():
+    import transformers
+
+    bare = transformers.GPT2Model(tiny_gpt2().config)
+    with pytest.raises(AssessmentInputError, match="no language-model head"):
+        mlp_sites(bare)
+    with pytest.raises(AssessmentInputError, match="is not the MLP of any block"):
+        mlp_sites(tiny_gpt2()).block_of("fc1")
+
+
+def test_statistics_by_hand():
+    """Sub-cluster A (4 of 8 units): its ablation and three random sets; B is the whole layer (complete)."""
+    a = SubClusterRef(cluster=0, layer=0, layer_name="h.0.mlp", units=(0, 1, 2, 3), pool_size=8)
+    b = SubClusterRef(cluster=1, layer=1, layer_name="h.1.mlp", units=tuple(range(8)), pool_size=8)
+    loss = np.array([1.5, 1.0, 1.6, 1.2, 1.1])  # rows: A, A's random sets ×3, B
+    acc = np.array([0.5, 0.9, 0.4, 0.8, 0.7])
+    tasks = np.array([[2.0, 1.0], [1.0, 1.0], [1.2, 2.0], [1.4, 1.0], [1.2, 1.0]])  # per-task loss
+    intact = (1.0, 0.9, np.array([1.0, 1.0]))
+    config = TransformerImportanceConfig(n_null=3, small_size=0)
+    rows = [
+        _row(a, 0, (0, 4), loss, acc, tasks, intact, "conservative"),
+        _row(b, 1, (4, 5), loss, acc, tasks, intact, "conservative"),
+    ]
+    ra, rb = classify([a, b], rows, config)
+    assert ra.delta_loss == pytest.approx(0.5) and ra.delta_accuracy == pytest.approx(-0.4)
+    assert ra.null_delta_loss_mean == pytest.approx((0.0 + 0.6 + 0.2) / 3)
+    assert ra.null_delta_loss_sd == pytest.approx(np.std([0.0, 0.6, 0.2]))
+    assert ra.p_loss == pytest.approx((1 + 1) / 4)  # one random loss (1.6) ≥ 1.5
+    assert ra.p_accuracy == pytest.approx((1 + 1) / 4)  # one random accuracy (0.4) ≤ 0.5
+    assert ra.p_task == pytest.approx([1 / 4, 1.0])  # task 0: none ≥ 2.0; task 1: 1.0, 2.0, 1.0 all ≥ 1.0
+    assert ra.range_statistic == pytest.approx(2.0)  # Δ per task (1, 0), mean 0.5: ratios 2 and 0
+    assert ra.p_adjusted == pytest.approx(0.5) and ra.p_task_adjusted == pytest.approx([0.25, 1.0])  # one test
+    assert ra.effect_mean == pytest.approx(0.5 / ((0.0 + 0.6 + 0.2) / 3))
+    assert ra.category == "diff-but-not-sig"  # Δ loss 0.5 ≥ 0.01, p_adjusted 0.5 ≥ 0.05
+    assert rb.category == "complete" and rb.p_value is None and rb.delta_loss == pytest.approx(0.1)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_two_task()
+
+
+def _assess(planted, labels, n_null=49):
+    subs, pools = subclusters_of(labels, n_blocks=1)
+    config = TransformerImportanceConfig(dataset="two-task", n_null=n_null, small_size=4)
+    with one_thread():
+        return assess_transformer_importance(
+            planted.model,
+            planted.data.train,
+            planted.data.test,
+            subs,
+            pools,
+            config,
+            task_test=planted.data.task_test,
+            task_names=planted.data.task_names,
+        )
+
+
+def test_planted_halves_matter_for_their_own_task_and_random_halves_do_not(planted):
+    result = _assess(planted, planted.halves)
+    assert result.task_names == ["count", "permute"] and result.loss < 1.2, "the model learnt both tasks"
+    for sub in result.subclusters:
+        own, other = sub.cluster, 1 - sub.cluster
+        assert sub.p_task[own] == pytest.approx(1 / 50), "no random set hurts its own task as much"
+        assert sub.p_task_adjusted[own] < 0.05 <= sub.p_task_adjusted[other]
+        assert sub.task_delta_loss[own] > 10 * abs(sub.task_delta_loss[other])
+    assert result.n_important_task == [1, 1]
+    shuffled = np.random.default_rng(0).permutation(planted.halves)
+    control = _assess(planted, shuffled)
+    assert control.n_important_task == [0, 0] and control.n_important == 0
+    assert all(min(sub.p_task) > 0.05 for sub in control.subclusters)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cpu_and_cuda_agree(planted):
+    sites = mlp_sites(planted.model)
+    ablations = _ablations(2, 12, 8)
+    ids = planted.data.test[:16]
+    cpu = ablation_scores(planted.model, sites, ids, ablations, batch_size=8)
+    import copy
+
+    gpu_model = copy.deepcopy(planted.model).cuda()
+    gpu = ablation_scores(gpu_model, mlp_sites(gpu_model), ids, ablations, batch_size=8)
+    np.testing.assert_allclose(gpu[0], cpu[0], rtol=1e-4, atol=1e-5)
+    assert np.abs(gpu[1] - cpu[1]).max() <= 1 / ids.shape[1]  # a tied top-1 may flip
