@@ -25,7 +25,13 @@ from neuronmap.service.clustering.blockgraph import Block, BlockGraph
 from neuronmap.service.clustering.ncut import ncut as ncut_of
 from neuronmap.service.clustering.ncut import ncut_batched_blocks
 from neuronmap.service.clustering.shuffles import is_shuffle_method, shuffled_block_stacks
-from neuronmap.service.clustering.spectral import EIGEN_SOLVERS, SpectralResult, cluster_batch, spectral_clustering
+from neuronmap.service.clustering.spectral import (
+    EIGEN_SOLVERS,
+    SpectralResult,
+    cluster_batch,
+    reference_n_init,
+    spectral_clustering,
+)
 from neuronmap.service.errors import ClusteringInputError, DisconnectedGraphWarning
 from neuronmap.service.stats import percentile_pvalue, z_score
 
@@ -258,6 +264,43 @@ def clusterability(
         spectral=real,
         timings=timings,
     )
+
+
+def null_ncuts(
+    graph: BlockGraph | ModelGraph,
+    n_clusters: int,
+    n_shuffles: int,
+    *,
+    start: int = 0,
+    stop: int | None = None,
+    method: NullMethod = "layer",
+    random_state: int = 0,
+    device: str | torch.device = "auto",
+    eigen_solver: EigenSolver = "auto",
+    n_init: int | None = None,
+    parity: bool = False,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Nulls ``start`` to ``stop`` of the ``n_shuffles`` that :func:`clusterability` clusters with the same
+    arguments, as its ``null_ncuts[start:stop]``: a null split into chunks runs on several workers and is merged.
+
+    ``random_state`` must be an int (fresh entropy would differ between the chunks).
+    """
+    graph = _check_inputs(graph, n_shuffles, method, eigen_solver, None)
+    if random_state is None:
+        raise ClusteringInputError("A null split into chunks needs an int random_state, got None.")
+    dev = resolve_device(device)
+    reduced, _ = graph.to(dev).drop_isolated()
+    reduced = BlockGraph(reduced.sizes, [(s, d, w) for s, d, w in reduced.blocks if w.numel()], validate=False)
+    n_init = reference_n_init(reduced.n_nodes) if parity else (n_init or 10)  # as the real clustering's
+    seeds = sample_seeds(seed_sequence(random_state), n_shuffles)[start:stop]
+    if not seeds:
+        return torch.empty(0, dtype=torch.float64)
+    chunk = _chunk_size(reduced, n_init, n_clusters, dev, len(seeds))
+    nulls = _cluster_nulls(
+        reduced, n_clusters, method, seeds, chunk, eigen_solver=eigen_solver, n_init=n_init, dtype=dtype, on_batch=None
+    )
+    return nulls.ncuts
 
 
 def _cluster_nulls(

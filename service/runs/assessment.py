@@ -97,8 +97,12 @@ def _record(
     scores: Sequence[dict[str, Any]] = (),
     interactions: Sequence[dict[str, Any]] = (),
     skip: frozenset[str] = _STORED_AS_RESULT,
+    key: str | None = None,
 ) -> Result:
-    """Name the result's model and partition and, with ``write``, store it with its scores; returns it."""
+    """Name the result's model and partition and, with ``write``, store it with its scores; returns it.
+
+    ``key`` makes the assessment's id ``{partition}/{method}-{key}`` (a job's id: its retry writes the same id).
+    """
     result.model, result.partition = layout.model, layout.partition
     if write:
         settings = {
@@ -107,7 +111,13 @@ def _record(
             if k not in skip
         }
         result.assessment = write_assessment(
-            store, layout, method, {**result.stored_properties(), **settings}, scores, interactions=interactions
+            store,
+            layout,
+            method,
+            {**result.stored_properties(), **settings},
+            scores,
+            interactions=interactions,
+            key=key,
         )
     return result
 
@@ -133,6 +143,7 @@ def run_importance(
     write: bool = True,
     edges: str = "weight",
     module: Network | None = None,
+    result_key: str | None = None,
     **options: Any,
 ) -> ImportanceResult:
     """Lesion test of a stored partition's sub-clusters; the result is stored as an (:Assessment).
@@ -162,6 +173,9 @@ def run_importance(
         The model's network in this process: needed for a model ingested from memory (``ingest(store, name,
         graph_from_module(m))``), which has no file to re-load. Its layers must be the stored ones; a copy runs.
         Without it, the network is re-loaded from the file it was ingested from.
+    result_key : str, optional
+        Names the stored assessment ``{partition}/importance-{result_key}`` (a job's id), so that a retried job
+        cannot store a second one; by default a random id.
     **options
         Any other ``ImportanceConfig`` field, e.g. ``split="train"``, ``parity=True``, ``method="mask"``.
 
@@ -216,6 +230,7 @@ def run_importance(
         method="importance",
         scores=_scores(result.subclusters),
         skip=_STORED_AS_RESULT | {"metric", "ties"},
+        key=result_key,
     )
 
 
@@ -294,24 +309,40 @@ def run_double_lesion(
 
 
 def _features(
-    store: Store, pulled: Pulled, config: FeatureConfig, out_dir: str | Path | None, progress: Progress, write: bool
+    store: Store,
+    pulled: Pulled,
+    config: FeatureConfig,
+    out_dir: str | Path | None,
+    progress: Progress,
+    write: bool,
+    key: str | None = None,
 ) -> CoherenceResult:
     layout = pulled.layout
     result = assess_features(
         pulled.net, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
     )
-    return _record(store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters))
+    return _record(
+        store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters), key=key
+    )
 
 
 def _examples(
-    store: Store, pulled: Pulled, config: ExamplesConfig, out_dir: str | Path | None, progress: Progress, write: bool
+    store: Store,
+    pulled: Pulled,
+    config: ExamplesConfig,
+    out_dir: str | Path | None,
+    progress: Progress,
+    write: bool,
+    key: str | None = None,
 ) -> CoherenceResult:
     layout = pulled.layout
     x, y, n_classes = pulled.split()
     result = assess_examples(
         pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
     )
-    return _record(store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters))
+    return _record(
+        store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters), key=key
+    )
 
 
 def run_feature_coherence(
@@ -446,10 +477,12 @@ def run_coherence(
     write: bool = True,
     edges: str = "weight",
     module: Network | None = None,
+    result_key: str | None = None,
 ) -> CoherenceRun:
     """Run the chosen coherence methods with one N and seed on one loaded network (what ``neuronmap coherence``
     runs by default); the stages are ``"load"``, ``"features"`` and ``"examples"``. ``'latest'`` means the newest
-    partition of the ``edges`` graph; ``module`` is the network in this process (see :func:`run_importance`)."""
+    partition of the ``edges`` graph; ``module`` is the network in this process and ``result_key`` names the stored
+    assessments (see :func:`run_importance`)."""
     unknown = set(methods) - set(choices(CoherenceMethod))
     if unknown:
         raise AssessmentInputError(f"Unknown coherence method(s) {sorted(unknown)}; choose 'features', 'examples'.")
@@ -475,6 +508,6 @@ def run_coherence(
         module=module,
     )
     return CoherenceRun(
-        features=_features(store, pulled, features, out_dir, progress, write) if features is not None else None,
-        examples=_examples(store, pulled, examples, out_dir, progress, write) if examples is not None else None,
+        features=_features(store, pulled, features, out_dir, progress, write, result_key) if features else None,
+        examples=_examples(store, pulled, examples, out_dir, progress, write, result_key) if examples else None,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,6 +15,7 @@ from neuronmap.results import BriefRepr
 from neuronmap.service.clustering.clusterability import clusterability
 from neuronmap.service.clustering.ncut import ncut as compute_ncut
 from neuronmap.service.clustering.spectral import spectral_clustering
+from neuronmap.service.stats import percentile_pvalue, z_score
 from neuronmap.service.store.pull import Subgraph, pull_subgraph
 from neuronmap.service.store.writeback import new_partition_id, write_partition
 
@@ -118,6 +119,9 @@ def run_clustering(
     config: ClusterConfig,
     on_stage: Callable[[str], None] = lambda stage: None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    *,
+    partition_id: str | None = None,
+    null_ncuts: Sequence[float] | None = None,
 ) -> PartitionResult:
     """Partition one ready model and store the partition; see ``neuronmap cluster``.
 
@@ -127,6 +131,10 @@ def run_clustering(
     ``on_stage`` hears each stage's name (``pull``, ``cluster``, ``write``); ``on_progress(stage, done, total)``
     hears the shuffled networks as they are clustered (stage ``"shuffles"``, from 0 to ``n_shuffles``), for a
     progress bar.
+
+    ``partition_id`` names the partition (a job's retry writes the same id, which the store keeps unique);
+    ``null_ncuts`` are the null's n-cuts computed elsewhere (chunks of ``null_ncuts()`` on several workers), so only
+    the real network is clustered here.
 
     Examples
     --------
@@ -147,7 +155,7 @@ def run_clustering(
     null: dict[str, object] = {}
     null_seconds = 0.0
     null_method = config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
-    if config.n_shuffles:
+    if config.n_shuffles and null_ncuts is None:
         on_batch = None
         if on_progress is not None:
             progress = on_progress
@@ -188,11 +196,22 @@ def run_clustering(
             parity=config.parity,
         )
         ncut_value = compute_ncut(sub.graph, result.labels)
+        if config.n_shuffles and null_ncuts is not None:
+            values = np.asarray(null_ncuts, dtype=np.float64)
+            null = {
+                "null_method": null_method,
+                "n_null": int(values.size),
+                "null_mean": float(values.mean()),
+                "null_sd": float(values.std(ddof=0)),
+                "z": z_score(float(ncut_value), values),
+                "p_value": percentile_pvalue(float(ncut_value), values, "less"),
+                "null_ncuts": values.tolist(),
+            }
     labels = result.labels.numpy()
     cluster_seconds = time.perf_counter() - start - null_seconds
     sizes = np.bincount(labels[labels >= 0], minlength=config.n_clusters).tolist()
     summary = PartitionResult(
-        id=new_partition_id(model),
+        id=partition_id or new_partition_id(model),
         model=model,
         k=config.n_clusters,
         edges=config.edges,

@@ -107,8 +107,9 @@ def storable(props: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in out.items() if value is not None}
 
 
-def new_assessment_id(partition: str, method: str) -> str:
-    return f"{partition}/{method}-{secrets.token_hex(4)}"
+def new_assessment_id(partition: str, method: str, key: str | None = None) -> str:
+    """``{partition}/{method}-{key}``; a random key by default."""
+    return f"{partition}/{method}-{key or secrets.token_hex(4)}"
 
 
 def write_assessment(
@@ -119,6 +120,7 @@ def write_assessment(
     scores: Sequence[dict[str, Any]],
     *,
     interactions: Sequence[dict[str, Any]] = (),
+    key: str | None = None,
 ) -> str:
     """Store one assessment run in one transaction; returns its id.
 
@@ -135,13 +137,15 @@ def write_assessment(
         One per sub-cluster: ``cluster``, ``layer`` and ``stats`` (a flat dict), stored on ``SCORED``.
     interactions : sequence of dict, optional
         Double lesions: ``cluster_a``, ``layer_a``, ``cluster_b``, ``layer_b`` and ``stats``.
+    key : str, optional
+        The id's last part (a job's id, so that a retry cannot store the run twice: ids are unique); random by default.
 
     Raises
     ------
     PartitionWriteError
         A score found no sub-cluster (the partition changed meanwhile); nothing is stored.
     """
-    assessment_id = new_assessment_id(layout.partition, method)
+    assessment_id = new_assessment_id(layout.partition, method, key)
     names = {layer.index: layer.name for layer in layout.layers}
     keys = {(s.cluster, s.layer): s for s in layout.subclusters}
     rows = [
