@@ -98,3 +98,4 @@ def main() -> None:
 for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _adhoc, _serve, _demo):  # register the commands
     for _command in _module.COMMANDS:
         cli.add_command(_command)
+cli.add_command(__import__("neuronmap.service.cli.http", fromlist=["http"]).http)  # the explorer (issue 17)

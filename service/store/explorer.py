@@ -94,3 +94,48 @@ def module_detail(
         "members": cluster_members(layers, labels, cluster),
         "core": core_rows,
     }
+
+
+def compare_checkpoints(store: Store, model_a: str, partition_a: str, model_b: str, partition_b: str) -> Any:
+    """Two partitions of two models with the same layers (checkpoints of one architecture), neuron by neuron: a
+    :class:`~neuronmap.service.store.compare.PartitionComparison` as ``compare_partitions`` gives for one model.
+
+    Raises
+    ------
+    LibraryQueryInputError
+        The two models' layers differ (names or sizes), so their neurons do not correspond.
+    """
+    from neuronmap.service.errors import LibraryQueryInputError
+    from neuronmap.service.store.compare import (
+        PartitionComparison,
+        adjusted_rand_index,
+        normalized_mutual_info,
+    )
+    from neuronmap.service.store.library import resolve_partition
+
+    first = resolve_partition(store, model_a, partition_a)
+    second = resolve_partition(store, model_b, partition_b)
+    layers_a, layers_b = admin.model_layers(store, model_a), admin.model_layers(store, model_b)
+    shape_a = [(row["name"], row["size"]) for row in layers_a]
+    if shape_a != [(row["name"], row["size"]) for row in layers_b]:
+        raise LibraryQueryInputError(
+            f"Models {model_a!r} and {model_b!r} have different layers, so their neurons do not correspond; "
+            "compare checkpoints of one architecture, or two partitions of one model."
+        )
+    n = int(sum(size for _, size in shape_a))
+    labels_a, labels_b = read_labels(store, first, n), read_labels(store, second, n)
+    held = (labels_a >= 0) | (labels_b >= 0)
+    clusters_a, rows = np.unique(labels_a[held], return_inverse=True)
+    clusters_b, cols = np.unique(labels_b[held], return_inverse=True)
+    table = np.zeros((clusters_a.size, clusters_b.size), dtype=np.int64)
+    np.add.at(table, (rows, cols), 1)
+    common = table[np.ix_(clusters_a >= 0, clusters_b >= 0)]
+    return PartitionComparison(
+        partition_a=first,
+        partition_b=second,
+        clusters_a=clusters_a,
+        clusters_b=clusters_b,
+        table=table,
+        ari=adjusted_rand_index(common),
+        nmi=normalized_mutual_info(common),
+    )

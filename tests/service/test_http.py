@@ -175,3 +175,25 @@ def test_docs_work_offline_and_reads_are_read_transactions(client):
     ):
         assert catalog.get(name).mode == "read"
     assert all(q.mode == "read" for q in catalog.all_queries() if q.name.startswith("library."))
+
+
+def test_pages_render_from_the_store(client, library_models):
+    a = library_models.a
+    first, second = list(a.partitions)
+    store_page = client.get("/")
+    assert store_page.status_code == 200 and a.name in store_page.text and "compare-models" in store_page.text
+    model_page = client.get(f"/models/{a.name}", params={"partition": first})
+    assert model_page.status_code == 200 and 'id="diagram"' in model_page.text and "module 2" in model_page.text
+    assert "/static/plotly.min.js" in model_page.text and "cdn" not in model_page.text.lower()
+    partition_page = client.get(f"/partitions/{first}")
+    assert partition_page.status_code == 200, partition_page.text
+    assert "40 shuffled networks" in partition_page.text and 'id="adjacency"' in partition_page.text
+    compare_page = client.get("/compare", params={"model": a.name, "a": first, "b": second})
+    assert compare_page.status_code == 200 and 'id="contingency"' in compare_page.text
+    query_page = client.get("/queries/module-span", params={"model": a.name})
+    assert query_page.status_code == 200 and "format=csv" in query_page.text
+    assert client.get("/queries").status_code == 200 and client.get("/jobs").status_code == 200
+    missing = client.get("/models/no-such-model")
+    assert missing.status_code == 404 and "no model" in missing.text
+    script = client.get("/static/plotly.min.js")
+    assert script.status_code == 200 and len(script.text) > 1_000_000

@@ -1,0 +1,76 @@
+"""`neuronmap http`: the explorer and the HTTP API over the store (`neuronmap serve --http` starts the same)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from neuronmap.errors import NeuronmapError
+from neuronmap.service.cli.common import console, store_from
+
+DEFAULT_HOST = "127.0.0.1"  # the same as neuronmap.service.http's, repeated so that -h loads no FastAPI
+DEFAULT_PORT = 8765
+
+
+class TokenFileError(NeuronmapError, ValueError):
+    """A --token-file that cannot be read, or holds no token."""
+
+
+def read_token(path: Path | None) -> str | None:
+    """The token in ``path`` (its first line, stripped); None without a file."""
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise TokenFileError(f"Cannot read the token file {str(path)!r}: {error}.") from None
+    token = lines[0].strip() if lines else ""
+    if len(token) < 8:
+        raise TokenFileError(
+            f"The token file {str(path)!r} holds no token of at least 8 characters; write one, e.g. "
+            "`python -c 'import secrets; print(secrets.token_urlsafe())' > token.txt`."
+        )
+    return token
+
+
+def http_options(function: click.decorators.FC) -> click.decorators.FC:
+    """``--host``, ``--port`` and ``--token-file``, shared with ``neuronmap serve --http``."""
+    function = click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="A file whose first line is the token that POST /api/jobs needs; without it, a bind beyond "
+        "127.0.0.1 is read-only.",
+    )(function)
+    function = click.option(
+        "--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True, help="The HTTP port."
+    )(function)
+    return click.option(
+        "--host", default=DEFAULT_HOST, show_default=True, help="The address to bind; 0.0.0.0 shares it with a team."
+    )(function)
+
+
+@click.command(name="http")
+@http_options
+@click.pass_context
+def http(ctx: click.Context, host: str, port: int, token_file: Path | None) -> None:
+    """Serve the explorer (pages with plots of the modules) and the HTTP API over the store, until Ctrl-C.
+
+    \b
+    neuronmap http                      # http://127.0.0.1:8765/
+    neuronmap http --host 0.0.0.0 --token-file token.txt   # shared: read-only without the token
+    curl 127.0.0.1:8765/api/models
+    """
+    token = read_token(token_file)
+    from neuronmap.service.http import serve_http
+
+    with store_from(ctx) as store:
+        try:
+            serve_http(host, port, store=store, token=token)
+        except KeyboardInterrupt:
+            pass
+    console.print("Stopped.")
+
+
+COMMANDS = [http]
