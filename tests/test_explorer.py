@@ -41,12 +41,12 @@ def env(connection) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def explored(store) -> Iterator[tuple[str, str, str]]:
-    """A planted 4-module net, clustered twice (k=4 with a null of 20 shuffles, then k=6)."""
+    """A planted 4-module net, clustered twice (k=4 with a null of 10 shuffles, then k=6)."""
     model = f"test-explorer-{os.getpid()}"
     graph, _ = planted_graph(sizes=(24, 32, 32, 16), k=4, seed=3)
     ingest(store, model, graph)
     try:
-        first = run_clustering(store, model, ClusterConfig(n_clusters=4, n_shuffles=20, random_state=0))
+        first = run_clustering(store, model, ClusterConfig(n_clusters=4, n_shuffles=10, random_state=0))
         second = run_clustering(store, model, ClusterConfig(n_clusters=6, random_state=1))
         yield model, first.id, second.id
     finally:
@@ -130,7 +130,7 @@ def test_partition_page_renders_its_plots(browser_page, server, explored, tmp_pa
     page, errors = browser_page
     _, first, _ = explored
     visit(page, errors, f"{server}/partitions/{first}", tmp_path / "explorer-partition.png", 3)
-    assert "20 shuffled networks" in page.inner_text("#verdict")
+    assert "10 shuffled networks" in page.inner_text("#verdict")
     for plot in ("null", "span", "adjacency"):
         assert page.locator(f"#{plot} .main-svg").count() >= 1, plot
     assert page.locator("#span .hm, #span image").count() >= 1  # the heatmap drew

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuronmap.cypher import Store
+from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.responses import json_rows, plain, rows_response
 from neuronmap.service.store import admin, explorer
 from neuronmap.service.store import jobs as job_store
@@ -27,6 +28,7 @@ from neuronmap.service.store.library import (
     resolve_partition,
     run_library_query,
 )
+from neuronmap.service.store.writeback import read_labels
 
 Format = Literal["json", "csv"]
 _TEXT_PARAMS = ("model", "layer", "models", "edges")  # taken as typed, as the CLI does; resolved by the library
@@ -51,7 +53,13 @@ def store_of(request: Request) -> Store:
     return store
 
 
+def cache_of(request: Request) -> PartitionCache:
+    cache: PartitionCache = request.app.state.cache
+    return cache
+
+
 StoreDep = Annotated[Store, Depends(store_of)]
+CacheDep = Annotated[PartitionCache, Depends(cache_of)]
 
 
 def library_params(name: str, raw: dict[str, str]) -> dict[str, Any]:
@@ -106,14 +114,16 @@ def build_router(require_write: Any) -> APIRouter:
     def clusters(
         model: str,
         store: StoreDep,
+        cache: CacheDep,
         partition: str = LATEST,
         edges: str = WEIGHT,
         format: Format = "json",
     ) -> Response:
         partition_id = resolve_partition(store, model, partition, edges=edges)
-        cohesion = {row["cluster"]: row for row in run_library_query(store, "module_cohesion", partition=partition_id)}
+        span, cohesion_rows = cache.many(store, partition_id, ("module_span", "module_cohesion"))
+        cohesion = {row["cluster"]: row for row in cohesion_rows}
         rows = []
-        for row in run_library_query(store, "module_span", partition=partition_id):
+        for row in span:
             more = cohesion.get(row["cluster"], {})
             rows.append({"partition": partition_id, **row, **{k: more.get(k) for k in ("within", "cut", "ncut_term")}})
         columns = ["partition", "cluster", "size", "first_layer", "last_layer", "n_layers", "thickest_layer"]
@@ -121,10 +131,14 @@ def build_router(require_write: Any) -> APIRouter:
 
     @api.get("/models/{model}/clusters/{cluster}", summary="One module: members per layer, core neurons, their edges")
     def cluster(
-        model: str, cluster: int, store: StoreDep, partition: str = LATEST, edges: str = WEIGHT
+        model: str, cluster: int, store: StoreDep, cache: CacheDep, partition: str = LATEST, edges: str = WEIGHT
     ) -> JSONResponse:
         partition_id = resolve_partition(store, model, partition, edges=edges)
-        return JSONResponse(plain(explorer.module_detail(store, model, partition_id, cluster)))
+        n_neurons = sum(int(layer["size"]) for layer in admin.model_layers(store, model))
+        labels = cache.get(("labels", partition_id), lambda: read_labels(store, partition_id, n_neurons))
+        core = cache.rows(store, "module_core", partition_id, limit=5)
+        detail = explorer.module_detail(store, model, partition_id, cluster, core_rows=core, labels=labels)
+        return JSONResponse(plain(detail))
 
     @api.get("/models/{model}/assessments", summary="The assessments of a partition, newest first")
     def assessments(model: str, store: StoreDep, partition: str = LATEST, edges: str = WEIGHT) -> JSONResponse:

@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
 from neuronmap.service.http import api, pages
+from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.responses import error_response, neuronmap_error, unexpected_error
 
 DEFAULT_HOST = "127.0.0.1"
@@ -116,6 +117,7 @@ def create_app(store: Store, token: str | None = None, *, writes_open: bool = Tr
         redoc_url=None,
     )
     app.state.store = store
+    app.state.cache = PartitionCache()  # stored partitions never change
     _handlers(app)
     app.include_router(api.build_router(_write_guard(token, writes_open)))
     app.include_router(pages.build_router())

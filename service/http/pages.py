@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, Response
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
 from neuronmap.service.http import assets, figures
+from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.responses import one_line, plain, status_of
 from neuronmap.service.store import admin, explorer
 from neuronmap.service.store import jobs as job_store
@@ -171,7 +172,9 @@ def _partition_picker(model: str, partitions: Sequence[dict[str, Any]], chosen: 
     )
 
 
-def render_model(store: Store, model: str, partition: str = LATEST, edges: str = WEIGHT) -> str:
+def render_model(
+    store: Store, model: str, partition: str = LATEST, edges: str = WEIGHT, cache: PartitionCache | None = None
+) -> str:
     partitions = admin.list_partitions(store, model)  # ModelNotFoundError
     layers = admin.model_layers(store, model)
     if not partitions:
@@ -182,11 +185,10 @@ def render_model(store: Store, model: str, partition: str = LATEST, edges: str =
         )
     from neuronmap.service.store.library import resolve_partition
 
+    cache = cache or PartitionCache()
     partition_id = resolve_partition(store, model, partition, edges=edges)
-    stats = run_library_query(store, "partition_stats", partition=partition_id)[0]
-    span = run_library_query(store, "module_span", partition=partition_id)
-    cohesion = run_library_query(store, "module_cohesion", partition=partition_id)
-    flow = run_library_query(store, "module_flow", partition=partition_id)
+    queries = ("partition_stats", "module_span", "module_cohesion", "module_flow")
+    (stats, *_), span, cohesion, flow = cache.many(store, partition_id, queries)
     importance = latest_assessment(store, partition_id, "importance")
     weight = "|w|" if (stats.get("edges") or WEIGHT) == WEIGHT else "r²"
     figure = figures.model_diagram(
@@ -237,25 +239,40 @@ def verdict(stats: dict[str, Any], alpha: float = 0.05) -> str:
     )
 
 
-def _adjacency_figure(data: Any) -> Any:
+def _adjacency_figure(store: Store, stats: dict[str, Any], layers: Sequence[dict[str, Any]]) -> Any:
+    """The sorted adjacency of a partition's own graph, averaged into at most ADJACENCY_CELLS cells a side."""
     import numpy as np
 
-    from neuronmap.service.report import aggregate, sorted_by_cluster
+    from neuronmap.service.report import aggregate, partition_adjacency, sorted_by_cluster
+    from neuronmap.service.store.writeback import read_labels
 
-    names = [str(layer["name"]) for layer in data.layers]
-    layer_of = np.repeat(np.arange(len(data.layers)), [int(layer["size"]) for layer in data.layers])
-    order, _, _ = sorted_by_cluster(data.labels, layer_of)
-    cells, step = aggregate(data.adjacency, order, ADJACENCY_CELLS)
-    weight = "|w|" if (data.partition.get("edges") or WEIGHT) == WEIGHT else "r²"
-    return figures.sorted_adjacency(cells, step, data.labels[order], [names[i] for i in layer_of[order]], weight)
+    n_neurons = int(sum(int(layer["size"]) for layer in layers))
+    labels = read_labels(store, str(stats["id"]), n_neurons)
+    names = [str(layer["name"]) for layer in layers]
+    layer_of = np.repeat(np.arange(len(layers)), [int(layer["size"]) for layer in layers])
+    order, _, _ = sorted_by_cluster(labels, layer_of)
+    adjacency = partition_adjacency(store, str(stats["model"]), stats, n_neurons)
+    cells, step = aggregate(adjacency, order, ADJACENCY_CELLS)
+    weight = "|w|" if (stats.get("edges") or WEIGHT) == WEIGHT else "r²"
+    return figures.sorted_adjacency(cells, step, labels[order], [names[i] for i in layer_of[order]], weight)
 
 
-def render_partition(store: Store, partition: str, *, static: bool = False) -> str:
-    from neuronmap.service.report import read_report_data
+def _assessment_plots(store: Store, partition: str, model: str) -> list[str]:
+    importance = latest_assessment(store, partition, "importance")  # never cached: new runs arrive
+    if not importance:
+        return [f"<p class='note'>Not assessed: <code>neuronmap importance {esc(model)}</code> adds lesions.</p>"]
+    parts = [plot(figures.importance_points(importance[1]), "importance")]
+    per_class = figures.class_lesion_heatmap(importance[1], importance[0].get("class_accuracy") or [])
+    return parts + ([plot(per_class, "lesions")] if per_class else [])
 
+
+def render_partition(store: Store, partition: str, *, static: bool = False, cache: PartitionCache | None = None) -> str:
+    cache = cache or PartitionCache()
     stats = run_library_query(store, "partition_stats", partition=partition)[0]  # PartitionNotFoundError
     model = str(stats["model"])
-    data = read_report_data(store, model, partition)
+    layers = admin.model_layers(store, model)
+    span, cohesion = cache.many(store, partition, ("module_span", "module_cohesion"))
+    adjacency = cache.get(("adjacency", partition), lambda: plot(_adjacency_figure(store, stats, layers), "adjacency"))
     spectrum = explorer.partition_spectrum(store, partition)
     parts = [
         f"<p class='verdict' id='verdict'>{verdict(stats)}</p>",
@@ -268,18 +285,12 @@ def render_partition(store: Store, partition: str, *, static: bool = False) -> s
         if spectrum
         else "<p class='note'>No eigenvalues stored on this partition, so no spectrum to choose k by.</p>",
         "</div>",
-        plot(figures.span_heatmap(data.layers, data.span), "span"),
-        plot(_adjacency_figure(data), "adjacency"),
+        plot(figures.span_heatmap(layers, span), "span"),
+        adjacency,
+        *_assessment_plots(store, partition, model),
+        "<h2>module cohesion</h2>",
+        table(cohesion, library_query("module_cohesion").columns, sortable=True),
     ]
-    importance = data.assessments.get("importance")
-    if importance:
-        parts.append(plot(figures.importance_points(importance[1]), "importance"))
-        per_class = figures.class_lesion_heatmap(importance[1], importance[0].get("class_accuracy") or [])
-        parts.append(plot(per_class, "lesions") if per_class else "")
-    else:
-        parts.append(f"<p class='note'>Not assessed: <code>neuronmap importance {esc(model)}</code> adds lesions.</p>")
-    cohesion = [{**row} for row in data.cohesion]
-    parts += ["<h2>module cohesion</h2>", table(cohesion, library_query("module_cohesion").columns, sortable=True)]
     return shell(f"Partition {partition}", "".join(parts), static=static)
 
 
@@ -425,12 +436,12 @@ def build_router() -> APIRouter:
     @router.get("/models/{model}")
     @page
     def model_page(request: Request, model: str, partition: str = LATEST, edges: str = WEIGHT) -> str:
-        return render_model(store_of(request), model, partition, edges)
+        return render_model(store_of(request), model, partition, edges, request.app.state.cache)
 
     @router.get("/partitions/{partition:path}")
     @page
     def partition_page(request: Request, partition: str) -> str:
-        return render_partition(store_of(request), partition)
+        return render_partition(store_of(request), partition, cache=request.app.state.cache)
 
     @router.get("/compare")
     @page

@@ -64,11 +64,20 @@ def cluster_members(layers: Sequence[dict[str, Any]], labels: np.ndarray, cluste
 
 
 def module_detail(
-    store: Store, model: str, partition: str, cluster: int, *, core: int = 5, edges: int = 3
+    store: Store,
+    model: str,
+    partition: str,
+    cluster: int,
+    *,
+    core: int = 5,
+    edges: int = 3,
+    core_rows: Sequence[dict[str, Any]] | None = None,
+    labels: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """One module of a resolved partition: its members per layer, and its core neurons (most within-module
     weight, ``library.module_core``) each with its ``edges`` strongest incoming and outgoing weight edges
-    (``library.neuron``), marked within or across modules.
+    (``library.neuron``), marked within or across modules. ``core_rows`` (module_core's rows for the whole partition)
+    and ``labels`` (by ordinal) may be passed when the caller already holds them.
 
     Raises
     ------
@@ -76,11 +85,13 @@ def module_detail(
         The partition has no such cluster.
     """
     layers = admin.model_layers(store, model)
-    labels = read_labels(store, partition, int(sum(layer["size"] for layer in layers)))
+    if labels is None:
+        labels = read_labels(store, partition, int(sum(layer["size"] for layer in layers)))
     if not np.any(labels == cluster):
         raise ClusterNotFoundError(partition, cluster, sorted(int(c) for c in np.unique(labels[labels >= 0])))
-    core_rows = [row for row in run_library_query(store, "module_core", partition=partition, limit=core)]
-    core_rows = [row for row in core_rows if row["cluster"] == cluster]
+    if core_rows is None:
+        core_rows = run_library_query(store, "module_core", partition=partition, limit=core)
+    core_rows = [dict(row) for row in core_rows if row["cluster"] == cluster]
     for row in core_rows:
         neighbours = run_library_query(
             store, "neuron", model=model, ordinal=int(row["ordinal"]), partition=partition, limit=edges
