@@ -75,7 +75,8 @@ def server(env, explored, tmp_path_factory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
-    assert "Traceback" not in log.read_text()
+    said = log.read_text()
+    assert "Traceback" not in said and f"http://127.0.0.1:{port}/" in said and "needs no token" in said
 
 
 @pytest.fixture(scope="module")
@@ -165,3 +166,16 @@ def test_queries_and_jobs_pages(browser_page, server, explored, tmp_path):
     visit(page, errors, f"{server}/jobs", tmp_path / "explorer-jobs.png", 0)
     page.wait_for_function("document.getElementById('jobs-updated').innerText !== 'now'", timeout=10_000)
     assert errors == [], errors
+
+
+def test_the_static_export_opens_offline(browser_page, store, explored, tmp_path):
+    from neuronmap.service.http.export import export_partition_page
+
+    page, errors = browser_page
+    model, first, _ = explored
+    path = export_partition_page(store, model, first, tmp_path / "partition.html")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    visit(page, errors, path.as_uri(), tmp_path / "explorer-static.png", 3)
+    assert [url for url in requests if not url.startswith(("file:", "data:"))] == []  # nothing fetched
+    assert "10 shuffled networks" in page.inner_text("#verdict")

@@ -197,3 +197,19 @@ def test_pages_render_from_the_store(client, library_models):
     assert missing.status_code == 404 and "no model" in missing.text
     script = client.get("/static/plotly.min.js")
     assert script.status_code == 200 and len(script.text) > 1_000_000
+
+
+def test_binds_beyond_this_machine_say_who_may_write(tmp_path):
+    from neuronmap.service.cli.http import TokenFileError, read_token
+    from neuronmap.service.http.app import is_loopback, write_policy
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and not is_loopback("0.0.0.0")
+    assert "read-only" in write_policy("0.0.0.0", None) and "--token-file" in write_policy("0.0.0.0", None)
+    assert "needs the token" in write_policy("0.0.0.0", "t" * 12)
+    (tmp_path / "token.txt").write_text("  a-long-enough-token \n")
+    assert read_token(tmp_path / "token.txt") == "a-long-enough-token" and read_token(None) is None
+    (tmp_path / "short.txt").write_text("abc\n")
+    with pytest.raises(TokenFileError, match="at least 8"):
+        read_token(tmp_path / "short.txt")
+    with pytest.raises(TokenFileError, match="Cannot read"):
+        read_token(tmp_path / "missing.txt")
