@@ -22,6 +22,7 @@ _ENV = {
     "device": "NEURONMAP_DEVICE",
     "batch_size": "NEURONMAP_BATCH_SIZE",
     "native_kernels": "NEURONMAP_NATIVE_KERNELS",
+    "ray_address": "NEURONMAP_RAY_ADDRESS",
 }
 
 
@@ -49,6 +50,8 @@ class Settings(BaseModel):
     # Build and use the runtime-compiled C lesion kernels where the machine allows (a C compiler, AVX-512); 0 turns
     # them off and lesions run on torch only.
     native_kernels: bool = True
+    # The Ray cluster `serve` and `sweep` join (ray://head:10001, head:6379 or auto); None starts a local Ray.
+    ray_address: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

@@ -3,7 +3,10 @@ worker or a dispatcher dies, several dispatchers, failures, cancels, and sweeps 
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -12,8 +15,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from neuronmap.loaders.ingest.weights import ingest
+from neuronmap.service.cli import cli
 from neuronmap.service.dispatch import (
     Dispatcher,
     DispatcherConfig,
@@ -106,3 +111,99 @@ def test_two_dispatchers_run_each_job_once_and_a_failure_stays_its_own(store, co
     assert rows[bad.id]["status"] == "failed" and "\n" not in rows[bad.id]["error"]
     new = {m: set(partitions_of(store, m)) - before[m] for m in models}
     assert sorted(p for ps in new.values() for p in ps) == sorted(r.id for r in results)  # 10 partitions, once each
+
+
+@pytest.fixture(scope="module")
+def env(connection) -> dict[str, str]:
+    return {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+    }
+
+
+def job_partitions(store, model: str, job_id: str) -> list[str]:
+    return [p for p in partitions_of(store, model) if p.endswith(job_id)]
+
+
+def test_a_ray_worker_killed_mid_task_is_retried_and_writes_one_partition(store, connection, models, ray_cluster):
+    future = submit(store, "cluster", models[0], SLOW)
+    with dispatching(store, connection, "disp-k", null_chunk=0):
+        task = wait_for(lambda: record(store, future.id)["task"])
+        os.kill(int(task.rsplit(":", 1)[1]), signal.SIGKILL)  # the Ray worker process running the job
+        result = future.result(timeout=300)
+    row = record(store, future.id)
+    assert row["status"] == "done" and row["attempts"] == 1  # Ray retried it; the dispatcher claimed it once
+    assert row["task_runs"] == 2 and row["task"] != task
+    assert job_partitions(store, models[0], future.id) == [result.id]
+
+
+def test_a_killed_dispatcher_is_taken_over_after_its_lease(store, connection, models, ray_cluster, env, tmp_path):
+    import ray
+
+    future = submit(store, "cluster", models[1], SLOW)
+    address = ray.get_runtime_context().gcs_address
+    args = ["serve", "--ray-address", address, "--lease", "3", "--max-in-flight", "1", "--null-chunk", "0"]
+    log = (tmp_path / "serve.log").open("w")
+    first = subprocess.Popen([NEURONMAP, *args], env={**os.environ, **env}, stdout=log, stderr=log)
+    try:
+        wait_for(lambda: record(store, future.id)["task"], timeout=180)
+    finally:
+        first.kill()  # SIGKILL: no release, no finish; only the lease lapsing frees the job
+        first.wait()
+        log.close()
+    assert record(store, future.id)["status"] == "running"
+    with dispatching(store, connection, "disp-2", lease_seconds=3.0):
+        result = future.result(timeout=300)
+    row = record(store, future.id)
+    assert row["status"] == "done" and row["worker"] == "disp-2" and row["attempts"] == 2
+    assert job_partitions(store, models[1], future.id) == [result.id]
+
+
+def test_cancel_stops_a_running_job(store, connection, models, ray_cluster):
+    future = submit(store, "cluster", models[2], SLOW)
+    with dispatching(store, connection, "disp-c", lease_seconds=3.0, null_chunk=0):
+        wait_for(lambda: record(store, future.id)["task"])
+        assert future.cancel() == "cancelling"
+        with pytest.raises(JobFailedError, match="cancelled"):
+            future.result(timeout=60)
+    assert job_partitions(store, models[2], future.id) == []
+
+
+def test_cli_jobs_serve_and_a_sweep_equal_to_sequential_runs(store, models, ray_cluster, env):
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), env=env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    job = run("jobs", "add", "cluster", models[0], "--k", "3").strip().splitlines()[-1]
+    assert "Ran 1 job(s)" in run("serve", "--exit-when-idle", "--poll", "0.2")  # on this process's Ray
+    (shown,) = json.loads(run("jobs", "show", job, "--format", "json"))
+    assert shown["status"] == "done" and shown["result"] == f"{models[0]}/p-{job}"
+    pattern = models[0].replace("-0-", "-*-")
+    out = run(
+        "sweep",
+        "--models",
+        pattern,
+        "--k",
+        "3,4",
+        "--seeds",
+        "0-1",
+        "--shuffles",
+        "4",
+        "--null-chunk",
+        "2",
+        "--format",
+        "json",
+    )
+    rows = json.loads(out[out.index("[") :])
+    assert len(rows) == 12 and {r["model"] for r in rows} == set(models)
+    for row in rows:  # the same figures as `neuronmap cluster` one at a time with the same seeds
+        seed = json.loads(record(store, row["partition"].rsplit("/p-", 1)[1])["config"])["random_state"]
+        alone = run(
+            "cluster", row["model"], "--k", str(row["k"]), "--shuffles", "4", "--seed", str(seed), "--format", "json"
+        )
+        expected = json.loads(alone[alone.index("{") :])
+        assert row["ncut"] == pytest.approx(expected["ncut"], rel=1e-9)
+        assert row["null_mean"] == pytest.approx(expected["null_mean"], rel=1e-9)
+        assert row["p_value"] == pytest.approx(expected["p_value"])
