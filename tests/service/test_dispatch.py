@@ -207,3 +207,35 @@ def test_cli_jobs_serve_and_a_sweep_equal_to_sequential_runs(store, models, ray_
         assert row["ncut"] == pytest.approx(expected["ncut"], rel=1e-9)
         assert row["null_mean"] == pytest.approx(expected["null_mean"], rel=1e-9)
         assert row["p_value"] == pytest.approx(expected["p_value"])
+
+
+def test_every_kind_runs_as_a_job_and_a_rerun_stores_nothing_twice(store, connection, model_id, ray_cluster, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from neuronmap.examples import nets
+    from neuronmap.loaders import load_graph
+    from neuronmap.service.dispatch import ActivationsJob, CoherenceJob, ImportanceJob
+    from neuronmap.service.store.assessments import list_assessments
+
+    torch.manual_seed(0)
+    path = tmp_path / "mlp.safetensors"
+    save_file(nets.digits_mlp().state_dict(), str(path))
+    ingest(store, model_id, load_graph(path, arch="neuronmap.examples.nets:digits_mlp"))
+    graph = submit(store, "activations", model_id, ActivationsJob(method="pearson", min_r2=0.01))
+    cut = submit(store, "cluster", model_id, ClusterConfig(n_clusters=3))
+    with dispatching(store, connection, "disp-kinds"):
+        assert graph.result(timeout=300).name == "digits-pearson"
+        partition = cut.result(timeout=300).id
+        lesions = submit(store, "importance", model_id, ImportanceJob(n_null=5))
+        examples = submit(store, "coherence", model_id, CoherenceJob(methods=("examples",), n_null=3, k=4))
+        importance = lesions.result(timeout=300)
+        (coherence,) = examples.result(timeout=300)
+    assert importance.partition == coherence.partition == partition
+    assert importance.assessment == f"{partition}/importance-{lesions.id}"
+    assert coherence.assessment == f"{partition}/coherence_examples-{examples.id}"
+    row = record(store, lesions.id)
+    rerun = tasks.run_job(connection, Job(id=lesions.id, kind="importance", model=model_id, config=row["config"]))
+    assert rerun.reused and rerun.result == [importance.assessment]
+    stored = list_assessments(store, partition)
+    assert sorted(a["id"] for a in stored) == sorted([importance.assessment, coherence.assessment])
