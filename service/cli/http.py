@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -71,6 +72,53 @@ def http(ctx: click.Context, host: str, port: int, token_file: Path | None) -> N
         except KeyboardInterrupt:
             pass
     console.print("Stopped.")
+
+
+def start_http(ctx: click.Context, host: str, port: int, token_file: Path | None) -> Callable[[], None]:
+    """Serve the explorer and the API in a background thread (for `neuronmap serve --http`, whose main loop runs
+    the jobs); returns the function that stops it and closes its store (hand it to ``ctx.call_on_close``)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from neuronmap.service.http.app import HttpStartError, create_app, is_loopback, write_policy
+    from neuronmap.service.store.open import open_store
+
+    token = read_token(token_file)
+    store = open_store(ctx.obj)
+    config = uvicorn.Config(
+        create_app(store, token, writes_open=is_loopback(host)),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+
+    def run() -> None:
+        try:
+            server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind: said below, as one line
+            pass
+
+    thread = threading.Thread(target=run, name="neuronmap-http", daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():  # uvicorn ends its thread if it cannot bind
+        time.sleep(0.05)
+    if not server.started:
+        store.close()
+        raise HttpStartError(f"Cannot serve HTTP on {host}:{port}: is the port in use? Pick another with --port.")
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"Explorer and API on http://{shown}:{port}/ (the API's docs: /docs)", highlight=False)
+    console.print(write_policy(host, token), highlight=False)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=10)
+        store.close()
+
+    return stop
 
 
 COMMANDS = [http]

@@ -34,6 +34,10 @@ class WriteRefusedError(NeuronmapError, PermissionError):
     """A write without the token, or on a server that takes none."""
 
 
+class HttpStartError(NeuronmapError, OSError):
+    """The HTTP server could not start (the port is taken, the address is not this machine's)."""
+
+
 def is_loopback(host: str) -> bool:
     """127.0.0.1, ::1 and localhost: a bind that only this machine reaches."""
     if host == "localhost":
@@ -171,4 +175,12 @@ def serve_http(
     say(f"neuronmap explorer and API on http://{shown}:{port}/ (the API's docs: /docs)")
     say(write_policy(host, token))
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
-    uvicorn.Server(config).run()
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except SystemExit:
+        if server.started:
+            raise
+        raise HttpStartError(
+            f"Cannot serve HTTP on {host}:{port}: is the port in use? Pick another with --port."
+        ) from None

@@ -213,3 +213,34 @@ def test_binds_beyond_this_machine_say_who_may_write(tmp_path):
         read_token(tmp_path / "short.txt")
     with pytest.raises(TokenFileError, match="Cannot read"):
         read_token(tmp_path / "missing.txt")
+
+
+def test_the_server_runs_beside_another_main_loop(connection):
+    """`serve --http` runs the explorer in a thread while its main loop runs jobs: it answers, then stops."""
+    import json
+    import urllib.request
+
+    import click
+
+    from neuronmap.service.cli.http import start_http
+    from neuronmap.service.config import Settings
+    from neuronmap.service.http.app import HttpStartError
+    from neuronmap.service.store.local_neo4j import free_port
+
+    environ = {
+        "NEO4J_URI": connection.uri,
+        "NEO4J_USERNAME": connection.user,
+        "NEO4J_PASSWORD": connection.password.get_secret_value(),
+    }
+    ctx = click.Context(click.Command("serve"), obj=Settings.from_env(environ))
+    port = free_port()
+    stop = start_http(ctx, "127.0.0.1", port, None)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/query", timeout=10) as answer:
+            assert {row["name"] for row in json.load(answer)} >= {"module-span", "module-flow"}
+        with pytest.raises(HttpStartError, match="in use"):
+            start_http(ctx, "127.0.0.1", port, None)
+    finally:
+        stop()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/api/query", timeout=2)
