@@ -8,9 +8,12 @@ import click
 
 from neuronmap.options import JOB_LEASE_SECONDS
 from neuronmap.service.cli.common import _starting, console, device_option, format_option, progress, store_from
+from neuronmap.service.cli.http import http_options, start_http
 from neuronmap.service.cli.output import emit
 
 if TYPE_CHECKING:  # loaded only when a command runs (`-h` stays fast)
+    from pathlib import Path
+
     from neuronmap.service.dispatch import DispatcherConfig, JobEvent
 
 RAY_ADDRESS_HELP = (
@@ -59,6 +62,8 @@ def _dispatch_options(f: Any) -> Any:
 @_dispatch_options
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between looks at an empty queue.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once the queue is empty (for batch runs).")
+@click.option("--http", "http_", is_flag=True, help="Also serve the explorer and the HTTP API (as `neuronmap http`).")
+@http_options
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -69,12 +74,17 @@ def serve(
     lease: float,
     poll: float,
     exit_when_idle: bool,
+    http_: bool,
+    host: str,
+    port: int,
+    token_file: Path | None,
 ) -> None:
     """Run queued jobs (from `neuronmap jobs add` or `sweep`) on Ray until Ctrl-C; several may serve one store.
 
     \b
     neuronmap serve                                  # local Ray, this machine's CPUs and GPUs
     neuronmap serve --ray-address ray://head:10001   # join a Ray cluster
+    neuronmap serve --http                           # + the explorer and the API on http://127.0.0.1:8765
     """
     from neuronmap.service.dispatch.service import serve as serve_jobs
 
@@ -86,6 +96,8 @@ def serve(
         console.print(f"Serving jobs on Ray ({cpus} CPUs, {gpus} GPUs); Ctrl-C stops.")
 
     config = _dispatcher_config(lease, poll, max_in_flight, null_chunk)
+    if http_:  # in a thread beside the dispatcher, stopped with the command
+        ctx.call_on_close(start_http(ctx, host, port, token_file))
     try:
         n = serve_jobs(
             ctx.obj,
