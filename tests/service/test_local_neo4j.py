@@ -88,33 +88,29 @@ def test_db_lifecycle(tmp_path, connection):
     assert "Stopped" in stopped.output
     status = run("db", "status")
     assert status.exit_code == 3 and status.output.startswith("stopped")
-    # A pid file left by a killed server: status says so, and start recovers.
+    # A pid file left by a killed server: status says so, and start recovers. This second start on the same data
+    # finds the password already the generated one, which Neo4j refuses to "change" to itself; the launcher takes
+    # that refusal as done. It also serves HTTP (and Browser) on 127.0.0.1.
     (server_dir / "server.json").write_text(json.dumps({"pid": 2**22 - 1, "uri": "bolt://127.0.0.1:1"}))
     assert "stale pid file" in run("db", "status").output
-    try:
-        assert run("db", "start").exit_code == 0
-        assert run("db", "status").output.startswith("running")
-    finally:
-        run("db", "stop")
-    assert run("db", "stop").output.startswith("The local Neo4j was not running")
-    # A third start on the same data: the password is already the generated one, which Neo4j refuses to "change"
-    # to itself; the launcher takes that refusal as done. This one also serves HTTP (and Browser) on 127.0.0.1.
     http_port = local_neo4j.free_port()
     try:
-        third = run("db", "start", "--http", "--http-port", str(http_port))
-        assert third.exit_code == 0, third.output
-        assert f"http://127.0.0.1:{http_port}" in third.output
+        again = run("db", "start", "--http", "--http-port", str(http_port))
+        assert again.exit_code == 0, again.output
+        assert f"http://127.0.0.1:{http_port}" in again.output
+        assert run("db", "status").output.startswith("running")
         assert run("models").exit_code == 0
         assert f"http http://127.0.0.1:{http_port}" in run("db", "status").output
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/", timeout=30) as answer:
             discovery = json.loads(answer.read())
         assert discovery["bolt_direct"] == f"bolt://127.0.0.1:{port}"
         if (local_neo4j.browser_dir(home) / ".complete").exists():  # fetched from Maven Central when reachable
-            assert "Neo4j Browser" in third.output
+            assert "Neo4j Browser" in again.output
             with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/browser/", timeout=30) as answer:
                 assert b"<title>Neo4j Browser</title>" in answer.read()
     finally:
         run("db", "stop")
+    assert run("db", "stop").output.startswith("The local Neo4j was not running")
 
 
 def test_a_server_that_fails_to_start_exits_at_once_with_its_error(tmp_path, monkeypatch, connection):
@@ -126,5 +122,5 @@ def test_a_server_that_fails_to_start_exits_at_once_with_its_error(tmp_path, mon
     started = time.monotonic()
     with pytest.raises(LocalServerError, match="exited with code 1"):
         server.start(timeout=120)
-    assert time.monotonic() - started < 100  # the launcher exits; it does not hang until the timeout
+    assert time.monotonic() - started < 110  # the launcher exits; it does not wait out the 120 s timeout
     assert not server.status().running
