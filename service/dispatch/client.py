@@ -102,7 +102,9 @@ def parse_ints(text: str) -> list[int]:
 
 def match_models(store: Store, patterns: Sequence[str]) -> list[str]:
     """The ready models that match any of the names or shell patterns (``ckpt-*``), in store order."""
-    ready = [row["name"] for row in store.run("admin.list_models") if row["status"] == "ready"]
+    from neuronmap.service.store import admin
+
+    ready = [row["name"] for row in admin.list_models(store) if row["status"] == "ready"]
     found = [m for m in ready if any(fnmatch.fnmatchcase(m, p) for p in patterns)]
     if not found:
         raise ModelNotFoundError(", ".join(patterns))
