@@ -46,7 +46,7 @@ def test_the_demo_trains_ingests_clusters_and_assesses_both_nets(connection, sto
     try:
         result = CliRunner().invoke(  # … which --replace replaces
             cli,
-            ["demo", "--out", str(out), "--epochs", "2", "--shuffles", "5", "--replace"],
+            ["demo", "--out", str(out), "--epochs", "2", "--shuffles", "5", "--random-sets", "10", "--replace"],
             env=env,
             catch_exceptions=False,
         )

@@ -38,6 +38,13 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
 @click.option("--seed", default=0, show_default=True)
 @click.option("--shuffles", default=100, show_default=True, help="Shuffled networks for the clusterability null.")
 @click.option(
+    "--random-sets",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Random same-size neuron sets per sub-cluster for importance (coherence uses up to 20).",
+)
+@click.option(
     "--assess/--no-assess",
     default=True,
     show_default=True,
@@ -51,7 +58,14 @@ def _ingest_file(ctx: click.Context, store, name: str, path: Path, arch: str | N
 )
 @click.pass_context
 def demo(
-    ctx: click.Context, out: Path | None, epochs: int, seed: int, shuffles: int, assess: bool, replace: bool
+    ctx: click.Context,
+    out: Path | None,
+    epochs: int,
+    seed: int,
+    shuffles: int,
+    random_sets: int,
+    assess: bool,
+    replace: bool,
 ) -> None:
     """Train small nets on scikit-learn's digits, save and ingest them, cluster them against shuffled nets, and
     assess the partitions (importance and coherence of every sub-cluster).
@@ -117,7 +131,7 @@ def demo(
         )
         if assess:
             emit(
-                [_assess(ctx, store, r.model, seed, out) for r in results],
+                [_assess(ctx, store, r.model, seed, out, random_sets) for r in results],
                 ["model", "accuracy", "important", "importance_fisher_p", "coherent_features", "coherent_examples"],
                 "table",
                 title="sub-clusters that matter (lesions, 100 random sets) and mean something (20 sets)",
@@ -154,21 +168,28 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'s' if n != 1 else ''}" if n else ""
 
 
-def _assess(ctx: click.Context, store, model: str, seed: int, out: Path) -> dict[str, object]:
+def _assess(ctx: click.Context, store, model: str, seed: int, out: Path, random_sets: int) -> dict[str, object]:
     """Importance and coherence of the model's newest partition, as one summary row."""
     from neuronmap.service.runs import run_coherence, run_importance
 
     with progress() as bar:
         bars = StageBars(bar)
         importance = run_importance(
-            store, model, "latest", dataset="digits", n_null=100, seed=seed, device=ctx.obj.device, on_progress=bars
+            store,
+            model,
+            "latest",
+            dataset="digits",
+            n_null=random_sets,
+            seed=seed,
+            device=ctx.obj.device,
+            on_progress=bars,
         )
         coherence = run_coherence(
             store,
             model,
             "latest",
             dataset="digits",
-            n_null=20,
+            n_null=min(20, random_sets),
             seed=seed,
             device=ctx.obj.device,
             steps=128,
