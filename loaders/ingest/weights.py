@@ -74,22 +74,35 @@ def neuron_rows(graph: ModelGraph, max_rows: int = NEURONS_PER_BATCH) -> Iterato
             }
 
 
+def part_names(graph: ModelGraph) -> list[str]:
+    """The named components every edge carries (a gated MLP's "v_gate" and "v_up"), the same for all blocks."""
+    names = {tuple(sorted(block.parts)) for block in graph.blocks}
+    if len(names) > 1:
+        raise ValueError(f"The edge blocks carry different parts: {sorted(names)}; a graph's edges share theirs.")
+    return list(names.pop()) if names else []
+
+
 def edge_batches(graph: ModelGraph, batch_size: int) -> Iterator[tuple[int, int, list[dict[str, Any]], int]]:
     """(src_layer, dst_layer, rows, n_edges) with at most ``batch_size`` edges per batch, one row per source neuron.
 
     A source neuron with more than ``batch_size`` edges is split over several rows (and batches), so that no
-    transaction creates more relationships than ``batch_size``, however wide the layer.
+    transaction creates more relationships than ``batch_size``, however wide the layer. Blocks with parts give
+    each row ``parts``: one list per name of ``part_names(graph)``, aligned with ``w``.
     """
+    names = part_names(graph)
     for block in graph.blocks:
         rows: list[dict[str, Any]] = []
         count = 0
-        for i, row in enumerate(block.weight):
-            nonzero = np.flatnonzero(row)
-            while nonzero.size:
-                take = nonzero[: batch_size - count]
-                nonzero = nonzero[take.size :]
-                rows.append({"src": i, "dst": take.tolist(), "w": row[take].tolist()})
-                count += take.size
+        for i, targets, weights, parts in block.row_entries():
+            start = 0
+            while start < targets.size:
+                stop = start + batch_size - count
+                row: dict[str, Any] = {"src": i, "dst": targets[start:stop].tolist(), "w": weights[start:stop].tolist()}
+                if names:
+                    row["parts"] = [parts[name][start:stop].tolist() for name in names]
+                rows.append(row)
+                count += len(row["dst"])
+                start = stop
                 if count >= batch_size:
                     yield block.src_layer, block.dst_layer, rows, count
                     rows, count = [], 0
@@ -101,9 +114,11 @@ def _check_finite(graph: ModelGraph) -> None:
     from neuronmap.loaders.errors import NonFiniteWeightsError
 
     for block in graph.blocks:
-        bad = int(np.count_nonzero(~np.isfinite(block.weight)))
+        values = block.weight.data if block.is_sparse else block.weight
+        bad = int(np.count_nonzero(~np.isfinite(values)))
         if bad:
-            raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, block.weight.size)
+            size = block.weight.shape[0] * block.weight.shape[1]
+            raise NonFiniteWeightsError(graph.layers[block.dst_layer].name, bad, size)
 
 
 def ingest(
@@ -182,8 +197,10 @@ def ingest(
         store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
         try:
             store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
+            names = part_names(graph)
+            extra: dict[str, Any] = {"parts": names} if names else {}
             batches = (
-                (dict(model=model, src_layer=src, dst_layer=dst, rows=rows), count)
+                (dict(model=model, src_layer=src, dst_layer=dst, rows=rows, **extra), count)
                 for src, dst, rows, count in edge_batches(graph, batch_size)
             )
 
@@ -192,7 +209,8 @@ def ingest(
                 _check_stop(stop)
                 on_batch(n_edges)
 
-            written = store.run_concurrently("ingest.create_edges", batches, workers=workers, on_batch=committed)
+            query = "ingest.create_edges_with_parts" if names else "ingest.create_edges"
+            written = store.run_concurrently(query, batches, workers=workers, on_batch=committed)
             lease.check()
             store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
         except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise

@@ -97,14 +97,15 @@ def build_graph(
     min_weight: float = 0.0,
     fold_norm: bool = False,
     meta: ModelMeta | None = None,
+    sparse: bool | None = None,
 ) -> ModelGraph:
-    """The chosen graph of ``weights``; ``meta`` gets the graph options added."""
+    """The chosen graph of ``weights``; ``meta`` gets the graph options added; ``sparse`` as ``virtual_graph``."""
     check_options(graph, top_k, min_weight, fold_norm)
     options = {"graph": graph, "min_weight": float(min_weight)}
     if graph == "virtual":
         options["top_k"] = top_k
         meta = (meta or ModelMeta()).model_copy(update=options)
-        return virtual_graph(weights, top_k=top_k, min_weight=min_weight, meta=meta)
+        return virtual_graph(weights, top_k=top_k, min_weight=min_weight, meta=meta, sparse=sparse)
     meta = (meta or ModelMeta()).model_copy(update={**options, "fold_norm": fold_norm})
     return mlp_in_graph(weights, fold_norm=fold_norm, min_weight=min_weight, meta=meta)
 
@@ -127,6 +128,7 @@ def load_transformer(
     top_k: int = 32,
     min_weight: float = 0.0,
     fold_norm: bool = False,
+    sparse: bool | None = None,
 ) -> ModelGraph:
     """Read a Hugging Face model directory and build its neuron graph (methods.md §10).
 
@@ -145,6 +147,9 @@ def load_transformer(
         Drop edges with |w| below this.
     fold_norm : bool, default=False
         mlp-in: multiply W_in's rows by the norm's γ first.
+    sparse : bool, optional
+        virtual: hold the edge blocks as CSR (True) or dense (False); by default CSR for blocks of at least 65,536
+        entries that are at most 1/8 full.
 
     Returns
     -------
@@ -169,7 +174,9 @@ def load_transformer(
         weight_files=files.names,
         weight_sha256=files.sha256,
     )
-    return build_graph(weights, graph=graph, top_k=top_k, min_weight=min_weight, fold_norm=fold_norm, meta=meta)
+    return build_graph(
+        weights, graph=graph, top_k=top_k, min_weight=min_weight, fold_norm=fold_norm, meta=meta, sparse=sparse
+    )
 
 
 def transformer_weights(model: PreTrainedModel) -> TransformerWeights:
@@ -191,6 +198,7 @@ def graph_from_transformer(
     top_k: int = 32,
     min_weight: float = 0.0,
     fold_norm: bool = False,
+    sparse: bool | None = None,
 ) -> ModelGraph:
     """``load_transformer`` for a model already in memory; its layers are named by its own module paths.
 
@@ -206,4 +214,6 @@ def graph_from_transformer(
         config=weights.config_json(),
         dtype=dtypes[0] if len(dtypes) == 1 else "mixed:" + ",".join(dtypes),
     )
-    return build_graph(weights, graph=graph, top_k=top_k, min_weight=min_weight, fold_norm=fold_norm, meta=meta)
+    return build_graph(
+        weights, graph=graph, top_k=top_k, min_weight=min_weight, fold_norm=fold_norm, meta=meta, sparse=sparse
+    )

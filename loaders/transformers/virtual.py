@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta
+from neuronmap.loaders.records import EdgeBlock, LayerRecord, ModelGraph, ModelMeta, prefer_sparse
 from neuronmap.loaders.transformers.families import MlpBlock, TransformerWeights
 
 CHUNK_BYTES = 64 << 20  # float32 working memory for one chunk of source neurons against one downstream block
@@ -139,7 +139,14 @@ def virtual_edges(
             )
 
 
-def _dense(edges: PairEdges, shape: tuple[int, int]) -> EdgeBlock:
+def edge_block(edges: PairEdges, shape: tuple[int, int], sparse: bool | None = None) -> EdgeBlock:
+    """One block pair's kept edges as an ``EdgeBlock``: CSR when ``sparse`` (None: when few enough), else dense."""
+    if sparse is None:
+        sparse = prefer_sparse(edges.n_edges, shape)
+    if sparse:
+        return EdgeBlock.sparse(
+            edges.src, edges.dst, shape, edges.rows, edges.cols, edges.weight.astype(np.float64), edges.parts
+        )
     weight = np.zeros(shape)
     weight[edges.rows, edges.cols] = edges.weight
     parts = {}
@@ -160,17 +167,23 @@ def mlp_layers(weights: TransformerWeights) -> list[LayerRecord]:
 
 
 def virtual_graph(
-    weights: TransformerWeights, *, top_k: int = 32, min_weight: float = 0.0, meta: ModelMeta | None = None
+    weights: TransformerWeights,
+    *,
+    top_k: int = 32,
+    min_weight: float = 0.0,
+    meta: ModelMeta | None = None,
+    sparse: bool | None = None,
 ) -> ModelGraph:
     """The virtual neuron graph as a ``ModelGraph``: a layer per block's MLP, an edge block per pair l1 < l2.
 
-    The edges are computed sparsely (``virtual_edges``) and stored in dense ``EdgeBlock``s, zeros being absent
-    edges, which is what ``ingest`` and ``BlockGraph`` take today. Gated MLPs keep ``v_gate`` and ``v_up`` in
-    ``EdgeBlock.parts``.
+    The edges are computed sparsely (``virtual_edges``), one block pair at a time, and each pair is stored as a
+    CSR ``EdgeBlock`` (``sparse=True``), a dense one (``False``), or, by default, CSR where the pair is large and
+    at most 1/8 full (``records.prefer_sparse``): a GPT-2-small graph at top-32 never exists densely. Gated MLPs
+    keep ``v_gate`` and ``v_up`` in ``EdgeBlock.parts``.
     """
     layers = mlp_layers(weights)
     blocks = [
-        _dense(edges, (layers[edges.src].size, layers[edges.dst].size))
+        edge_block(edges, (layers[edges.src].size, layers[edges.dst].size), sparse)
         for edges in virtual_edges(weights, top_k=top_k, min_weight=min_weight)
     ]
     biases = [None if block.bias is None else block.bias.double().numpy() for block in weights.blocks]

@@ -8,11 +8,15 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from neuronmap.options import KernelNorm
+from neuronmap.options import KernelNorm, TransformerGraph
 from neuronmap.service.cli.common import choice, console, format_option, progress, store_from
+
+if TYPE_CHECKING:
+    from neuronmap.loaders.records import ModelGraph
 
 
 @contextlib.contextmanager
@@ -53,9 +57,48 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
+def transformer_options(
+    checkpoint: Path, graph: str | None, top_k: int | None, min_weight: float | None, fold_norm: bool | None
+) -> dict[str, object]:
+    """The transformer options given, or a one-line refusal when they are given for a model file."""
+    given: dict[str, object] = {"graph": graph, "top_k": top_k, "min_weight": min_weight, "fold_norm": fold_norm}
+    given = {key: value for key, value in given.items() if value is not None}
+    if given and not checkpoint.is_dir():
+        flags = ", ".join("--" + key.replace("_", "-") for key in given)
+        raise click.UsageError(
+            f"Only a Hugging Face model directory (config.json and *.safetensors) takes {flags}; "
+            f"{str(checkpoint)!r} is a file."
+        )
+    return given
+
+
+def load_transformer_dir(
+    checkpoint: Path, options: dict[str, object], arch: str | None, input_shape: str | None, kernel_norm: str, raw: bool
+) -> ModelGraph:
+    """The neuron graph of a Hugging Face model directory (methods.md §10); the MLP/CNN options are refused."""
+    from neuronmap.loaders.transformers import load_transformer
+
+    misplaced = [
+        flag
+        for flag, given in (
+            ("--arch", arch is not None),
+            ("--input-shape", input_shape is not None),
+            ("--kernel-norm", kernel_norm != "entry_l1"),
+            ("--no-fold-batchnorm", raw),
+        )
+        if given
+    ]
+    if misplaced:
+        raise click.UsageError(
+            f"Only model files take {', '.join(misplaced)}; a Hugging Face model directory takes --graph, --top-k, "
+            "--min-weight and --fold-norm."
+        )
+    return load_transformer(checkpoint, **options)  # type: ignore[arg-type]  # checked by click and check_options
+
+
 @click.command()
-@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--name", help="The model's name in the store (default: the file's stem).")
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--name", help="The model's name in the store (default: the file's stem, or the directory's name).")
 @click.option("--arch", help="module:factory that builds the nn.Module for a state dict (.pt/.pth/.safetensors).")
 @click.option("--input-shape", help="Input shape without the batch dimension, e.g. 1,28,28 (conv nets).")
 @click.option(
@@ -66,6 +109,31 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
     help="Conv kernel-slice norm; induced1 is the reference code's (parity).",
 )
 @click.option("--no-fold-batchnorm", is_flag=True, help="Ignore BatchNorm scaling (the reference code's VGG graphs).")
+@click.option(
+    "--graph",
+    type=choice(TransformerGraph),
+    default=None,
+    help="Transformers: virtual (MLP neurons of all blocks through the residual stream; the default) or mlp-in "
+    "(per block, residual dims → MLP neurons by W_in).",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Transformers, virtual graph: edges kept per neuron and downstream block, the largest |w| [default: 32; "
+    "0 keeps all].",
+)
+@click.option(
+    "--min-weight",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Transformers: drop edges with |w| below this [default: 0].",
+)
+@click.option(
+    "--fold-norm/--no-fold-norm",
+    default=None,
+    help="Transformers, mlp-in graph: fold the norm's scale γ into W_in first [default: no].",
+)
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.pass_context
 def ingest(
@@ -76,13 +144,19 @@ def ingest(
     input_shape: str | None,
     kernel_norm: KernelNorm,
     no_fold_batchnorm: bool,
+    graph: TransformerGraph | None,
+    top_k: int | None,
+    min_weight: float | None,
+    fold_norm: bool | None,
     replace: bool,
 ) -> None:
-    """Load a model file and write its neurons and weighted edges into the store.
+    """Load a model file, or a Hugging Face model directory, and write its neurons and weighted edges into the store.
 
     \b
     neuronmap ingest mlp.safetensors --arch neuronmap.examples.nets:mlp_4x256 --name mnist-mlp-a
     neuronmap ingest cnn.pt2 --name small-cnn       # a torch.export program: no --arch needed
+    neuronmap ingest ./gpt2-small/ --name gpt2-a    # save_pretrained's folder: GPT-2, GPT-NeoX/Pythia, Llama
+    neuronmap ingest ./llama-tiny/ --name llama-a --graph mlp-in --fold-norm
     """
     from neuronmap.loaders import load_graph
     from neuronmap.loaders.ingest.lease import check_free
@@ -92,27 +166,33 @@ def ingest(
 
     if not checkpoint.exists():
         raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
-    name = check_name(name if name is not None else checkpoint.stem)
+    options = transformer_options(checkpoint, graph, top_k, min_weight, fold_norm)
+    name = check_name(
+        name if name is not None else (checkpoint.resolve().name if checkpoint.is_dir() else checkpoint.stem)
+    )
     with store_from(ctx) as store:
         # Refused at once, before the file is read: a run that holds the name, or a ready model without --replace.
         check_free(store, name)
         if not replace and model_status(store, name) == "ready":
             raise ModelExistsError(name)
         # Everything is read and checked before the first write: a bad file writes nothing.
-        graph = load_graph(
-            checkpoint,
-            arch=arch,
-            input_shape=parse_shape(input_shape),
-            kernel_norm=kernel_norm,
-            fold_batchnorm=not no_fold_batchnorm,
-        )
+        if checkpoint.is_dir():
+            model_graph = load_transformer_dir(checkpoint, options, arch, input_shape, kernel_norm, no_fold_batchnorm)
+        else:
+            model_graph = load_graph(
+                checkpoint,
+                arch=arch,
+                input_shape=parse_shape(input_shape),
+                kernel_norm=kernel_norm,
+                fold_batchnorm=not no_fold_batchnorm,
+            )
         try:
             with progress() as bar, ctrl_c_between_batches() as stop:
-                task = bar.add_task(f"ingest {name}", total=graph.n_edges)
+                task = bar.add_task(f"ingest {name}", total=model_graph.n_edges)
                 written = ingest_graph(
                     store,
                     name,
-                    graph,
+                    model_graph,
                     replace=replace,
                     batch_size=ctx.obj.batch_size,
                     delete_batch=2 * ctx.obj.batch_size,  # a deleted relationship holds less heap than a created one
@@ -125,8 +205,22 @@ def ingest(
                 "replace what was written."
             ) from None
     console.print(
-        f"Model {name!r} is ready: {len(graph.layers)} layers, {graph.n_neurons:,} neurons, {written:,} edges."
+        f"Model {name!r} is ready: {len(model_graph.layers)} layers, {model_graph.n_neurons:,} neurons, "
+        f"{written:,} edges{kept_of(model_graph)}."
     )
+
+
+def kept_of(graph: ModelGraph) -> str:
+    """ ", the top-32 of 623,040,000 candidate edges" for a sparsified transformer graph; "" otherwise."""
+    meta = graph.meta
+    if meta.graph != "virtual" or meta.top_k is None:
+        return ""
+    sizes = [layer.size for layer in graph.layers]
+    candidates = sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1 :])
+    rule = f"top-{meta.top_k} per neuron and block" if meta.top_k else "all"
+    if meta.min_weight:
+        rule += f", |w| ≥ {meta.min_weight:g}"
+    return f" ({rule}, of {candidates:,} candidate edges)"
 
 
 @click.command()

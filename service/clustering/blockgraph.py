@@ -6,7 +6,9 @@ index arrays a CSR matrix would carry (methods.md §9.1). The adjacency is
     A = [[0, B01, B02 …], [B01ᵀ, 0, B12 …], …]
 
 with one block ``B_ij`` per stored ``(src_layer, dst_layer, weight)``. A block with ``src == dst`` (edges inside a
-layer) contributes ``W + Wᵀ``, as ``ModelGraph.adjacency`` builds it.
+layer) contributes ``W + Wᵀ``, as ``ModelGraph.adjacency`` builds it. A large, mostly empty block (a transformer's
+top-k edges, methods.md §10.4) is held as a ``SparseStack`` (CSR) instead of a dense tensor; every method here, the
+operator, the n-cut and the nulls take either.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from neuronmap.loaders.records import prefer_sparse
+from neuronmap.service.clustering.sparse_blocks import SparseStack, is_sparse_block
 from neuronmap.service.errors import ClusteringInputError
 
 if TYPE_CHECKING:
     from neuronmap.loaders.records import ModelGraph
 
-Block = tuple[int, int, torch.Tensor]
+Block = tuple[int, int, torch.Tensor]  # the weight may also be a SparseStack, which answers the same calls
 
 
 class BlockGraph:
@@ -66,6 +70,8 @@ class BlockGraph:
                 )
             if not w.is_floating_point():
                 raise ClusteringInputError(f"Block {src}->{dst} holds {w.dtype}; weights must be floating point.")
+            if is_sparse_block(w):
+                w = w.values
             if w.numel():
                 if not bool(torch.isfinite(w).all()):
                     bad = int((~torch.isfinite(w)).sum())
@@ -88,7 +94,13 @@ class BlockGraph:
         """|W| of every edge block of a loaded model (methods.md §1.1: absolute values, no biases)."""
         sizes = [layer.size for layer in graph.layers]
         blocks = [
-            (b.src_layer, b.dst_layer, torch.as_tensor(np.abs(b.weight), dtype=dtype, device=device))
+            (
+                b.src_layer,
+                b.dst_layer,
+                SparseStack.from_scipy(abs(b.weight), dtype=dtype).to(device).as_block()
+                if b.is_sparse
+                else torch.as_tensor(np.abs(b.weight), dtype=dtype, device=device),
+            )
             for b in graph.blocks
         ]
         return cls(sizes, blocks)
@@ -104,6 +116,7 @@ class BlockGraph:
         absolute: bool = True,
         dtype: torch.dtype = torch.float64,
         device: str | torch.device = "cpu",
+        sparse: bool | None = None,
     ) -> BlockGraph:
         """Build the blocks from an edge list, as the store's pull returns it.
 
@@ -116,6 +129,10 @@ class BlockGraph:
         weights : array of shape (n_edges,)
             Edge weights; ``absolute=True`` takes ``|w|`` (signed Linear weights), otherwise they must be
             non-negative. Repeated edges add up.
+        sparse : bool, optional
+            Hold every block as a ``SparseStack`` (True) or dense (False); by default sparse where a block has at
+            least 65,536 entries and is at most 1/8 full (``records.prefer_sparse``), such as a transformer's
+            top-k blocks, so that they are never densified.
 
         Notes
         -----
@@ -158,8 +175,13 @@ class BlockGraph:
         for key in torch.unique(pair).tolist():
             s, d = divmod(int(key), n_layers)
             sel = pair == key
+            rows, cols = src[sel] - offsets[s], dst[sel] - offsets[d]
+            if sparse or (sparse is None and prefer_sparse(int(sel.sum()), (sizes[s], sizes[d]))):
+                block = SparseStack.from_coo(rows.numpy(), cols.numpy(), w[sel].numpy(), (sizes[s], sizes[d]))
+                blocks.append((s, d, block.to(device=device, dtype=dtype).as_block()))
+                continue
             weight = torch.zeros(sizes[s], sizes[d], dtype=torch.float64)
-            weight.index_put_((src[sel] - offsets[s], dst[sel] - offsets[d]), w[sel], accumulate=True)
+            weight.index_put_((rows, cols), w[sel], accumulate=True)
             blocks.append((s, d, weight.to(device=device, dtype=dtype)))
         return cls(sizes, blocks)
 
@@ -176,7 +198,7 @@ class BlockGraph:
     @property
     def n_edges(self) -> int:
         """Number of stored non-zero weights (an edge inside a layer counts once)."""
-        return sum(int(torch.count_nonzero(w)) for _, _, w in self.blocks)
+        return sum(int(torch.count_nonzero(w.values if is_sparse_block(w) else w)) for _, _, w in self.blocks)
 
     @property
     def device(self) -> torch.device:
@@ -233,6 +255,7 @@ class BlockGraph:
         a = torch.zeros(self.n_nodes, self.n_nodes, dtype=self.dtype, device=self.device)
         for src, dst, w in self.blocks:
             s, d = self.layer_slice(src), self.layer_slice(dst)
+            w = w.to_dense() if is_sparse_block(w) else w
             a[s, d] += w
             a[d, s] += w.T
         return a
@@ -240,8 +263,12 @@ class BlockGraph:
     def _coo(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rows, cols, vals = [], [], []
         for src, dst, w in self.blocks:
-            i, j = torch.nonzero(w, as_tuple=True)
-            v = w[i, j]
+            if is_sparse_block(w):
+                keep = w.values != 0
+                i, j, v = w.rows[keep], w.cols[keep], w.values[keep]
+            else:
+                i, j = torch.nonzero(w, as_tuple=True)
+                v = w[i, j]
             i, j = i + self.offsets[src], j + self.offsets[dst]
             rows += [i, j]
             cols += [j, i]
@@ -279,7 +306,10 @@ class BlockGraph:
             return self, keep
         keeps = [keep[self.layer_slice(layer)] for layer in range(self.n_layers)]
         sizes = [int(k.sum()) for k in keeps]
-        blocks = [(s, d, w[keeps[s]][:, keeps[d]]) for s, d, w in self.blocks]
+        blocks = [
+            (s, d, w.select(keeps[s], keeps[d]).as_block() if is_sparse_block(w) else w[keeps[s]][:, keeps[d]])
+            for s, d, w in self.blocks
+        ]
         return BlockGraph(sizes, blocks, validate=False), keep
 
     def layer_sides(self) -> list[int] | None:

@@ -15,14 +15,21 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from neuronmap.service.clustering.sparse_blocks import is_sparse_block
 from neuronmap.service.clustering.threads import intra_op_threads
 
 ISOLATED_SHIFT = -2.0  # masked (isolated) nodes of a batch get this eigenvalue: below M's spectrum [-1, 1]
 
 
+def _dense(w: torch.Tensor) -> torch.Tensor:
+    return w.to_dense() if is_sparse_block(w) else w
+
+
 def _transposed_copy(w: torch.Tensor) -> torch.Tensor:
     """A contiguous (S, b, a) copy of w (S, a, b)ᵀ, by strips of rows (the whole transpose at once runs
     single-threaded and cache-unfriendly)."""
+    if is_sparse_block(w):
+        return w.mT.as_block()  # a SparseStack keeps the CSR of its transpose
     out = w.new_empty(w.shape[0], w.shape[2], w.shape[1])
     for lo in range(0, w.shape[1], 256):
         out[:, :, lo : lo + 256].copy_(w[:, lo : lo + 256].mT)
@@ -138,8 +145,8 @@ class LayeredProblem:
     def _normalised(self) -> list[tuple[int, int, torch.Tensor]]:
         """The blocks of M, D^-½ W D^-½ (for the dense paths)."""
         dinv = self.dinv_c[..., 0]
-        return [
-            (src, dst, (dinv[:, self._sl(src), None] * w) * dinv[:, None, self._sl(dst)])
+        return [  # a sparse block is densified here: the dense paths run only on small problems
+            (src, dst, (dinv[:, self._sl(src), None] * _dense(w)) * dinv[:, None, self._sl(dst)])
             for src, dst, w in self.weights
         ]
 
@@ -307,7 +314,7 @@ class LayeredProblem:
         """Connected components of sample s among its non-isolated neurons (scipy, on the CPU)."""
         rows, cols = [], []
         for src, dst, w in self.raw:
-            i, j = torch.nonzero(w[s], as_tuple=True)
+            i, j = w[s].nonzero() if is_sparse_block(w) else torch.nonzero(w[s], as_tuple=True)
             rows.append((i + self.offsets[src]).cpu().numpy())
             cols.append((j + self.offsets[dst]).cpu().numpy())
         r, c = np.concatenate(rows), np.concatenate(cols)

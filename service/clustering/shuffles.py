@@ -19,6 +19,7 @@ import torch
 from neuronmap.device import RandomState, numpy_generator, sample_seeds
 from neuronmap.options import ShuffleMethod, choices
 from neuronmap.service.clustering.blockgraph import BlockGraph
+from neuronmap.service.clustering.sparse_blocks import is_sparse_block
 from neuronmap.service.errors import ClusteringInputError
 
 SHUFFLE_METHODS = choices(ShuffleMethod)
@@ -45,6 +46,8 @@ def shuffle_matrix(weight: torch.Tensor, method: ShuffleMethod, rng: np.random.G
 
 def _shuffle_stack(weight: torch.Tensor, method: str, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
     """(S, n_src, n_dst): one shuffled copy of ``weight`` per generator."""
+    if is_sparse_block(weight):  # a SparseStack: shuffled without densifying (sparse_blocks.SparseStack.shuffled)
+        return weight.shuffled(method, rngs).as_block()
     flat = weight.reshape(-1)
     n_samples = len(rngs)
     if method == "layer":
