@@ -182,3 +182,29 @@ def test_the_static_export_opens_offline(browser_page, store, explored, tmp_path
     page.remove_listener("request", record)
     assert [url for url in requests if not url.startswith(("file:", "data:"))] == []  # nothing fetched
     assert "10 shuffled networks" in page.inner_text("#verdict")
+
+
+def test_an_assessed_partition_shows_importance_and_coherence(browser_page, server, store, tmp_path):
+    """An MLP on digits (untrained: the plots need scores, not modularity), assessed by lesions and by data-set
+    examples: the partition page adds the importance points, the per-class lesion heatmap and the top inputs as
+    images."""
+    import torch
+
+    import neuronmap as nm
+    from neuronmap.service.runs import run_coherence, run_importance
+
+    page, errors = browser_page
+    model = f"test-explorer-assessed-{os.getpid()}"
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    nm.ingest(store, model, nm.graph_from_module(net, input_shape=(64,)))
+    try:
+        partition = run_clustering(store, model, ClusterConfig(n_clusters=2, random_state=0)).id
+        run_importance(store, model, partition, module=net, n_null=10, device="cpu")
+        run_coherence(store, model, partition, module=net, n_null=10, k=8, methods=("examples",), device="cpu")
+        visit(page, errors, f"{server}/partitions/{partition}", tmp_path / "explorer-assessed.png", 6)
+        for plot in ("importance", "lesions", "examples"):
+            assert page.locator(f"#{plot} .main-svg").count() >= 1, plot
+        assert "coherence examples" in page.inner_text("main")
+    finally:
+        store.run("admin.delete_model", model=model)

@@ -348,3 +348,22 @@ def contingency_heatmap(
         yaxis_autorange="reversed",
     )
     return figure
+
+
+def example_images(groups: Sequence[tuple[str, Sequence[np.ndarray]]]) -> go.Figure:
+    """Rows of small grey images: each row one sub-cluster's top data-set inputs, labelled on the left."""
+    from plotly.subplots import make_subplots
+
+    cols = max(len(images) for _, images in groups)
+    figure = make_subplots(rows=len(groups), cols=cols, horizontal_spacing=0.01, vertical_spacing=0.04)
+    for row, (_, images) in enumerate(groups, 1):
+        for col, image in enumerate(images, 1):
+            figure.add_heatmap(
+                z=np.asarray(image)[::-1], colorscale="Greys", showscale=False, row=row, col=col, hoverinfo="skip"
+            )
+    figure.update_xaxes(visible=False)
+    figure.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    for row, (name, _) in enumerate(groups, 1):
+        figure.update_yaxes(title_text=name, row=row, col=1)
+    figure.update_layout(**_LAYOUT, height=110 * len(groups) + 80, title="coherence: each sub-cluster's top inputs")
+    return figure

@@ -266,6 +266,69 @@ def _assessment_plots(store: Store, partition: str, model: str) -> list[str]:
     return parts + ([plot(per_class, "lesions")] if per_class else [])
 
 
+EXAMPLE_ROWS, EXAMPLE_IMAGES = 4, 8  # the most coherent sub-clusters shown as images, and inputs per row
+
+
+def _images(dataset: str, split: str, rows: Sequence[dict[str, Any]]) -> str:
+    """The top inputs of the most coherent sub-clusters as images, when the data set loads (by name, offline) and
+    its inputs are images (a square of pixels, or one or three channels)."""
+    import math
+
+    from neuronmap.loaders.datasets import load_dataset
+
+    try:
+        inputs = load_dataset(dataset).inputs(split if split in ("train", "test", "all") else "test")
+    except (NeuronmapError, OSError, ValueError):
+        return ""
+    shape = tuple(inputs.shape[1:])
+    side = math.isqrt(int(inputs[0].numel()))
+    if not (len(shape) == 3 and shape[0] in (1, 3)) and side * side != int(inputs[0].numel()):
+        return ""
+    groups = []
+    for row in rows[:EXAMPLE_ROWS]:
+        top = (row.get("stats") or {}).get("top_inputs") or []
+        pictures = []
+        for index in top[:EXAMPLE_IMAGES]:
+            x = inputs[int(index)]
+            pictures.append((x.mean(0) if x.ndim == 3 else x.reshape(side, side)).float().numpy())
+        if pictures:
+            groups.append((f"m{row['cluster']}·{row.get('layer_name')}", pictures))
+    return plot(figures.example_images(groups), "examples") if groups else ""
+
+
+def _coherence_section(store: Store, partition: str) -> list[str]:
+    """Per coherence method, its newest run: the sub-clusters by adjusted p-value, with what they respond to (top
+    labels, tokens and windows), and the top inputs as images for an image data set."""
+    parts: list[str] = []
+    for method in (*COHERENCE, "coherence_logits", "coherence_inputs"):
+        found = latest_assessment(store, partition, method)
+        if not found:
+            continue
+        summary, rows = found
+        rows = sorted(rows, key=lambda row: (row.get("stats") or {}).get("p_adjusted", 1.0))
+        shown = []
+        for row in rows:
+            stats = row.get("stats") or {}
+            shown.append(
+                {
+                    "module": row["cluster"],
+                    "layer": row.get("layer_name"),
+                    "size": row.get("size"),
+                    "p_adjusted": stats.get("p_adjusted"),
+                    "statistic": stats.get("statistic"),
+                    "responds to": ", ".join(
+                        str(v) for v in (stats.get("top_labels") or stats.get("top_tokens") or [])[:10]
+                    ),
+                    "windows": " | ".join(str(w) for w in (stats.get("windows") or [])[:3]),
+                }
+            )
+        columns = ["module", "layer", "size", "p_adjusted", "statistic", "responds to", "windows"]
+        parts += [f"<h2>{esc(method.replace('_', ' '))}</h2>", table(shown, columns, sortable=True)]
+        if method == "coherence_examples" and summary.get("dataset"):
+            parts.append(_images(str(summary["dataset"]), str(summary.get("split") or "test"), rows))
+    return parts
+
+
 def render_partition(store: Store, partition: str, *, static: bool = False, cache: PartitionCache | None = None) -> str:
     cache = cache or PartitionCache()
     stats = run_library_query(store, "partition_stats", partition=partition)[0]  # PartitionNotFoundError
@@ -288,6 +351,7 @@ def render_partition(store: Store, partition: str, *, static: bool = False, cach
         plot(figures.span_heatmap(layers, span), "span"),
         adjacency,
         *_assessment_plots(store, partition, model),
+        *_coherence_section(store, partition),
         "<h2>module cohesion</h2>",
         table(cohesion, library_query("module_cohesion").columns, sortable=True),
     ]
