@@ -39,6 +39,14 @@ _COHERENCE_COLUMNS = [
 ]
 
 
+def _token_options(command: Any) -> Any:
+    """``--context`` and ``--heldout``: how a transformer's token data is cut and split."""
+    command = click.option(
+        "--heldout", default=0.2, show_default=True, help="Transformers: the fraction of contexts held out and scored."
+    )(command)
+    return click.option("--context", default=128, show_default=True, help="Transformers: tokens per context.")(command)
+
+
 @click.command()
 @click.argument("model")
 @click.option(
@@ -53,7 +61,13 @@ _COHERENCE_COLUMNS = [
     show_default=True,
     help="Which graph's newest partition 'latest' means: 'weight', or an activation graph's name.",
 )
-@click.option("--data", "dataset", default="digits", show_default=True, help="A classification data set the net reads.")
+@click.option(
+    "--data",
+    "dataset",
+    default="digits",
+    show_default=True,
+    help="A classification data set the net reads; for a transformer, text:PATH, npz:PATH or two-task.",
+)
 @click.option(
     "--random-sets",
     "n_null",
@@ -63,6 +77,14 @@ _COHERENCE_COLUMNS = [
 )
 @click.option("--double", is_flag=True, help="Also run the double-lesion interaction test (methods.md §5).")
 @click.option("--parity", is_flag=True, help="The reference code's choices (balanced accuracy, thresholds).")
+@click.option(
+    "--ablation",
+    type=click.Choice(["mean", "zero"]),
+    default="mean",
+    show_default=True,
+    help="Transformers: set the ablated MLP neurons to their mean over the data, or to 0.",
+)
+@_token_options
 @click.option("--seed", default=0, show_default=True)
 @device_option()
 @format_option()
@@ -76,20 +98,49 @@ def importance(
     n_null: int,
     double: bool,
     parity: bool,
+    ablation: str,
+    context: int,
+    heldout: float,
     seed: int,
     device: str | None,
     fmt: str,
 ) -> None:
     """Lesion every sub-cluster (a cluster within one layer) and compare with random same-size sets.
 
+    A transformer's MLP sub-clusters (a cluster within one block) are ablated instead, scored by next-token loss
+    on held-out text (methods.md §11).
+
     \b
     neuronmap importance mnist-mlp-a --partition latest --data digits --random-sets 200
+    neuronmap importance gpt2-a --partition latest --data text:corpus/ --random-sets 200 --ablation mean
     neuronmap query important-modules --model mnist-mlp-a
     """
     from neuronmap.service.runs import run_double_lesion, run_importance
 
     options: dict[str, Any] = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
+        if _transformer(store, model, dataset, "importance"):
+            if double or parity:
+                raise click.BadParameter("is not available for transformers yet.", param_hint="--double/--parity")
+            from neuronmap.service.cli.assess_transformer import transformer_importance
+
+            used = transformer_importance(
+                store,
+                bar,
+                model,
+                partition,
+                fmt,
+                data=dataset,
+                n_null=n_null,
+                ablation=ablation,
+                context=context,
+                heldout=heldout,
+                seed=seed,
+                device=device or ctx.obj.device,
+                edges=edges,
+            )
+            _say_resolved(model, partition, used.partition, edges)
+            return
         result = run_importance(
             store,
             model,
@@ -151,18 +202,26 @@ def importance(
     show_default=True,
     help="Which graph's newest partition 'latest' means: 'weight', or an activation graph's name.",
 )
-@click.option("--data", "dataset", default="digits", show_default=True, help="Data set for data-set examples.")
+@click.option(
+    "--data",
+    "dataset",
+    default="digits",
+    show_default=True,
+    help="Data set for data-set examples; for a transformer, text:PATH, npz:PATH or two-task.",
+)
 @click.option(
     "--method",
     "methods",
     default="features,examples",
     show_default=True,
-    help="features (feature visualisation), examples (data-set examples), or both.",
+    help="features (feature visualisation), examples (data-set examples), or both; for a transformer any of "
+    "examples, logits, inputs (default examples,logits).",
 )
 @click.option("--random-sets", "n_null", default=100, show_default=True, help="Random same-size sets (N).")
 @click.option("--steps", default=256, show_default=True, help="Optimisation steps of feature visualisation.")
 @click.option("--top-k", "k", default=32, show_default=True, help="Data-set examples per set.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Save the images here.")
+@_token_options
 @click.option("--seed", default=0, show_default=True)
 @device_option()
 @format_option()
@@ -178,17 +237,48 @@ def coherence(
     steps: int,
     k: int,
     out: Path | None,
+    context: int,
+    heldout: float,
     seed: int,
     device: str | None,
     fmt: str,
 ) -> None:
     """Do a sub-cluster's neurons respond to the same features, more than random same-size sets do?
 
+    For a transformer: data-set examples on text, and the tokens its neurons write (logits) and read (inputs).
+
     \b
     neuronmap coherence mnist-mlp-a --partition latest --data digits --method features,examples
+    neuronmap coherence gpt2-a --partition latest --data text:corpus/ --method examples,logits
     neuronmap query coherent-modules --model mnist-mlp-a
     """
     from neuronmap.service.runs import run_coherence
+
+    with store_from(ctx) as store:
+        if _transformer(store, model, dataset, "coherence"):
+            from neuronmap.service.cli.assess_transformer import transformer_coherence
+
+            default = ctx.get_parameter_source("methods") == click.core.ParameterSource.DEFAULT
+            results = transformer_coherence(
+                store,
+                model,
+                partition,
+                fmt,
+                methods=("examples", "logits")
+                if default
+                else tuple(m.strip() for m in methods.split(",") if m.strip()),
+                data=dataset,
+                n_null=n_null,
+                context=context,
+                heldout=heldout,
+                seed=seed,
+                device=device or ctx.obj.device,
+                edges=edges,
+                k=k,
+            )
+            if results:
+                _say_resolved(model, partition, results[0].partition, edges)
+            return
 
     chosen = cast("tuple[CoherenceMethod, ...]", tuple(m.strip() for m in methods.split(",") if m.strip()))
     unknown = [m for m in chosen if m not in choices(CoherenceMethod)]
@@ -229,6 +319,21 @@ def coherence(
             f"network Fisher p = {result.fisher_p if result.fisher_p is not None else float('nan'):.3g}"
             f"{skipped}. Stored as {result.assessment}."
         )
+
+
+def _transformer(store: Any, model: str, dataset: str, command: str) -> bool:
+    """Whether ``model`` is a transformer (its token-data branch runs); token data for another model is refused."""
+    from neuronmap.service.cli.assess_transformer import is_token_data
+    from neuronmap.service.store.transformer_source import is_transformer
+
+    transformer = is_transformer(store, model)
+    if transformer and not is_token_data(dataset):
+        raise click.BadParameter(
+            f"{dataset!r}: model {model!r} is a transformer; its {command} reads token data: "
+            "text:PATH, npz:PATH or two-task.",
+            param_hint="--data",
+        )
+    return transformer or is_token_data(dataset)
 
 
 def _say_resolved(model: str, asked: str, used: str | None, edges: str) -> None:

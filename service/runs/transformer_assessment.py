@@ -60,7 +60,7 @@ def pull_language_model(
     """The layout, the LM (re-loaded from its directory, or a copy of ``module``) and the token contexts."""
     layout = read_partition_layout(store, model, partition, edges=edges)
     lm, directory = load_language_model(store, layout.model, module=module)
-    config = lm.config
+    config: Any = lm.config
     positions = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
     if positions is not None and context > int(positions):
         raise AssessmentInputError(

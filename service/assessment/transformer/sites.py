@@ -4,11 +4,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 from torch import nn
 
 from neuronmap.loaders.transformers import TransformerWeights, transformer_weights
 from neuronmap.service.errors import AssessmentInputError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,7 @@ def mlp_sites(model: nn.Module) -> MlpSites:
             f"{type(model).__name__} has no language-model head; ablations measure next-token loss, so pass the "
             "causal LM (e.g. GPT2LMHeadModel, LlamaForCausalLM)."
         )
-    weights = transformer_weights(model)
+    weights = transformer_weights(cast("PreTrainedModel", model))
     base = model.base_model
     blocks = getattr(base, weights.family.layers)
     return MlpSites(weights=weights, writers=[block.get_submodule(weights.family.writer) for block in blocks])
