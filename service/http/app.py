@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
-from neuronmap.service.http import api, pages
+from neuronmap.service.http import api, assets, pages
 from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.responses import error_response, neuronmap_error, unexpected_error
 
@@ -150,7 +150,7 @@ def docs_page(schema: dict[str, Any]) -> str:
             )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>neuronmap API</title>"
-        f"<style>{pages.CSS}</style></head><body><main><h1>neuronmap API</h1>"
+        f"<style>{assets.CSS}</style></head><body><main><h1>neuronmap API</h1>"
         "<p>The machine-readable schema is <a href='/openapi.json'>/openapi.json</a>. Errors are JSON "
         '<code>{"error": "one line", "status": 404}</code>; library queries take <code>format=csv</code>.</p>'
         "<table><thead><tr><th>method</th><th>path</th><th>what</th><th>parameters</th></tr></thead><tbody>"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from neuronmap.cypher import Store
-from neuronmap.service.http.pages import render_partition
+from neuronmap.service.http.partition import render_partition
 from neuronmap.service.store.library import WEIGHT, resolve_partition
 
 
