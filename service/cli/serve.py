@@ -15,6 +15,7 @@ if TYPE_CHECKING:  # loaded only when a command runs (`-h` stays fast)
     from pathlib import Path
 
     from neuronmap.service.dispatch import DispatcherConfig, JobEvent
+    from neuronmap.service.dispatch.specs import JobKind
 
 RAY_ADDRESS_HELP = (
     "Join this Ray cluster (ray://head:10001, head:6379 or auto; default NEURONMAP_RAY_ADDRESS); without one a "
@@ -131,7 +132,7 @@ def add() -> None:
     """Queue a job of one kind; prints its id."""
 
 
-def _queue(ctx: click.Context, kind: str, model: str, settings: dict[str, Any]) -> None:
+def _queue(ctx: click.Context, kind: JobKind, model: str, settings: dict[str, Any]) -> None:
     from neuronmap.service.dispatch import submit
     from neuronmap.service.dispatch.specs import CONFIGS
 

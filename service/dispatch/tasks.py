@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from neuronmap.cypher import Store
+from neuronmap.options import NullMethod
 from neuronmap.service.dispatch.specs import (
     ActivationsJob,
     ActivationsResult,
@@ -57,7 +58,7 @@ def partition_id_for(job: Job) -> str:
     return f"{job.model}/p-{job.id}"
 
 
-def _null_method(config: ClusterConfig) -> str:
+def _null_method(config: ClusterConfig) -> NullMethod:
     return config.null_method or ("layer" if config.edges == "weight" else "upper_triangle")
 
 
