@@ -83,12 +83,15 @@ def start_http(ctx: click.Context, host: str, port: int, token_file: Path | None
     import uvicorn
 
     from neuronmap.service.http.app import HttpStartError, create_app, is_loopback, write_policy
+    from neuronmap.service.http.cache import prewarm
     from neuronmap.service.store.open import open_store
 
     token = read_token(token_file)
     store = open_store(ctx.obj)
+    app = create_app(store, token, writes_open=is_loopback(host))
+    prewarm(store, app.state.cache)
     config = uvicorn.Config(
-        create_app(store, token, writes_open=is_loopback(host)),
+        app,
         host=host,
         port=port,
         log_level="warning",

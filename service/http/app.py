@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
 from neuronmap.service.http import api, assets, pages
-from neuronmap.service.http.cache import PartitionCache
+from neuronmap.service.http.cache import PartitionCache, prewarm
 from neuronmap.service.http.responses import error_response, neuronmap_error, unexpected_error
 
 DEFAULT_HOST = "127.0.0.1"
@@ -171,6 +171,7 @@ def serve_http(
     import uvicorn
 
     app = create_app(store, token, writes_open=is_loopback(host))
+    prewarm(store, app.state.cache)  # the newest partitions' model pages, read while the server starts
     shown = f"[{host}]" if ":" in host else host
     say(f"neuronmap explorer and API on http://{shown}:{port}/ (the API's docs: /docs)")
     say(write_policy(host, token))

@@ -7,6 +7,7 @@ is never served from here. Assessments are not cached: new ones arrive on old pa
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -49,3 +50,27 @@ class PartitionCache:
         with ThreadPoolExecutor(max_workers=len(queries)) as pool:
             futures = [pool.submit(self.rows, store, query, partition) for query in queries]
             return [future.result() for future in futures]
+
+
+MODEL_PAGE = ("partition_stats", "module_span", "module_cohesion", "module_flow")
+
+
+def prewarm(store: Store, cache: PartitionCache) -> threading.Thread:
+    """Read what the model pages of the newest partitions show, in a background thread, so that a server that has
+    just started is already warm; the pages work (reading for themselves) while it runs, and a failure only logs."""
+    from neuronmap.service.store import admin
+
+    def run() -> None:
+        try:
+            for model in admin.list_models(store):
+                if model["status"] != "ready":
+                    continue
+                partitions = admin.list_partitions(store, model["name"])
+                if partitions:
+                    cache.many(store, str(partitions[0]["id"]), MODEL_PAGE)
+        except Exception as error:  # a dropped model, a lost or closed store: the pages will say so themselves
+            logging.getLogger("neuronmap.http").info("prewarming the explorer's cache stopped: %s", error)
+
+    thread = threading.Thread(target=run, name="neuronmap-http-prewarm", daemon=True)
+    thread.start()
+    return thread

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
 from neuronmap.service.http import assets, figures
-from neuronmap.service.http.cache import PartitionCache
+from neuronmap.service.http.cache import MODEL_PAGE, PartitionCache
 from neuronmap.service.http.markup import esc, link, plot, plotly_js, shell, table
 from neuronmap.service.http.partition import COHERENCE, render_partition
 from neuronmap.service.http.responses import one_line, status_of
@@ -116,8 +116,7 @@ def render_model(
 
     cache = cache or PartitionCache()
     partition_id = resolve_partition(store, model, partition, edges=edges)
-    queries = ("partition_stats", "module_span", "module_cohesion", "module_flow")
-    (stats, *_), span, cohesion, flow = cache.many(store, partition_id, queries)
+    (stats, *_), span, cohesion, flow = cache.many(store, partition_id, MODEL_PAGE)
     importance = latest_assessment(store, partition_id, "importance")
     weight = "|w|" if (stats.get("edges") or WEIGHT) == WEIGHT else "r²"
     figure = figures.model_diagram(
