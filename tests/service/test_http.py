@@ -244,3 +244,25 @@ def test_the_server_runs_beside_another_main_loop(connection):
         stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/api/query", timeout=2)
+
+
+def test_compare_two_checkpoints_of_one_architecture(client, store, library_models):
+    """A second model with the same layers (a checkpoint) compares neuron by neuron; other layers are refused."""
+    from neuronmap.loaders.ingest.weights import ingest
+    from neuronmap.service.store.writeback import write_partition
+
+    a = library_models.a
+    first, labels = next(iter(a.partitions.items()))
+    copy = f"{a.name}-ckpt"
+    ingest(store, copy, a.graph)
+    try:
+        relabelled = np.where(labels >= 0, (labels + 1) % 3, -1)  # the same modules, numbered otherwise
+        write_partition(store, copy, f"{copy}/p-0", {"k": 3, "method": "planted"}, relabelled, np.arange(labels.size))
+        page = client.get("/compare", params={"model": a.name, "a": first, "model_b": copy, "b": f"{copy}/p-0"})
+        assert page.status_code == 200 and "ARI <b id='ari' data-value='1.0'>1.0000</b>" in page.text
+        other = client.get(
+            "/compare", params={"model": a.name, "a": first, "model_b": library_models.b.name, "b": "latest"}
+        )
+        assert other.status_code == 422 and "different layers" in other.text
+    finally:
+        store.run("admin.delete_model", model=copy)
