@@ -170,6 +170,23 @@ def test_cancel_stops_a_running_job(store, connection, models, ray_cluster):
     assert job_partitions(store, models[2], future.id) == []
 
 
+def test_ctrl_c_cancels_the_running_task_and_queues_its_job_again(store, connection, models, ray_cluster):
+    future = submit(store, "cluster", models[2], SLOW)
+    dispatcher = Dispatcher(store, connection, DispatcherConfig(poll_seconds=0.2, null_chunk=0), name="disp-int")
+
+    def interrupted() -> bool:
+        if record(store, future.id)["task"]:
+            raise KeyboardInterrupt  # what Ctrl-C raises in `neuronmap serve`'s loop
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        dispatcher.run(interrupted)
+    row = record(store, future.id)
+    assert row["status"] == "queued" and row["worker"] is None  # another dispatcher may take it at once
+    assert future.cancel() == "cancelled"
+    assert job_partitions(store, models[2], future.id) == []
+
+
 def test_cli_jobs_serve_and_a_sweep_equal_to_sequential_runs(store, models, ray_cluster, env):
     def run(*args: str) -> str:
         result = CliRunner().invoke(cli, list(args), env=env)
