@@ -19,8 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+HERE = Path(__file__).resolve().parent
+# bench/transformers.py would shadow the transformers package: import the package before bench/ is on the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
 
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.transformer.ablation import (
@@ -32,13 +36,11 @@ from neuronmap.service.assessment.transformer.ablation import (
 from neuronmap.service.assessment.transformer.importance import plan_ablations
 from neuronmap.service.assessment.transformer.sites import mlp_sites
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table
+sys.path.append(str(HERE))
+from common import print_table  # noqa: E402
 
 
 def model(blocks: int, d_model: int, d_mlp: int, context: int, vocab: int) -> torch.nn.Module:
-    import transformers
-
     torch.manual_seed(0)
     config = transformers.GPT2Config(
         n_layer=blocks,

@@ -534,7 +534,7 @@ def _check_neuron(store: Store, values: dict[str, Any], rows: list[dict[str, Any
     )
 
 
-_COHERENCE = ("coherence_features", "coherence_examples")
+_COHERENCE = ("coherence_features", "coherence_examples", "coherence_logits", "coherence_inputs")
 
 
 def _check_assessed(methods: Sequence[str]) -> Callable[[Store, dict[str, Any], list[dict[str, Any]]], None]:

@@ -94,6 +94,9 @@ def test_coherence_round_trips_one_assessment_per_method(store, model_id, plante
         run_library_query(store, "coherent_modules", model=model_id, method="coherence_examples", alpha=1.0)
     )
     assert {r["assessment"] for r in examples} <= {results[0].assessment}
+    logits = list(run_library_query(store, "coherent_modules", model=model_id, method="coherence_logits", alpha=1.0))
+    assert {r["assessment"] for r in logits} == {results[1].assessment}
+    assert len(logits) == sum(sub.p_adjusted < 1.0 for sub in results[1].subclusters)
 
 
 def test_a_model_from_memory_needs_its_module(store, model_id):

@@ -10,10 +10,10 @@
 // mode: read
 // param partition: str         the partition's id
 // param alpha: float = 0.05    the false discovery rate the adjusted p-values are held to
-// param method: str = null     coherence_features or coherence_examples; null: both
+// param method: str = null     coherence_features, coherence_examples, coherence_logits or coherence_inputs (transformers, methods.md §11.3); null: all
 // returns: method: str, cluster: int, layer: str, size: int, statistic: str, p_value: float, p_adjusted: float, entropy: float, null_entropy_mean: float, p_entropy_adjusted: float, activation: float, null_activation_mean: float, p_activation_adjusted: float, p_similarity_adjusted: float, network_fisher_p: float, n_null: int, dataset: str, assessment: str
 MATCH (:Partition {id: $partition})-[:HAS_ASSESSMENT]->(a:Assessment)
-WHERE a.method IN ['coherence_features', 'coherence_examples'] AND ($method IS NULL OR a.method = $method)
+WHERE a.method IN ['coherence_features', 'coherence_examples', 'coherence_logits', 'coherence_inputs'] AND ($method IS NULL OR a.method = $method)
 WITH a ORDER BY a.created_at DESC, a.id DESC
 WITH a.method AS method, collect(a)[0] AS a
 MATCH (a)-[r:SCORED]->(s:SubCluster)

@@ -1,10 +1,11 @@
 """Ablations of MLP neurons: next-token loss and top-1 accuracy with sets of neurons zeroed or set to their mean
 (methods.md §11.2).
 
-An ablation is (block, units). ``ablation_scores`` runs many ablations in one forward pass per batch of contexts:
-the batch is repeated once per ablation, and a pre-hook on each block's output projection rewrites the hidden
-activations row by row, ``h·keep + fill`` (keep 0 on the ablated units, fill their mean or 0). The model is never
-copied. ``one_at_a_time_scores`` is the baseline the tests and ``bench/transformer_importance.py`` compare with.
+An ablation is (block, units). ``ablation_scores`` runs many ablations of one block in one forward pass per batch
+of contexts: the blocks before it run once on the batch, a pre-hook on the block repeats the batch once per
+ablation, and a pre-hook on its output projection rewrites the hidden activations row group by row group,
+``h·keep + fill`` (keep 0 on the ablated units, fill their mean or 0). The model is never copied.
+``one_at_a_time_scores`` is the baseline the tests and ``bench/transformer_importance.py`` compare with.
 """
 
 from __future__ import annotations
@@ -32,19 +33,40 @@ def _device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _repeat(value: Any, rows: int, times: int) -> Any:
+    """A block argument with the batch dimension repeated ``times`` (tensors and tuples of them; others as-is)."""
+    if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == rows and rows > 1:
+        return value.repeat(times, *([1] * (value.dim() - 1)))
+    if isinstance(value, tuple):
+        return tuple(_repeat(v, rows, times) for v in value)
+    return value
+
+
 @contextlib.contextmanager
-def _rewrite(sites: MlpSites, edits: dict[int, tuple[torch.Tensor, torch.Tensor]], rows: int) -> Iterator[None]:
-    """While open, block b's hidden activations h (M·rows, T, d_mlp) become h·keep[m] + fill[m] for row group m."""
-    handles = []
-    for block, (keep, fill) in edits.items():
+def _rewrite(sites: MlpSites, block: int, keep: torch.Tensor, fill: torch.Tensor, rows: int) -> Iterator[None]:
+    """While open, the batch (``rows`` contexts) is repeated once per row of ``keep`` as it enters ``block``, and the
+    block's hidden activations h (M·rows, T, d_mlp) become h·keep[m] + fill[m] for row group m."""
+    times = keep.shape[0]
 
-        def hook(module: nn.Module, args: tuple[Any, ...], keep: torch.Tensor = keep, fill: torch.Tensor = fill) -> Any:
-            h = args[0]
-            shape = (keep.shape[0], rows, *h.shape[1:])
-            out = torch.addcmul(fill[:, None, None, :], h.reshape(shape), keep[:, None, None, :])
-            return (out.reshape(h.shape), *args[1:])
+    def expand(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            hidden = args[0].repeat(times, *([1] * (args[0].dim() - 1)))
+            args = (hidden, *(_repeat(a, rows, times) for a in args[1:]))
+        else:
+            kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].repeat(times, 1, 1)}
+        return args, {
+            key: _repeat(value, rows, times) if key != "hidden_states" else value for key, value in kwargs.items()
+        }
 
-        handles.append(sites.writers[block].register_forward_pre_hook(hook))
+    def rewrite(module: nn.Module, args: tuple[Any, ...]) -> Any:
+        h = args[0]
+        out = torch.addcmul(fill[:, None, None, :], h.reshape(times, rows, *h.shape[1:]), keep[:, None, None, :])
+        return (out.reshape(h.shape), *args[1:])
+
+    handles = [
+        sites.blocks[block].register_forward_pre_hook(expand, with_kwargs=True),
+        sites.writers[block].register_forward_pre_hook(rewrite),
+    ]
     try:
         yield
     finally:
@@ -60,19 +82,15 @@ def _scores(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torc
     return loss.reshape(target.shape).mean(dim=1), correct.mean(dim=1)
 
 
-def _edits(
-    sites: MlpSites, ablations: Sequence[Ablation], means: dict[int, torch.Tensor] | None, device: torch.device
-) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """Per block touched: (keep, fill), each (M, d_mlp); an ablation of another block keeps everything."""
-    edits = {}
-    for block in sorted({b for b, _ in ablations}):
-        keep = torch.ones(len(ablations), sites.d_mlp(block), device=device)
-        for row, (b, units) in enumerate(ablations):
-            if b == block:
-                keep[row, torch.as_tensor(np.asarray(units, dtype=np.int64), device=device)] = 0.0
-        fill = (1.0 - keep) * means[block].to(device) if means is not None else torch.zeros_like(keep)
-        edits[block] = (keep, fill)
-    return edits
+def _edit(
+    units: Sequence[np.ndarray], d_mlp: int, mean: torch.Tensor | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(keep, fill), each (M, d_mlp), for M ablations of one block."""
+    keep = torch.ones(len(units), d_mlp, device=device)
+    for row, u in enumerate(units):
+        keep[row, torch.as_tensor(np.asarray(u, dtype=np.int64), device=device)] = 0.0
+    fill = (1.0 - keep) * mean.to(device) if mean is not None else torch.zeros_like(keep)
+    return keep, fill
 
 
 @torch.inference_mode()
@@ -147,19 +165,22 @@ def ablation_scores(
     acc = np.empty((m, n))
     batch_size = min(batch_size, n)
     group = max(1, max_rows // batch_size)
-    for start in range(0, m, group):
-        chunk = ablations[start : start + group]
-        edits = _edits(sites, chunk, means, device)
-        for rows in _batches(n, batch_size):
-            batch = ids[rows].to(device)
-            k = batch.shape[0]
-            repeated = batch.repeat(len(chunk), 1)
-            with _rewrite(sites, edits, k):
-                l, a = _scores(model(input_ids=repeated).logits, repeated)
-            loss[start : start + len(chunk), rows] = l.reshape(len(chunk), k).double().cpu().numpy()
-            acc[start : start + len(chunk), rows] = a.reshape(len(chunk), k).double().cpu().numpy()
-        if on_chunk is not None:
-            on_chunk(len(chunk))
+    for block in sorted({b for b, _ in ablations}):
+        rows_of_block = [i for i, (b, _) in enumerate(ablations) if b == block]
+        for start in range(0, len(rows_of_block), group):
+            chunk = rows_of_block[start : start + group]
+            mean = means[block] if means is not None else None
+            keep, fill = _edit([ablations[i][1] for i in chunk], sites.d_mlp(block), mean, device)
+            for rows in _batches(n, batch_size):
+                batch = ids[rows].to(device)
+                k = batch.shape[0]
+                with _rewrite(sites, block, keep, fill, k):
+                    logits = model(input_ids=batch).logits
+                l, a = _scores(logits, batch.repeat(len(chunk), 1))
+                loss[chunk, rows] = l.reshape(len(chunk), k).double().cpu().numpy()
+                acc[chunk, rows] = a.reshape(len(chunk), k).double().cpu().numpy()
+            if on_chunk is not None:
+                on_chunk(len(chunk))
     return loss, acc
 
 

@@ -21,6 +21,7 @@ class MlpSites:
 
     weights: TransformerWeights
     writers: list[nn.Module]  # block i's output projection (c_proj, down_proj, dense_4h_to_h)
+    blocks: list[nn.Module]  # block i itself: ablations of block i share the blocks before it (run once)
 
     @property
     def n_blocks(self) -> int:
@@ -54,4 +55,8 @@ def mlp_sites(model: nn.Module) -> MlpSites:
     weights = transformer_weights(cast("PreTrainedModel", model))
     base = model.base_model
     blocks = getattr(base, weights.family.layers)
-    return MlpSites(weights=weights, writers=[block.get_submodule(weights.family.writer) for block in blocks])
+    return MlpSites(
+        weights=weights,
+        writers=[block.get_submodule(weights.family.writer) for block in blocks],
+        blocks=list(blocks),
+    )
