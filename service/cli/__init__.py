@@ -14,6 +14,7 @@ try:  # Ctrl-C while the command line loads (torch and the driver take seconds o
     from neuronmap.service.cli import assess as _assess
     from neuronmap.service.cli import cluster as _cluster
     from neuronmap.service.cli import db as _db
+    from neuronmap.service.cli import http as _http
     from neuronmap.service.cli import demo as _demo
     from neuronmap.service.cli import ingest as _ingest
     from neuronmap.service.cli import query as _query
@@ -95,7 +96,17 @@ def main() -> None:
     cli(prog_name="neuronmap")
 
 
-for _module in (_db, _ingest, _activations, _cluster, _assess, _query, _adhoc, _serve, _demo):  # register the commands
+for _module in (
+    _db,
+    _ingest,
+    _activations,
+    _cluster,
+    _assess,
+    _query,
+    _adhoc,
+    _serve,
+    _http,
+    _demo,
+):  # register the commands
     for _command in _module.COMMANDS:
         cli.add_command(_command)
-cli.add_command(__import__("neuronmap.service.cli.http", fromlist=["http"]).http)  # the explorer (issue 17)

@@ -60,6 +60,8 @@ class PartitionResult(BriefRepr, BaseModel):
     solver: str
     device: str
     eigen_residual: float
+    # the k smallest Laplacian eigenvalues, ascending: the spectrum (and its gaps) that helps choose k
+    eigenvalues: list[float] = Field(default_factory=list)
     null_method: str | None = None
     n_null: int = 0
     null_mean: float | None = None
@@ -226,6 +228,7 @@ def run_clustering(
         solver=result.eigen_solver,
         device=result.device,
         eigen_residual=float(result.eigen_residual),
+        eigenvalues=[float(v) for v in result.eigenvalues],
         pull_seconds=sub.seconds,
         cluster_seconds=cluster_seconds,
         null_seconds=null_seconds,

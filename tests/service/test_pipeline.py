@@ -52,6 +52,10 @@ def test_planted_modules_come_back_and_are_stored(store, model_id):
     listed = store.run("admin.list_partitions", model=model_id)
     assert [p["id"] for p in listed] == [result.id]
     assert listed[0]["ncut"] == pytest.approx(result.ncut)
+    # The k smallest Laplacian eigenvalues are stored for the spectrum plot: three planted modules, three near 0.
+    (spectrum,) = store.run("explorer.partition_spectrum", partition=result.id)
+    assert spectrum["eigenvalues"] == pytest.approx(result.eigenvalues) and len(result.eigenvalues) == 3
+    assert result.eigenvalues == sorted(result.eigenvalues) and 0 <= result.eigenvalues[0] < 1e-6
 
 
 def test_same_seed_same_labels(store, model_id):
