@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from typing import TYPE_CHECKING
 
@@ -61,7 +62,11 @@ def _summary_rows(result: PartitionResult) -> list[dict[str, object]]:
     type=choice(NullMethod),
     help="Default: layer for weight graphs, upper_triangle for activation graphs.",
 )
-@click.option("--layers", help="first:last layer by name to cluster, e.g. conv1:conv3.")
+@click.option(
+    "--layers",
+    help="first:last layer by name to cluster, e.g. conv1:conv3; for a transformer, blocks by number or module "
+    "path (3, 2:5, transformer.h.3).",
+)
 @click.option("--layer-index", "layer_indexes", help="first:last layer by index instead, e.g. 1:3.")
 @click.option(
     "--edges", default="weight", show_default=True, help="'weight', or the name of an activation graph of the model."
@@ -97,6 +102,7 @@ def cluster(
     neuronmap cluster mnist-mlp-a --k 12
     neuronmap cluster mnist-mlp-a --k 12 --shuffles 200     # + clusterability: z-score, p-value
     neuronmap cluster small-cnn --k 8 --layers conv1:conv3 --device cuda
+    neuronmap cluster gpt2-mlp-in --k 2 --layers 3          # one transformer block (mlp-in graph); stores C
     """
     from neuronmap.service.runs import ClusterConfig, run_clustering
 
@@ -116,6 +122,10 @@ def cluster(
     )
     with store_from(ctx) as store, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        from neuronmap.service.store import transformers
+
+        # a transformer's blocks by number or module path (--layers 3, transformer.h.2:transformer.h.5)
+        config = config.model_copy(update={"layers": transformers.resolve_block_spec(store, model, layers)})
         if n_shuffles:
             # a bar for the shuffled networks, as ingest and the lesions have; the stages before them as a line
             stages = ["pull", "cluster", "write"]
@@ -133,12 +143,28 @@ def cluster(
         else:
             with console.status("clustering…") as status:
                 result = run_clustering(store, model, config, on_stage=lambda s: status.update(f"{s}…"))
+        # a transformer partition also carries C, its share of squared weight inside the clusters (vs 1/k)
+        within = (
+            transformers.record_within_fraction(store, model, result.id)
+            if edges == "weight" and (transformers.is_transformer(store, model))
+            else None
+        )
     for warning in caught:  # degraded but usable input (a disconnected graph): say so, once, without a traceback
         console.print(f"[yellow]warning:[/yellow] {warning.message}")
     if fmt == "json":
-        click.echo(result.model_dump_json(indent=2))  # p_value and the null statistics are in it
+        extra = (
+            {"within_fraction": within.fraction, "within_fraction_no_structure": within.no_structure}
+            if within is not None
+            else {}
+        )
+        click.echo(json.dumps({**result.model_dump(mode="json"), **extra}, indent=2))
         return
     emit(_summary_rows(result), ["field", "value"], "table", title=f"partition of {model}")
+    if within is not None:
+        console.print(
+            f"within-cluster fraction C = {within.fraction:.3g} (no structure: 1/k = {within.no_structure:.3g})",
+            highlight=False,
+        )
     verdict = result.verdict()
     if verdict:
         console.print(verdict, highlight=False)

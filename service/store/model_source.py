@@ -30,6 +30,8 @@ from neuronmap.service.errors import (
 Network = nn.Module | ExportedProgram
 """What a model's network may be: an nn.Module, or a ``torch.export`` program (whose ``.module()`` runs it)."""
 
+TRANSFORMER_ARCH = "transformers:"  # ModelMeta.arch of every graph from loaders/transformers
+
 # The sources that graph_from_module and graph_from_exported record for a network read from memory.
 _IN_PROCESS = frozenset({"", "in-process nn.Module", "ExportedProgram"})
 
@@ -63,6 +65,15 @@ def reload_source(store: Store, model: str) -> tuple[Network, tuple[int, ...]]:
     """
     row = _source_row(store, model)
     source, arch = row.get("source") or "", row.get("arch") or ""
+    if arch.startswith(TRANSFORMER_ARCH):
+        # A Hugging Face directory holds no MLP/CNN this runner can lesion or record (methods.md §10).
+        raise SourceUnavailableError(
+            model,
+            f"is a transformer ({arch.removeprefix(TRANSFORMER_ARCH)}, read from a Hugging Face model directory), "
+            "not an MLP or CNN file",
+            "Lesions, activation graphs and feature visualisation here take MLP and CNN files; "
+            "transformers have their own importance by ablation",
+        )
     if not source or not Path(source).is_file():
         if source in _IN_PROCESS:
             raise SourceUnavailableError(

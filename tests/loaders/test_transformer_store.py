@@ -6,6 +6,7 @@ Models are tiny random-init configs built in code and saved with ``save_pretrain
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from click.testing import CliRunner
 
 from neuronmap.cypher.adhoc import AdHocStatement
 from neuronmap.loaders.ingest.weights import ingest, model_status
-from neuronmap.loaders.transformers import load_transformer
+from neuronmap.loaders.transformers import fraction_of_partition, load_transformer
 from neuronmap.service.cli import cli
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.sparse_blocks import SparseStack
+from neuronmap.service.errors import SourceUnavailableError
+from neuronmap.service.store.model_source import reload_source
 from neuronmap.service.store.pull import pull_subgraph
+from neuronmap.service.store.transformers import block_layers
 
 transformers = pytest.importorskip("transformers")
 
@@ -138,3 +142,32 @@ def test_sparse_top_k_blocks_stay_sparse_from_loader_to_clustering(store, model_
     in_memory = BlockGraph.from_model_graph(graph)
     assert isinstance(in_memory.blocks[0][2], SparseStack)
     np.testing.assert_array_equal(in_memory.to_dense().numpy(), pulled.graph.to_dense().numpy())
+
+
+def test_cluster_one_mlp_in_block_by_number_stores_its_within_fraction(run, store, model_id, saved):
+    assert run("ingest", str(saved["llama"]), "--name", model_id, "--graph", "mlp-in").exit_code == 0
+    result = run("cluster", model_id, "--k", "2", "--layers", "1", "--seed", "0", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["layers"] == "model.layers.1.post_attention_layernorm:model.layers.1.mlp"
+    # C as Golechha et al. define it, from the stored labels and the loader's W_in of block 1
+    labels = {row["ordinal"]: row["cluster"] for row in store.run("admin.partition_labels", partition=summary["id"])}
+    graph = load_transformer(saved["llama"], graph="mlp-in")
+    first = int(graph.offsets[2])
+    order = np.array([labels.get(first + i, -1) for i in range(16 + 12)])
+    want = fraction_of_partition(graph, 1, order)
+    assert summary["within_fraction"] == pytest.approx(want.fraction, rel=1e-9)
+    assert summary["within_fraction_no_structure"] == want.no_structure == 0.5
+    stored = _ad_hoc(store, "MATCH (p:Partition {id: $id}) RETURN p.within_fraction AS c", id=summary["id"])
+    assert stored[0]["c"] == pytest.approx(want.fraction, rel=1e-9)
+
+    with pytest.raises(SourceUnavailableError, match="is a transformer") as refused:
+        reload_source(store, model_id)  # lesions and activation graphs take MLP and CNN files only
+    assert "\n" not in str(refused.value)
+
+
+def test_block_references_docstring():
+    finder, runner = doctest.DocTestFinder(recurse=False), doctest.DocTestRunner()
+    for test in finder.find(block_layers, "block_layers", globs={"block_layers": block_layers}):
+        runner.run(test)
+    assert runner.summarize(verbose=False).failed == 0
