@@ -11,11 +11,15 @@ import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 
 from neuronmap.loaders.tokens import TokenData, load_token_data
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VOCAB, D_MODEL, HALF, N_INNER, CONTEXT, N_BLOCKS = 64, 32, 16, 32, 12, 2
 
@@ -107,7 +111,7 @@ def main() -> None:
     from neuronmap.service.clustering.spectral import spectral_clustering
 
     trained = train_two_task_gpt2()
-    graph = graph_from_transformer(trained.model, top_k=8)
+    graph = graph_from_transformer(cast("PreTrainedModel", trained.model), top_k=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the planted halves share no edge: two connected components, said once
         labels = spectral_clustering(graph, 2, random_state=0).labels.numpy()

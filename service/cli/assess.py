@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import click
 
-from neuronmap.options import CoherenceMethod, choices
+from neuronmap.options import AblationMethod, CoherenceMethod, choices
 from neuronmap.service.cli.common import StageBars, console, device_option, format_option, progress, store_from
 from neuronmap.service.cli.output import emit
 
@@ -79,7 +79,7 @@ def _token_options(command: Any) -> Any:
 @click.option("--parity", is_flag=True, help="The reference code's choices (balanced accuracy, thresholds).")
 @click.option(
     "--ablation",
-    type=click.Choice(["mean", "zero"]),
+    type=click.Choice(choices(AblationMethod)),
     default="mean",
     show_default=True,
     help="Transformers: set the ablated MLP neurons to their mean over the data, or to 0.",

@@ -14,6 +14,7 @@ from torch import nn
 from neuronmap.cypher import Store
 from neuronmap.device import resolve_device
 from neuronmap.loaders.tokens import TokenData, load_token_data
+from neuronmap.options import AblationMethod, TokenCoherenceMethod, choices
 from neuronmap.service.assessment.common import Progress, no_progress
 from neuronmap.service.assessment.layout import PartitionLayout
 from neuronmap.service.assessment.transformer.coherence import (
@@ -32,7 +33,7 @@ from neuronmap.service.store.assessments import read_partition_layout, write_ass
 from neuronmap.service.store.transformer_source import load_language_model
 
 _STORED_AS_RESULT = frozenset({"dataset", "n_null", "random_state", "device", "ablation"})
-TOKEN_METHODS = ("examples", "logits", "inputs")
+TOKEN_METHODS = choices(TokenCoherenceMethod)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def run_transformer_importance(
     *,
     data: str = "two-task",
     n_null: int = 100,
-    ablation: str = "mean",
+    ablation: AblationMethod = "mean",
     context: int = 128,
     heldout: float = 0.2,
     seed: int = 0,

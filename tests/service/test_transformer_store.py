@@ -44,12 +44,12 @@ def test_importance_round_trips_and_important_modules_reads_it(store, model_id, 
     partition = _partition(store, model_id, graph, planted.halves)
     with one_thread():
         result = run_transformer_importance(
-            store, model_id, "latest", data="two-task", n_null=19, context=CONTEXT, heldout=0.1, device="cpu"
+            store, model_id, "latest", data="two-task", n_null=9, context=CONTEXT, heldout=0.05, device="cpu"
         )
     assert result.partition == partition and result.assessment is not None
     assert len(result.subclusters) == 2 * N_BLOCKS and result.task_names == ["count", "permute"]
     summary, rows = read_assessment(store, result.assessment)
-    assert summary["kind"] == "transformer" and summary["ablation"] == "mean" and summary["n_null"] == 19
+    assert summary["kind"] == "transformer" and summary["ablation"] == "mean" and summary["n_null"] == 9
     assert summary["loss"] == pytest.approx(result.loss) and summary["dataset"] == "two-task"
     stored = {(row["layer_name"], row["cluster"]): row["stats"] for row in rows}
     for sub in result.subclusters:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from neuronmap.options import TokenCoherenceMethod
 from neuronmap.results import BriefRepr, SubclusterTable
 from neuronmap.service.assessment.coherence.results import (
     CoherenceConfig,
@@ -37,7 +38,7 @@ from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.transformer.sites import MlpSites, mlp_sites
 from neuronmap.service.stats import adjust_pvalues, chi2_uniformity_pvalue, entropy_nats, fisher_combined_pvalue
 
-TokenMethod = Literal["examples", "logits", "inputs"]
+TokenMethod = TokenCoherenceMethod
 STATISTICS: dict[str, tuple[tuple[str, str], ...]] = {  # method → (statistic, direction of coherence)
     "examples": (("entropy", "less"), ("activation", "greater"), ("similarity", "greater")),
     "examples+tasks": (

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from neuronmap.options import Ties
+from neuronmap.options import AblationMethod, Ties
 from neuronmap.results import BriefRepr, SubclusterTable
 from neuronmap.service.assessment.common import Progress, finite_mean, no_progress, none_if_nan, subcluster_generators
 from neuronmap.service.assessment.importance import Category, ImportanceConfig, taxonomy
@@ -35,8 +35,6 @@ from neuronmap.service.stats import (
     fisher_combined_pvalue,
     range_statistic,
 )
-
-AblationMethod = Literal["mean", "zero"]
 
 
 class TransformerImportanceConfig(BaseModel):
