@@ -328,7 +328,7 @@ def test_same_seed_same_result_and_progress_is_reported():
     assert seen[0] == ("lesions", 0, 6 * 21 * 3) and seen[-1] == ("lesions", 6 * 21 * 3, 6 * 21 * 3)
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("device", [d for d in DEVICES if d != "cpu"])  # an accelerator against the CPU
 def test_devices_agree(device):
     net, _ = planted_net()
     _, x, y = load_split("digits", "test")
