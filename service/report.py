@@ -1,19 +1,16 @@
-"""A partition as one self-contained HTML page: four figures and the numbers behind them.
+"""`neuronmap report`: a partition's explorer page saved as one self-contained HTML file, and its figures as PNGs.
 
-``write_report`` writes ``report.html`` with its PNG figures embedded (it opens offline and mails as one file), and
-the same PNGs beside it: the adjacency sorted by cluster, the clusters × layers span, the n-cut against its nulls,
-and the module flow between layers. Every figure and table reads the graph the partition was cut from: the weights
-(|w|, above the partition's min_weight) or its activation graph (r²). An assessed partition adds its newest
-importance and coherence tables and images.
+The page is the explorer's own partition page (:func:`neuronmap.service.http.export.export_partition_page`, one code
+path with the server), so it shows the verdict, the null, the spectrum, the span, the sorted adjacency and what the
+assessments found. Beside it, ``write_figures`` draws four static PNGs for papers: the adjacency sorted by cluster,
+the clusters × layers span, the n-cut against its nulls, and the module flow between layers. Every figure reads the
+graph the partition was cut from: the weights (|w|, above the partition's min_weight) or its activation graph (r²).
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +20,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from pydantic import BaseModel
 
 from neuronmap.cypher import Store
 from neuronmap.service.store import admin
 from neuronmap.service.store.activation_pull import pull_activation_graph
-from neuronmap.service.store.assessments import latest_assessment
-from neuronmap.service.store.library import WEIGHT, graph_name, resolve_partition, run_library_query
-from neuronmap.service.store.pull import layer_label, pull_subgraph
+from neuronmap.service.store.library import WEIGHT, resolve_partition, run_library_query
+from neuronmap.service.store.pull import pull_subgraph
 from neuronmap.service.store.writeback import read_labels
 
 DPI = 100
@@ -67,7 +64,7 @@ _PALETTE = [
 
 @dataclass
 class ReportData:
-    """Everything the page shows, read from the store once."""
+    """Everything the figures show, read from the store once."""
 
     model: str
     partition: dict[str, Any]  # library.partition_stats
@@ -77,8 +74,6 @@ class ReportData:
     cohesion: list[dict[str, Any]]  # library.module_cohesion
     adjacency: sp.csr_matrix  # (n_neurons, n_neurons) the partition's graph over every neuron of the model, by ordinal
     labels: np.ndarray  # (n_neurons,) cluster by ordinal, −1 outside the partition
-    # method → (the newest assessment's properties, its per-sub-cluster rows); empty when never assessed
-    assessments: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = field(default_factory=dict)
 
 
 def _figure(name: str) -> Figure:
@@ -109,7 +104,7 @@ def _weight_name(data: ReportData) -> str:
 
 
 def read_report_data(store: Store, model: str, partition_id: str, *, edges: str = WEIGHT) -> ReportData:
-    """Read what the report shows: the partition's statistics, its library queries, the adjacency and labels.
+    """Read what the figures show: the partition's statistics, its library queries, the adjacency and labels.
 
     Parameters
     ----------
@@ -137,11 +132,6 @@ def read_report_data(store: Store, model: str, partition_id: str, *, edges: str 
         cohesion=run_library_query(store, "module_cohesion", partition=partition_id),
         adjacency=partition_adjacency(store, model, stats, n_neurons),
         labels=read_labels(store, partition_id, n_neurons),
-        assessments={
-            method: found
-            for method in _ASSESSMENTS
-            if (found := latest_assessment(store, partition_id, method)) is not None
-        },
     )
 
 
@@ -345,218 +335,40 @@ def plot_flow(data: ReportData) -> Figure:
     return figure
 
 
-def _png(figure: Figure, path: Path) -> bytes:
-    figure.savefig(path, dpi=DPI, format="png")
-    return path.read_bytes()
+PLOTS = {"adjacency": plot_adjacency, "span": plot_span, "null": plot_null, "flow": plot_flow}
 
 
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return html.escape(str(value))
+class Report(BaseModel):
+    """The files ``write_report`` wrote."""
+
+    partition: str  # the partition's id ('latest' resolved)
+    page: Path  # report.html: the explorer's partition page, self-contained
+    figures: dict[str, Path]  # name → its PNG, in FIGURES' order
 
 
-def _table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+def write_figures(
+    store: Store, model: str, partition_id: str, out_dir: str | Path, *, edges: str = WEIGHT
+) -> dict[str, Path]:
+    """Draw the four figures of one partition as ``NAME.png`` in ``out_dir`` (created if missing), each of the size
+    FIGURES gives; returns name → path.
+
+    Raises
+    ------
+    ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError, NoPartitionError
+        As ``resolve_partition`` and ``pull_subgraph`` raise them.
+    """
+    data = read_report_data(store, model, partition_id, edges=edges)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in FIGURES:
+        written[name] = out / f"{name}.png"
+        PLOTS[name](data).savefig(written[name], dpi=DPI, format="png")
+    return written
 
 
-_STAT_KEYS = [
-    "id",
-    "model",
-    "k",
-    "n_clusters",
-    "method",
-    "edges",
-    "layers",
-    "min_weight",
-    "seed",
-    "ncut",
-    "null_method",
-    "n_null",
-    "null_mean",
-    "null_sd",
-    "z",
-    "p_value",
-    "n_neurons",
-    "n_isolated",
-    "solver",
-    "device",
-    "eigen_residual",
-    "pull_seconds",
-    "cluster_seconds",
-    "null_seconds",
-    "created_at",
-]
-_MODULE_COLUMNS = ["cluster", "size", "first layer", "last layer", "thickest", "within", "cut", "vol", "cut/vol"]
-_CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1040px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f3f3f3}figure{margin:1.5em 0}figcaption{color:#555;font-size:0.9em}
-img{max-width:100%;height:auto}"""
-
-
-_ASSESSMENTS = {  # method → (title, network statistics, per-sub-cluster columns)
-    "importance": (
-        "Importance (lesions)",
-        [
-            "dataset",
-            "n_null",
-            "seed",
-            "accuracy",
-            "n_tested",
-            "n_important",
-            "fisher_p",
-            "chi2_p",
-            "fisher_p_range",
-            "chi2_p_range",
-        ],
-        ["delta_accuracy", "null_delta_mean", "p_value", "p_adjusted", "range_statistic", "p_range", "category"],
-    ),
-    "coherence_features": (
-        "Coherence: feature visualisation",
-        [
-            "n_null",
-            "seed",
-            "n_coherent",
-            "fisher_p",
-            "fisher_p_entropy",
-            "chi2_p_entropy",
-            "fisher_p_activation",
-            "chi2_p_activation",
-        ],
-        [
-            "activation",
-            "null_activation_mean",
-            "p_activation",
-            "entropy",
-            "null_entropy_mean",
-            "p_entropy",
-            "p_adjusted",
-        ],
-    ),
-    "coherence_examples": (
-        "Coherence: data-set examples",
-        [
-            "dataset",
-            "n_null",
-            "seed",
-            "n_coherent",
-            "fisher_p",
-            "fisher_p_entropy",
-            "fisher_p_activation",
-            "fisher_p_similarity",
-        ],
-        [
-            "entropy",
-            "null_entropy_mean",
-            "p_entropy",
-            "activation",
-            "p_activation",
-            "similarity",
-            "p_similarity",
-            "p_adjusted",
-        ],
-    ),
-}
-MAX_ASSESSMENT_IMAGES = 24  # per method: larger partitions show the first ones only
-
-
-def render_assessments(data: ReportData) -> str:
-    """One section per assessed method: network tests, a sub-cluster table and the run's saved images."""
-    parts = []
-    for method, (title, network, columns) in _ASSESSMENTS.items():
-        if method not in data.assessments:
-            continue
-        summary, rows = data.assessments[method]
-        table = _table(
-            ["layer", "cluster", "size", *columns],
-            [[row["layer_name"], row["cluster"], row["size"], *[row["stats"].get(c) for c in columns]] for row in rows],
-        )
-        images: list[str] = []
-        for row in rows:
-            path = row["stats"].get("image")
-            if path and Path(path).is_file() and len(images) < MAX_ASSESSMENT_IMAGES:
-                encoded = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-                images.append(
-                    f'<figure><img alt="{html.escape(Path(path).name)}" '
-                    f'src="data:image/png;base64,{encoded}"><figcaption>{html.escape(row["layer_name"])}'
-                    f", cluster {row['cluster']}</figcaption></figure>"
-                )
-        parts.append(
-            f"<h2>{html.escape(title)}</h2><p>Assessment {html.escape(str(summary.get('id')))}, "
-            f"{html.escape(str(summary.get('created_at', '')))}.</p>"
-            f"{_table(['statistic', 'value'], [[k, summary.get(k)] for k in network])}{table}" + "".join(images)
-        )
-    return "\n".join(parts)
-
-
-def render_html(data: ReportData, images: dict[str, bytes]) -> str:
-    """The page: title, statistics, module table and the figures as ``data:image/png;base64`` URIs."""
-    stats = data.partition
-    span = {row["cluster"]: row for row in data.span}
-    labels = {layer["name"]: layer_label(layer) for layer in data.layers}
-
-    def layer(cluster: int, column: str) -> str | None:
-        name = span.get(cluster, {}).get(column)
-        return labels.get(name, name)
-
-    module_rows = [
-        [
-            row["cluster"],
-            row["size"],
-            layer(row["cluster"], "first_layer"),
-            layer(row["cluster"], "last_layer"),
-            layer(row["cluster"], "thickest_layer"),
-            row["within"],
-            row["cut"],
-            row["vol"],
-            row["ncut_term"],
-        ]
-        for row in data.cohesion
-    ]
-    total = sum(row["ncut_term"] for row in data.cohesion)
-    weight, graph = _weight_name(data), graph_name(stats.get("edges"))
-    captions = {
-        "adjacency": (
-            f"Adjacency of the {graph} ({weight}) with neurons sorted by cluster, then layer; each cluster's block "
-            "outlined."
-        ),
-        "span": "How many neurons each cluster has in each layer (library.module_span).",
-        "null": (
-            "The partition's n-cut against the n-cuts of shuffled networks."
-            if stats.get("null_ncuts")
-            else "No null computed for this partition: run `neuronmap cluster` with shuffles to get one."
-        ),
-        "flow": (
-            f"Clusters per layer and the summed {weight} between them (library.module_flow); flows under "
-            f"{MIN_FLOW_SHARE:.0%} of the strongest are not drawn."
-        ),
-    }
-    figures = "".join(
-        f'<figure><img alt="{name}" width="{FIGURES[name][0]}" height="{FIGURES[name][1]}" '
-        f'src="data:image/png;base64,{base64.b64encode(images[name]).decode("ascii")}">'
-        f"<figcaption>{html.escape(captions[name])} ({name}.png)</figcaption></figure>"
-        for name in FIGURES
-    )
-    title = f"neuronmap: {data.model}, partition {stats['id']}"
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{_CSS}</style></head><body>\n<h1>{html.escape(title)}</h1>\n"
-        f"<h2>Partition</h2>{_table(['statistic', 'value'], [[k, stats.get(k)] for k in _STAT_KEYS])}\n"
-        f"<h2>Modules</h2><p>Cut from the {html.escape(graph)}. Sum of the clusters' n-cut terms: {total:.6g} "
-        f"(stored n-cut: {_fmt(stats.get('ncut'))}).</p>"
-        f"{_table(_MODULE_COLUMNS, module_rows)}\n"
-        f"<h2>Figures</h2>{figures}\n{render_assessments(data)}</body></html>\n"
-    )
-
-
-def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path, *, edges: str = WEIGHT) -> Path:
-    """Write ``report.html`` (self-contained) and its PNG figures into ``out_dir``.
+def write_report(store: Store, model: str, partition_id: str, out_dir: str | Path, *, edges: str = WEIGHT) -> Report:
+    """Write ``report.html`` (the explorer's partition page, self-contained) and the PNG figures into ``out_dir``.
 
     Parameters
     ----------
@@ -572,19 +384,18 @@ def write_report(store: Store, model: str, partition_id: str, out_dir: str | Pat
 
     Returns
     -------
-    Path
-        The ``report.html`` written.
+    Report
+        The partition's id and the files written.
 
     Raises
     ------
-    ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError
-        As :func:`neuronmap.service.library.resolve_partition` and ``pull_subgraph`` raise them.
+    ModelNotFoundError, ModelNotReadyError, PartitionNotFoundError, NoPartitionError
+        As ``resolve_partition`` and ``pull_subgraph`` raise them; an unknown partition writes nothing.
     """
-    data = read_report_data(store, model, partition_id, edges=edges)
+    # imported here: the explorer brings plotly, which the figures alone do not need
+    from neuronmap.service.http.export import export_partition_page
+
+    resolved = resolve_partition(store, model, partition_id, edges=edges)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = {"adjacency": plot_adjacency, "span": plot_span, "null": plot_null, "flow": plot_flow}
-    images = {name: _png(plots[name](data), out / f"{name}.png") for name in FIGURES}
-    page = out / "report.html"
-    page.write_text(render_html(data, images), encoding="utf-8")
-    return page
+    page = export_partition_page(store, model, resolved, out / "report.html")
+    return Report(partition=resolved, page=page, figures=write_figures(store, model, resolved, out))

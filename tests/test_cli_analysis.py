@@ -89,9 +89,12 @@ def test_report_writes_html_and_pngs(run, clustered, tmp_path):
     out = tmp_path / "report"
     result = run("report", model, "--out", str(out))
     assert result.exit_code == 0, result.output
-    assert (out / "report.html").read_text().count("data:image/png;base64,") >= 4
-    for png in out.glob("*.png"):
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (out / "report.html").read_text()
+    assert "id='verdict'" in page and 'id="adjacency"' in page and "<script src" not in page  # the explorer's page
+    pngs = sorted(out.glob("*.png"))
+    assert [png.stem for png in pngs] == ["adjacency", "flow", "null", "span"]
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in result.output
 
 
 def test_activation_graph_from_the_cli_and_its_clustering(run, store, model_id, tmp_path: Path):

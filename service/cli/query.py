@@ -1,4 +1,5 @@
-"""`neuronmap query` (the named library queries) and `neuronmap report` (HTML + PNG figures)."""
+"""`neuronmap query` (the named library queries) and `neuronmap report` (the explorer's partition page as one HTML
+file, and PNG figures)."""
 
 from __future__ import annotations
 
@@ -205,7 +206,7 @@ def query(
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"), show_default=True)
 @click.pass_context
 def report(ctx: click.Context, model: str, partition: str, edges: str, out: Path) -> None:
-    """Write a self-contained HTML report with PNG figures for one partition of a model.
+    """Save one partition's explorer page as a self-contained report.html, with PNG figures beside it.
 
     \b
     neuronmap report mnist-mlp-a --out report/
@@ -217,8 +218,8 @@ def report(ctx: click.Context, model: str, partition: str, edges: str, out: Path
         partition_id = resolve_partition(store, model, partition, edges=edges)
         if partition == LATEST:
             console.print(describe_latest(model, partition_id, edges), highlight=False)
-        page = write_report(store, model, partition_id, out)
-    click.echo(f"Wrote {page}")
+        written = write_report(store, model, partition_id, out, edges=edges)
+    click.echo(f"Wrote {written.page} and {', '.join(path.name for path in written.figures.values())}")
 
 
 COMMANDS = [query, report]

@@ -4,7 +4,7 @@ assessments found (importance points, per-class lesions, coherence with example 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from neuronmap.cypher import Store
 from neuronmap.errors import NeuronmapError
@@ -13,7 +13,7 @@ from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.markup import esc, link, plot, shell, table
 from neuronmap.service.store import admin, explorer
 from neuronmap.service.store.assessments import latest_assessment
-from neuronmap.service.store.library import WEIGHT, library_query, run_library_query
+from neuronmap.service.store.library import WEIGHT, graph_name, library_query, run_library_query
 
 COHERENCE = ("coherence_features", "coherence_examples")
 
@@ -78,7 +78,8 @@ def _images(dataset: str, split: str, rows: Sequence[dict[str, Any]]) -> str:
     from neuronmap.loaders.datasets import load_dataset
 
     try:
-        inputs = load_dataset(dataset).inputs(split if split in ("train", "test", "all") else "test")
+        part: Literal["train", "test", "all"] = split if split in ("train", "test", "all") else "test"  # type: ignore[assignment]
+        inputs = load_dataset(dataset).inputs(part)
     except (NeuronmapError, OSError, ValueError):
         return ""
     shape = tuple(inputs.shape[1:])
@@ -130,6 +131,18 @@ def _coherence_section(store: Store, partition: str) -> list[str]:
     return parts
 
 
+def _ncut_terms(stats: dict[str, Any], cohesion: Sequence[dict[str, Any]]) -> str:
+    """Which graph the partition was cut from, and its clusters' n-cut terms against the stored n-cut (they add up)."""
+    weight = "|w|" if (stats.get("edges") or WEIGHT) == WEIGHT else "r²"
+    total = sum(float(row["ncut_term"]) for row in cohesion)
+    ncut = stats.get("ncut")
+    stored = f"{float(ncut):.6g}" if ncut is not None else "—"
+    return (
+        f"<p id='ncut-terms'>Cut from the {esc(graph_name(stats.get('edges')))} ({weight}). Sum of the clusters' "
+        f"n-cut terms: {total:.6g} (stored n-cut: {stored}).</p>"
+    )
+
+
 def render_partition(store: Store, partition: str, *, static: bool = False, cache: PartitionCache | None = None) -> str:
     cache = cache or PartitionCache()
     stats = run_library_query(store, "partition_stats", partition=partition)[0]  # PartitionNotFoundError
@@ -154,6 +167,7 @@ def render_partition(store: Store, partition: str, *, static: bool = False, cach
         *_assessment_plots(store, partition, model),
         *_coherence_section(store, partition),
         "<h2>module cohesion</h2>",
+        _ncut_terms(stats, cohesion),
         table(cohesion, library_query("module_cohesion").columns, sortable=True),
     ]
     return shell(f"Partition {partition}", "".join(parts), static=static)

@@ -91,10 +91,14 @@ def test_importance_and_coherence_runs_are_stored_and_queried(store, model_id, t
     assert [a["method"] for a in listed] == ["coherence_features", "coherence_examples", "importance"]
     assert latest_assessment(store, partition, "coherence_examples")[1][0]["stats"]["image"].endswith(".png")
 
-    page = write_report(store, model_id, partition, tmp_path / "report").read_text(encoding="utf-8")
-    for title in ("Importance (lesions)", "Coherence: feature visualisation", "Coherence: data-set examples"):
-        assert title in page
-    assert page.count("data:image/png;base64,") == len(FIGURES) + 20  # the 20 sub-clusters' example sheets
+    written = write_report(store, model_id, partition, tmp_path / "report")
+    assert list(written.figures) == list(FIGURES)
+    page = written.page.read_text(encoding="utf-8")
+    for div in ("importance", "lesions", "examples"):  # lesion points, per-class heatmap, top inputs as images
+        assert f'id="{div}"' in page
+    for method in ("coherence features", "coherence examples"):  # each newest run: every sub-cluster in its table
+        section = page.split(f"<h2>{method}</h2>", 1)[1].split("</table>", 1)[0]
+        assert section.count("<tr>") == 1 + 20
 
 
 def test_double_lesions_are_stored_between_sub_clusters(store, model_id, tmp_path):

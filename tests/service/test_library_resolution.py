@@ -32,7 +32,8 @@ from neuronmap.service.errors import (
     LibraryQueryInputError,
     NoPartitionError,
 )
-from neuronmap.service.report import read_report_data, write_report
+from neuronmap.service.http.export import export_partition_page
+from neuronmap.service.report import read_report_data
 from neuronmap.service.runs import ClusterConfig, PartitionResult, run_clustering
 from neuronmap.service.store.assessments import read_partition_layout, write_assessment
 from neuronmap.service.store.library import (
@@ -229,7 +230,7 @@ def test_the_n_cut_terms_of_every_partition_add_up_to_its_stored_n_cut(store, di
     flow = run_library_query(store, "module_flow", partition=partition.id)
     within = sum(row["within"] for row in rows)
     assert sum(row["weight"] for row in flow) == pytest.approx(within + sum(row["cut"] for row in rows) / 2, rel=1e-9)
-    page = write_report(store, digits.name, partition.id, tmp_path).read_text(encoding="utf-8")
+    page = export_partition_page(store, digits.name, partition.id, tmp_path / "report.html").read_text("utf-8")
     assert f"n-cut terms: {sum(row['ncut_term'] for row in rows):.6g} (stored n-cut: {partition.ncut:.6g})" in page
     if which == "acts":
         assert "activation graph &#x27;acts&#x27;" in page and "r²" in page

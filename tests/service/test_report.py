@@ -1,8 +1,8 @@
-"""The HTML report: written from a real store, self-contained, with valid PNG figures of the promised sizes."""
+"""The report: the explorer's partition page saved from a real store as one self-contained file, and PNG figures of
+the promised sizes beside it."""
 
 from __future__ import annotations
 
-import base64
 import re
 
 import matplotlib.image
@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from neuronmap.service.errors import NoPartitionError, PartitionNotFoundError
-from neuronmap.service.report import FIGURES, MAX_CELLS, aggregate, sorted_by_cluster, write_report
+from neuronmap.service.report import FIGURES, MAX_CELLS, aggregate, sorted_by_cluster, write_figures, write_report
 from tests.service.conftest import reference_ncut
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -23,31 +23,40 @@ def png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def test_report_is_self_contained_with_figures_of_fixed_size(store, library_models, tmp_path):
+def fetched(page: str) -> list[str]:
+    """The page's attributes that would fetch something (src/href not a data: URI), scripts' bodies left out: Plotly
+    and the explorer's script are inlined, and their code names attributes it never fetches."""
+    markup = re.sub(r"<script\b[^>]*>.*?</script>", "<script></script>", page, flags=re.S)
+    return re.findall(r"""(?:src|href)\s*=\s*(?!["']?data:)["']?[^"'\s>]*""", markup)
+
+
+def test_report_is_the_explorer_page_offline_with_figures_of_fixed_size(store, library_models, tmp_path):
     model = library_models.a
     partition, labels = next(iter(model.partitions.items()))  # the planted one, with a null
-    page = write_report(store, model.name, partition, tmp_path / "out")
-    assert page == tmp_path / "out" / "report.html"
-    text = page.read_text(encoding="utf-8")
-    embedded = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
-    assert len(embedded) == len(FIGURES)
-    assert re.findall(r'(?:src|href)="(?!data:)', text) == []  # nothing to fetch: it opens offline
-    for (name, size), encoded in zip(FIGURES.items(), embedded):
-        data = (tmp_path / "out" / f"{name}.png").read_bytes()
-        assert base64.b64decode(encoded) == data
-        assert png_size(data) == size
-        assert matplotlib.image.imread(tmp_path / "out" / f"{name}.png").shape[:2] == (size[1], size[0])
-    assert partition in text and "no null computed" not in text.lower()
+    written = write_report(store, model.name, partition, tmp_path / "out")
+    assert written.partition == partition and written.page == tmp_path / "out" / "report.html"
+    text = written.page.read_text(encoding="utf-8")
+    assert fetched(text) == [] and "<script src" not in text  # nothing to fetch: it opens offline
+    assert "Plotly.newPlot" in text and text.count("<script>") >= 2  # Plotly and the explorer's script, inlined
+    for div in ("null", "span", "adjacency"):  # no spectrum: these partitions were written without eigenvalues
+        assert f'id="{div}"' in text
+    assert f"Partition {partition}" in text and "shuffled networks" in text and "No null computed" not in text
     total = float(re.search(r"n-cut terms: ([0-9.e+-]+)", text).group(1))
     assert total == pytest.approx(reference_ncut(model.graph, labels), rel=1e-5)
+    assert list(written.figures) == list(FIGURES)
+    for name, size in FIGURES.items():
+        path = written.figures[name]
+        assert path == tmp_path / "out" / f"{name}.png" and png_size(path.read_bytes()) == size
+        assert matplotlib.image.imread(path).shape[:2] == (size[1], size[0])
 
 
 def test_report_of_the_latest_partition_says_when_no_null_was_computed(store, library_models, tmp_path):
     model = library_models.b
-    page = write_report(store, model.name, "latest", tmp_path)
-    text = page.read_text(encoding="utf-8")
-    assert list(model.partitions)[0] in text and "No null computed" in text
-    assert png_size((tmp_path / "null.png").read_bytes()) == FIGURES["null"]
+    written = write_report(store, model.name, "latest", tmp_path)
+    text = written.page.read_text(encoding="utf-8")
+    assert written.partition == list(model.partitions)[0] and f"Partition {written.partition}" in text
+    assert "No null computed" in text and "no verdict yet" in text and 'id="null"' not in text
+    assert png_size(written.figures["null"].read_bytes()) == FIGURES["null"]
 
 
 def test_report_refuses_unknown_partitions(store, library_models, tmp_path):
@@ -55,7 +64,9 @@ def test_report_refuses_unknown_partitions(store, library_models, tmp_path):
         write_report(store, library_models.a.name, "no-such-partition", tmp_path)
     with pytest.raises(NoPartitionError):
         write_report(store, library_models.unclustered, "latest", tmp_path)
-    assert not (tmp_path / "report.html").exists()
+    with pytest.raises(PartitionNotFoundError):
+        write_figures(store, library_models.a.name, "no-such-partition", tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither the page nor a figure
 
 
 def test_big_adjacencies_are_averaged_into_at_most_max_cells():
