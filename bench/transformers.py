@@ -63,6 +63,14 @@ def peak_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
+class _Rows(list):  # type: ignore[type-arg]
+    """The table's rows, each also printed as it is measured, so a run cut short still says what it got."""
+
+    def append(self, row: list[object]) -> None:
+        print("  " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row), flush=True)
+        super().append(row)
+
+
 def save_model(args: argparse.Namespace, folder: Path) -> None:
     code = SAVE.format(blocks=args.blocks, d_model=args.d_model, d_mlp=args.d_mlp, heads=max(1, args.d_model // 64))
     subprocess.run([sys.executable, "-c", code, str(folder)], check=True)  # its memory is not ours
@@ -123,7 +131,7 @@ def main() -> None:
     parser.add_argument("--sklearn-solver", default="arpack", choices=["arpack", "lobpcg", "amg"])
     args = parser.parse_args()
 
-    rows: list[list[object]] = []
+    rows: list[list[object]] = _Rows()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gpt2-shaped"
         save_model(args, folder)
