@@ -14,8 +14,8 @@ try:  # Ctrl-C while the command line loads (torch and the driver take seconds o
     from neuronmap.service.cli import assess as _assess
     from neuronmap.service.cli import cluster as _cluster
     from neuronmap.service.cli import db as _db
-    from neuronmap.service.cli import http as _http
     from neuronmap.service.cli import demo as _demo
+    from neuronmap.service.cli import http as _http
     from neuronmap.service.cli import ingest as _ingest
     from neuronmap.service.cli import query as _query
     from neuronmap.service.cli import serve as _serve
