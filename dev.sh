@@ -49,7 +49,7 @@ case "${1:-}" in
     browser
     shift
     lint
-    .venv/bin/python -m pytest -q "$@" ;;
+    .venv/bin/python -m pytest -q --durations=25 "$@" ;;
   *)
     echo "usage: ./dev.sh demo | test [pytest args] | lint | setup" >&2
     exit 2 ;;

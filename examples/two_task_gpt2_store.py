@@ -20,12 +20,15 @@ from pathlib import Path
 
 
 def main(folder: str = "two-task-gpt2") -> None:
+    from transformers import PreTrainedModel
+
     from neuronmap.examples.two_task_gpt2 import train_two_task_gpt2
     from neuronmap.service.cli import cli
 
     start = time.perf_counter()
     trained = train_two_task_gpt2()
-    trained.model.save_pretrained(folder)  # config.json + model.safetensors, as for any real checkpoint
+    model: PreTrainedModel = trained.model  # type: ignore[assignment]  # a GPT2LMHeadModel, typed as nn.Module
+    model.save_pretrained(folder)  # config.json + model.safetensors, as for any real checkpoint
     print(f"trained and saved to {Path(folder).resolve()} in {time.perf_counter() - start:.0f} s")
     for args in (
         ["ingest", folder, "--name", "two-task-gpt2", "--top-k", "8", "--replace"],
