@@ -227,7 +227,7 @@ def test_a_driver_error_reaching_the_cli_is_one_line_with_its_code_and_the_way_o
     def boom(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("neuronmap.service.cli.ingest.delete_model", boom)
+    monkeypatch.setattr("neuronmap.loaders.ingest.weights.delete_model", boom)  # the command imports it on use
     result = CliRunner().invoke(cli, ["drop", "anything"], env=store_env)
     assert result.exit_code == 1 and result.exception is not None
     line = one_line_error(result.output)

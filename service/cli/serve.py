@@ -129,7 +129,12 @@ def jobs() -> None:
 
 @jobs.group(name="add")
 def add() -> None:
-    """Queue a job of one kind; prints its id."""
+    """Queue a job of one kind; prints its id.
+
+    \b
+    neuronmap jobs add cluster mnist-mlp-a --k 12 --shuffles 200
+    neuronmap jobs add importance mnist-mlp-a --partition latest --random-sets 200
+    """
 
 
 def _queue(ctx: click.Context, kind: JobKind, model: str, settings: dict[str, Any]) -> None:
@@ -242,7 +247,11 @@ def list_jobs(ctx: click.Context, limit: int, sweep: str, fmt: str) -> None:
 @format_option()
 @click.pass_context
 def show(ctx: click.Context, job_id: str, fmt: str) -> None:
-    """One job's whole record: settings, status, lease, the task's host:pid, what it wrote or its error."""
+    """One job's whole record: settings, status, lease, the task's host:pid, what it wrote or its error.
+
+    \b
+    neuronmap jobs show job-1a2b3c4d --format json
+    """
     from neuronmap.service.dispatch import JobNotFoundError
     from neuronmap.service.store import jobs as jobs_store
 
@@ -258,7 +267,11 @@ def show(ctx: click.Context, job_id: str, fmt: str) -> None:
 @click.argument("job_id")
 @click.pass_context
 def cancel(ctx: click.Context, job_id: str) -> None:
-    """Cancel a queued job, or stop a running one (its dispatcher cancels the Ray task at its next heartbeat)."""
+    """Cancel a queued job, or stop a running one (its dispatcher cancels the Ray task at its next heartbeat).
+
+    \b
+    neuronmap jobs cancel job-1a2b3c4d
+    """
     from neuronmap.service.dispatch import JobNotFoundError
     from neuronmap.service.store import jobs as jobs_store
 
