@@ -145,7 +145,7 @@ def load_graph(
         arch_name = arch
     graph.meta = ModelMeta(
         arch=arch_name,
-        source=str(path),
+        source=str(path.resolve()),  # absolute: assessments re-load it from any working directory
         sha256=file_sha256(path),
         kernel_norm=kernel_norm,
         fold_batchnorm=fold_batchnorm,

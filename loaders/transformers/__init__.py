@@ -166,7 +166,7 @@ def load_transformer(
     weights, files = read_transformer(path)
     meta = ModelMeta(
         arch=f"transformers:{weights.arch}",
-        source=str(path),
+        source=str(Path(path).resolve()),  # absolute: assessments re-load it from any working directory
         sha256=files.digest,
         family=weights.family.name,
         config=weights.config_json(),

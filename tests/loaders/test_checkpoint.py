@@ -180,6 +180,13 @@ def test_load_graph_from_a_state_dict(digits_state):
     assert graph.meta.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def test_the_source_is_recorded_absolute(digits_state, monkeypatch):
+    _, path = digits_state
+    monkeypatch.chdir(path.parent)  # ingested as a relative path, assessed later from anywhere
+    graph = load_graph(path.name, arch=DIGITS)
+    assert graph.meta.source == str(path.resolve())
+
+
 def test_load_graph_from_safetensors_and_pt2_agree(tmp_path):
     torch.manual_seed(1)
     net = nets.digits_cnn().eval()
