@@ -160,11 +160,12 @@ def key_prefix(family: Family, files: WeightFiles) -> str:
     return f"{prefix}." if saved_with_head else ""
 
 
-def load_bare_model(path: Path, family: Family, files: WeightFiles) -> PreTrainedModel:
-    """The family's bare model filled from the directory's safetensors, in float32; refuses a missing tensor."""
+def load_offline(class_name: str, path: Path) -> tuple[PreTrainedModel, list[str]]:
+    """``transformers.<class_name>`` from the directory's safetensors only (no hub, no remote code), in eval mode and
+    float32, with the sorted names of the tensors the directory lacked."""
     import transformers
 
-    model_class = getattr(transformers, family.base_class)
+    model_class = getattr(transformers, class_name)
     with hub_offline():
         try:
             model, info = model_class.from_pretrained(
@@ -177,9 +178,14 @@ def load_bare_model(path: Path, family: Family, files: WeightFiles) -> PreTraine
         except (OSError, ValueError, RuntimeError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CheckpointError(f"transformers could not load {str(path)!r}: {first}", path=str(path)) from None
-    missing = sorted(info.get("missing_keys") or [])
+    model.eval()
+    return model.to(torch.float32), sorted(info.get("missing_keys") or [])
+
+
+def load_bare_model(path: Path, family: Family, files: WeightFiles) -> PreTrainedModel:
+    """The family's bare model filled from the directory's safetensors, in float32; refuses a missing tensor."""
+    model, missing = load_offline(family.base_class, path)
     if missing:
         prefix = key_prefix(family, files)
         raise MissingTensorError(prefix + missing[0], f"the safetensors of {str(path)!r}", len(missing))
-    model.eval()
-    return model.to(torch.float32)
+    return model

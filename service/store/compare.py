@@ -161,6 +161,14 @@ def compare_partitions(
     second = first if same else resolve_partition(store, model, partition_b, edges=edges)
     rows = run_library_query(store, "compare_partitions", partition_a=first, partition_b=second)
     table, clusters_a, clusters_b = contingency_table(rows)
+    return comparison(first, second, table, clusters_a, clusters_b)
+
+
+def comparison(
+    first: str, second: str, table: np.ndarray, clusters_a: np.ndarray, clusters_b: np.ndarray
+) -> PartitionComparison:
+    """The comparison of two partitions from their contingency table (row −1 / column −1: neurons left out by one
+    side, counted in the table but not in ARI and NMI)."""
     common = table[np.ix_(clusters_a >= 0, clusters_b >= 0)]
     return PartitionComparison(
         partition_a=first,

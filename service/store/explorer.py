@@ -117,11 +117,7 @@ def compare_checkpoints(store: Store, model_a: str, partition_a: str, model_b: s
         The two models' layers differ (names or sizes), so their neurons do not correspond.
     """
     from neuronmap.service.errors import LibraryQueryInputError
-    from neuronmap.service.store.compare import (
-        PartitionComparison,
-        adjusted_rand_index,
-        normalized_mutual_info,
-    )
+    from neuronmap.service.store.compare import comparison
     from neuronmap.service.store.library import resolve_partition
 
     first = resolve_partition(store, model_a, partition_a)
@@ -140,13 +136,4 @@ def compare_checkpoints(store: Store, model_a: str, partition_a: str, model_b: s
     clusters_b, cols = np.unique(labels_b[held], return_inverse=True)
     table = np.zeros((clusters_a.size, clusters_b.size), dtype=np.int64)
     np.add.at(table, (rows, cols), 1)
-    common = table[np.ix_(clusters_a >= 0, clusters_b >= 0)]
-    return PartitionComparison(
-        partition_a=first,
-        partition_b=second,
-        clusters_a=clusters_a,
-        clusters_b=clusters_b,
-        table=table,
-        ari=adjusted_rand_index(common),
-        nmi=normalized_mutual_info(common),
-    )
+    return comparison(first, second, table, clusters_a, clusters_b)
