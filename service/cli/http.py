@@ -89,7 +89,6 @@ def start_http(ctx: click.Context, host: str, port: int, token_file: Path | None
     token = read_token(token_file)
     store = open_store(ctx.obj)
     app = create_app(store, token, writes_open=is_loopback(host))
-    prewarm(store, app.state.cache)
     config = uvicorn.Config(
         app,
         host=host,
@@ -112,6 +111,9 @@ def start_http(ctx: click.Context, host: str, port: int, token_file: Path | None
     if not server.started:
         store.close()
         raise HttpStartError(f"Cannot serve HTTP on {host}:{port}: is the port in use? Pick another with --port.")
+    # Warmed only once the port is ours, and joined before the store closes: a driver closed under a running
+    # query breaks its connection (and would leak the socket).
+    warming = prewarm(store, app.state.cache)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"Explorer and API on http://{shown}:{port}/ (the API's docs: /docs)", highlight=False)
     console.print(write_policy(host, token), highlight=False)
@@ -119,6 +121,7 @@ def start_http(ctx: click.Context, host: str, port: int, token_file: Path | None
     def stop() -> None:
         server.should_exit = True
         thread.join(timeout=10)
+        warming.join(timeout=30)
         store.close()
 
     return stop

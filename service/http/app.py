@@ -171,7 +171,7 @@ def serve_http(
     import uvicorn
 
     app = create_app(store, token, writes_open=is_loopback(host))
-    prewarm(store, app.state.cache)  # the newest partitions' model pages, read while the server starts
+    warming = prewarm(store, app.state.cache)  # the newest partitions' model pages, read while the server starts
     shown = f"[{host}]" if ":" in host else host
     say(f"neuronmap explorer and API on http://{shown}:{port}/ (the API's docs: /docs)")
     say(write_policy(host, token))
@@ -185,3 +185,5 @@ def serve_http(
         raise HttpStartError(
             f"Cannot serve HTTP on {host}:{port}: is the port in use? Pick another with --port."
         ) from None
+    finally:
+        warming.join(timeout=30)  # the caller closes the store next; a driver closed under a query breaks
