@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from neuronmap.options import KernelNorm
 
-LayerKind = Literal["input", "linear", "conv", "residual"]
-Role = Literal["input", "hidden", "output", "residual"]  # "residual": a transformer's residual dims (methods.md §10)
+LayerKind = Literal["input", "linear", "conv", "residual", "attention"]
+# "residual": a transformer's residual dims; "attention": its attention heads, one unit per head (methods.md §10)
+Role = Literal["input", "hidden", "output", "residual", "attention"]
 
 
 class LayerRecord(BaseModel):
@@ -55,6 +56,7 @@ class ModelMeta(BaseModel):
     top_k: int | None = None  # edges kept per (source neuron, downstream block); 0 keeps all
     min_weight: float | None = None  # edges with |w| below this were dropped
     fold_norm: bool | None = None  # mlp-in: the norm's scale γ folded into W_in
+    heads: bool | None = None  # virtual: attention heads are units of the graph (methods.md §10.6)
 
 
 # Blocks at least this big and at most this full are kept sparse (CSR) by the transformer loader and by

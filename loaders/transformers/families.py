@@ -1,4 +1,5 @@
-"""The supported transformer families and what the graphs read from each block: W_in, W_out and the norm's γ.
+"""The supported transformer families and what the graphs read from each block: W_in, W_out and the norm's γ
+(and, for attention heads as units, W_V, W_O and the attention's norm γ_attn).
 
 A family is detected from the config's ``model_type``. Every block gives one ``MlpBlock`` in float32 with the
 maths' orientation (methods.md §10): W_in as d_model × d_mlp, W_out as d_mlp × d_model. HF's ``Conv1D`` (GPT-2)
@@ -9,7 +10,7 @@ never assumed, and the shapes are checked against the config.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 NormKind = Literal["layernorm", "rmsnorm"]
+# Where W_V sits among a projection's outputs: GPT-2's c_attn is [q | k | v], each n_head × d_head; GPT-NeoX's
+# query_key_value is, per head, [q_h, k_h, v_h] (transformers views it as (…, n_head, 3·d_head)); Llama's v_proj
+# is W_V alone, n_kv_head × d_head.
+ValuesLayout = Literal["qkv", "per_head_qkv", "separate"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,11 @@ class Family:
     mlp_norm: str  # the norm the MLP reads, inside a block
     readers: tuple[tuple[str, str], ...]  # (reader name, module path inside a block): the MLP's input projections
     writer: str  # the MLP's output projection, inside a block
+    attention: str = ""  # the attention module, inside a block: the name of its layer of heads
+    attn_norm: str = ""  # the norm the attention reads, inside a block
+    values: str = ""  # the projection holding W_V, inside a block
+    values_layout: ValuesLayout = "separate"  # how ``values`` packs W_V among its outputs
+    attn_writer: str = ""  # the attention's output projection W_O, inside a block
 
     @property
     def gated(self) -> bool:
@@ -44,7 +54,20 @@ class Family:
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
-        Family("gpt2", "GPT2Model", "h", "layernorm", "ln_2", (("in", "mlp.c_fc"),), "mlp.c_proj"),
+        Family(
+            "gpt2",
+            "GPT2Model",
+            "h",
+            "layernorm",
+            "ln_2",
+            (("in", "mlp.c_fc"),),
+            "mlp.c_proj",
+            attention="attn",
+            attn_norm="ln_1",
+            values="attn.c_attn",
+            values_layout="qkv",
+            attn_writer="attn.c_proj",
+        ),
         Family(
             "gpt_neox",
             "GPTNeoXModel",
@@ -53,6 +76,11 @@ FAMILIES: dict[str, Family] = {
             "post_attention_layernorm",
             (("in", "mlp.dense_h_to_4h"),),
             "mlp.dense_4h_to_h",
+            attention="attention",
+            attn_norm="input_layernorm",
+            values="attention.query_key_value",
+            values_layout="per_head_qkv",
+            attn_writer="attention.dense",
         ),
         Family(
             "llama",
@@ -62,6 +90,11 @@ FAMILIES: dict[str, Family] = {
             "post_attention_layernorm",
             (("gate", "mlp.gate_proj"), ("up", "mlp.up_proj")),
             "mlp.down_proj",
+            attention="self_attn",
+            attn_norm="input_layernorm",
+            values="self_attn.v_proj",
+            values_layout="separate",
+            attn_writer="self_attn.o_proj",
         ),
     )
 }
@@ -114,6 +147,28 @@ class MlpBlock:
 
 
 @dataclass(frozen=True)
+class AttentionBlock:
+    """One block's attention as the head formulas read it, in float32 (methods.md §10.6)."""
+
+    index: int  # the block's position, 0 first
+    path: str  # the attention's module path, e.g. "transformer.h.3.attn": the name of its layer of heads
+    norm_path: str  # the norm the attention reads, e.g. "transformer.h.3.ln_1"
+    gamma: torch.Tensor  # (d_model,) γ_attn, the scale of that norm
+    w_v: torch.Tensor  # (d_model, n_kv_head · d_head): KV head g's W_V is columns g·d_head … (g+1)·d_head − 1
+    w_o: torch.Tensor  # (n_head · d_head, d_model): head h's W_O is rows h·d_head … (h+1)·d_head − 1
+    n_head: int
+    n_kv_head: int  # n_head, or fewer with grouped-query attention (query head h reads KV head h // group)
+
+    @property
+    def d_head(self) -> int:
+        return int(self.w_o.shape[0]) // self.n_head
+
+    @property
+    def group(self) -> int:
+        return self.n_head // self.n_kv_head
+
+
+@dataclass(frozen=True)
 class TransformerWeights:
     """What the graphs need from a transformer, block by block, and where it came from."""
 
@@ -122,6 +177,7 @@ class TransformerWeights:
     config: dict[str, Any]
     arch: str  # the model's class, e.g. "GPT2LMHeadModel"
     parallel_residual: bool  # GPT-NeoX's use_parallel_residual (recorded; the MLP→MLP formula is the same)
+    attention: list[AttentionBlock] = field(default_factory=list)  # read only when asked for (heads as units)
 
     @property
     def d_model(self) -> int:
@@ -196,6 +252,51 @@ def _gamma(module: nn.Module, path: str, norm: NormKind, d_model: int) -> torch.
     return _float32(weight, path)
 
 
+def _head_counts(config: Any, d_model: int, where: str) -> tuple[int, int, int]:
+    """(n_head, n_kv_head, d_head) from the config; grouped-query attention needs n_head a multiple of n_kv_head."""
+    n_head = int(config.num_attention_heads)
+    n_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
+    d_head = int(getattr(config, "head_dim", None) or d_model // n_head)
+    if n_kv < 1 or n_head % n_kv:
+        raise UnsupportedTransformerError(where, f"has {n_head} query heads over {n_kv} key/value heads")
+    return n_head, n_kv, d_head
+
+
+def _values(
+    module: nn.Module, path: str, layout: ValuesLayout, d_model: int, heads: tuple[int, int, int]
+) -> torch.Tensor:
+    """W_V of every KV head as (d_model, n_kv_head · d_head), taken out of the projection that packs it."""
+    n_head, n_kv, d_head = heads
+    if layout == "separate":
+        return _projection(module, path, d_model, n_kv * d_head)
+    packed = _projection(module, path, d_model, 3 * n_head * d_head)
+    if layout == "qkv":  # [q | k | v], each head-major
+        return packed[:, 2 * n_head * d_head :].contiguous()
+    return packed.reshape(d_model, n_head, 3, d_head)[:, :, 2, :].reshape(d_model, n_head * d_head)
+
+
+def _attention_block(block: nn.Module, family: Family, where: str, index: int, config: Any) -> AttentionBlock:
+    """W_V, W_O and γ_attn of one block's attention, in float32 and the maths' orientation."""
+    d_model = int(config.hidden_size)
+    heads = _head_counts(config, d_model, where)
+    n_head, n_kv, d_head = heads
+    values = _values(
+        _module(block, family.values, where), f"{where}.{family.values}", family.values_layout, d_model, heads
+    )
+    return AttentionBlock(
+        index=index,
+        path=f"{where}.{family.attention}",
+        norm_path=f"{where}.{family.attn_norm}",
+        gamma=_gamma(_module(block, family.attn_norm, where), f"{where}.{family.attn_norm}", family.norm, d_model),
+        w_v=values,
+        w_o=_projection(
+            _module(block, family.attn_writer, where), f"{where}.{family.attn_writer}", n_head * d_head, d_model
+        ),
+        n_head=n_head,
+        n_kv_head=n_kv,
+    )
+
+
 def _prefix_of(model: nn.Module, base: nn.Module) -> str:
     for name, module in model.named_modules():
         if module is base:
@@ -204,12 +305,18 @@ def _prefix_of(model: nn.Module, base: nn.Module) -> str:
 
 
 def extract(
-    model: PreTrainedModel, family: Family, *, prefix: str | None = None, arch: str | None = None
+    model: PreTrainedModel,
+    family: Family,
+    *,
+    prefix: str | None = None,
+    arch: str | None = None,
+    attention: bool = False,
 ) -> TransformerWeights:
     """Read W_in, W_out and γ of every block of ``model`` (a bare or a head model of ``family``), in float32.
 
     ``prefix`` is put in front of the bare model's module paths in the layer names; by default, the bare model's
     own path inside ``model`` ("transformer." for a GPT2LMHeadModel), so the names are ``model``'s module paths.
+    ``attention`` also reads every block's W_V, W_O and γ_attn (``TransformerWeights.attention``), for heads as units.
     """
     base = model.base_model
     if type(base).__name__ != family.base_class:
@@ -250,9 +357,15 @@ def extract(
                 bias=bias,
             )
         )
+    attention_blocks = [
+        _attention_block(block, family, f"{prefix}{family.layers}.{index}", index, model.config)
+        for index, block in enumerate(blocks_module)
+        if attention
+    ]
     return TransformerWeights(
         family=family,
         blocks=blocks,
+        attention=attention_blocks,
         config=config,
         arch=arch or type(model).__name__,
         parallel_residual=bool(getattr(model.config, "use_parallel_residual", False)) and family.name == "gpt_neox",

@@ -52,7 +52,7 @@ def readers(block: MlpBlock) -> dict[str, torch.Tensor]:
     return {name: block.gamma[:, None] * w for name, w in block.w_in.items()}
 
 
-def _keep(weight: torch.Tensor, top_k: int, min_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+def keep_edges(weight: torch.Tensor, top_k: int, min_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, cols) within the chunk of the kept edges: the top_k largest |w| per row, then |w| ≥ min_weight."""
     magnitude = weight.abs()
     if 0 < top_k < weight.shape[1]:
@@ -91,7 +91,7 @@ def pair_edges(
             weight = torch.hypot(*values.values())
         else:
             (weight,) = values.values()
-        r, c = _keep(weight, top_k, min_weight)
+        r, c = keep_edges(weight, top_k, min_weight)
         rows.append(r + start)
         cols.append(c)
         weights.append(weight[r, c])
