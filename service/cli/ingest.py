@@ -58,10 +58,21 @@ def parse_shape(text: str | None) -> tuple[int, ...] | None:
 
 
 def transformer_options(
-    checkpoint: Path, graph: str | None, top_k: int | None, min_weight: float | None, fold_norm: bool | None
+    checkpoint: Path,
+    graph: str | None,
+    top_k: int | None,
+    min_weight: float | None,
+    fold_norm: bool | None,
+    heads: bool = False,
 ) -> dict[str, object]:
     """The transformer options given, or a one-line refusal when they are given for a model file."""
-    given: dict[str, object] = {"graph": graph, "top_k": top_k, "min_weight": min_weight, "fold_norm": fold_norm}
+    given: dict[str, object] = {
+        "graph": graph,
+        "top_k": top_k,
+        "min_weight": min_weight,
+        "fold_norm": fold_norm,
+        "heads": heads or None,
+    }
     given = {key: value for key, value in given.items() if value is not None}
     if given and not checkpoint.is_dir():
         flags = ", ".join("--" + key.replace("_", "-") for key in given)
@@ -91,7 +102,7 @@ def load_transformer_dir(
     if misplaced:
         raise click.UsageError(
             f"Only model files take {', '.join(misplaced)}; a Hugging Face model directory takes --graph, --top-k, "
-            "--min-weight and --fold-norm."
+            "--min-weight, --fold-norm and --heads."
         )
     return load_transformer(checkpoint, **options)  # type: ignore[arg-type]  # checked by click and check_options
 
@@ -134,6 +145,12 @@ def load_transformer_dir(
     default=None,
     help="Transformers, mlp-in graph: fold the norm's scale γ into W_in first [default: no].",
 )
+@click.option(
+    "--heads",
+    is_flag=True,
+    help="Transformers, virtual graph: a unit per attention head beside the MLP neurons, joined MLP → head and "
+    "head → MLP (methods.md §10.6).",
+)
 @click.option("--replace", is_flag=True, help="Replace a model of the same name.")
 @click.pass_context
 def ingest(
@@ -148,6 +165,7 @@ def ingest(
     top_k: int | None,
     min_weight: float | None,
     fold_norm: bool | None,
+    heads: bool,
     replace: bool,
 ) -> None:
     """Load a model file, or a Hugging Face model directory, and write its neurons and weighted edges into the store.
@@ -157,6 +175,7 @@ def ingest(
     neuronmap ingest cnn.pt2 --name small-cnn       # a torch.export program: no --arch needed
     neuronmap ingest ./gpt2-small/ --name gpt2-a    # save_pretrained's folder: GPT-2, GPT-NeoX/Pythia, Llama
     neuronmap ingest ./llama-tiny/ --name llama-a --graph mlp-in --fold-norm
+    neuronmap ingest ./gpt2-small/ --name gpt2-heads --heads   # attention heads as units too
     """
     from neuronmap.loaders import load_graph
     from neuronmap.loaders.ingest.lease import check_free
@@ -166,7 +185,7 @@ def ingest(
 
     if not checkpoint.exists():
         raise click.ClickException(f"There is no file {str(checkpoint)!r}.")
-    options = transformer_options(checkpoint, graph, top_k, min_weight, fold_norm)
+    options = transformer_options(checkpoint, graph, top_k, min_weight, fold_norm, heads)
     name = check_name(
         name if name is not None else (checkpoint.resolve().name if checkpoint.is_dir() else checkpoint.stem)
     )
@@ -211,13 +230,18 @@ def ingest(
 
 
 def kept_of(graph: ModelGraph) -> str:
-    """ ", the top-32 of 623,040,000 candidate edges" for a sparsified transformer graph; "" otherwise."""
+    """ ", the top-32 of 623,040,000 candidate edges" for a sparsified transformer graph; "" otherwise.
+
+    Every candidate layer pair of a virtual graph has its edge block (empty or not), so the candidates are the
+    blocks' sizes, heads or not.
+    """
     meta = graph.meta
     if meta.graph != "virtual" or meta.top_k is None:
         return ""
-    sizes = [layer.size for layer in graph.layers]
-    candidates = sum(a * b for i, a in enumerate(sizes) for b in sizes[i + 1 :])
+    candidates = sum(int(block.weight.shape[0]) * int(block.weight.shape[1]) for block in graph.blocks)
     rule = f"top-{meta.top_k} per neuron and block" if meta.top_k else "all"
+    if meta.heads:
+        rule += ", heads as units"
     if meta.min_weight:
         rule += f", |w| ≥ {meta.min_weight:g}"
     return f" ({rule}, of {candidates:,} candidate edges)"

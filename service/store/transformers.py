@@ -2,8 +2,9 @@
 fraction C that a transformer partition carries beside its no-structure level 1/k.
 
 - ``block_layers``: ``--layers 3`` (a block's number), ``--layers transformer.h.3`` (its module path) or a range
-  ``2:5`` names blocks; on a virtual graph that is their MLP layers, on an mlp-in graph each block's residual
-  layer and its MLP layer, so ``cluster MODEL --layers BLOCK`` clusters one block as Golechha et al. do.
+  ``2:5`` names blocks; on a virtual graph that is their MLP layers (with heads, each block's heads and its MLP),
+  on an mlp-in graph each block's residual layer and its MLP layer, so ``cluster MODEL --layers BLOCK`` clusters
+  one block as Golechha et al. do.
 - ``record_within_fraction``: C = Σ_c ‖W[rows_c, cols_c]‖²_F / ‖W‖²_F over the partition's edges, stored on the
   (:Partition) as ``within_fraction`` and ``within_fraction_no_structure`` (1/k).
 """
@@ -41,12 +42,13 @@ def is_transformer(store: Store, model: str) -> bool:
 
 
 def _blocks(layers: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
-    """(block path, the block's layer names in order) for each block: its residual layer (mlp-in) and its MLP."""
+    """(block path, the block's layer names in order) for each block: its residual layer (mlp-in) or its heads
+    (virtual with heads), then its MLP."""
     blocks: list[tuple[str, list[str]]] = []
     pending: list[str] = []
     for layer in sorted(layers, key=lambda row: int(row["index"])):
         name = str(layer["name"])
-        if layer.get("role") == "residual":
+        if layer.get("role") in ("residual", "attention"):
             pending.append(name)
         elif name.endswith(".mlp"):
             blocks.append((name.removesuffix(".mlp"), [*pending, name]))
