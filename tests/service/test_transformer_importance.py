@@ -9,10 +9,12 @@ import torch
 
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.transformer.ablation import (
+    _scores,
     ablation_scores,
     intact_scores,
     mean_activations,
     one_at_a_time_scores,
+    scores_with_intact,
 )
 from neuronmap.service.assessment.transformer.importance import (
     TransformerImportanceConfig,
@@ -40,23 +42,57 @@ def _ablations(seed: int, n: int, size: int) -> list[tuple[int, np.ndarray]]:
     return [(int(rng.integers(2)), rng.choice(N_INNER, size, replace=False)) for _ in range(n)]
 
 
+def _rewritten_scores(model, sites, ids, ablations, means):
+    """The definition itself: per ablation, a full forward pass whose hooks set the units' hidden activations to
+    their means (or 0) before the output projection (every part of a joint ablation)."""
+    loss, acc = [], []
+    for ablation in ablations:
+        parts = [ablation] if isinstance(ablation[0], int) else list(ablation)
+        handles = []
+        for block, units in parts:
+
+            def rewrite(module, args, block=block, units=units):
+                h = args[0].clone()
+                h[..., units] = 0.0 if means is None else means[block][units]
+                return (h, *args[1:])
+
+            handles.append(sites.writers[block].register_forward_pre_hook(rewrite))
+        try:
+            with torch.inference_mode():
+                logits = model(input_ids=ids, use_cache=False).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+        l, a = _scores(logits, ids)
+        loss.append(l.double().numpy())
+        acc.append(a.double().numpy())
+    return np.array(loss), np.array(acc)
+
+
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_batched_ablations_equal_one_at_a_time_exactly(family):
     model = tiny_gpt2(1) if family == "gpt2" else tiny_llama(1)
     sites = mlp_sites(model)
     ids = torch.randint(0, VOCAB, (10, 12), generator=torch.Generator().manual_seed(0))
-    ablations = _ablations(0, 9, 5) + [(0, np.array([], dtype=np.int64))]
+    pairs = _ablations(1, 4, 3)
+    joint = [(pairs[0], pairs[1]), ((0, pairs[2][1]), (1, pairs[3][1]))]  # and one across the two blocks
+    ablations = _ablations(0, 9, 5) + joint + [(0, np.array([], dtype=np.int64))]
     with one_thread():
         means = mean_activations(model, sites, ids, batch_size=4)
         for fill in (None, means):
-            batched = ablation_scores(model, sites, ids, ablations, means=fill, batch_size=4, max_rows=24)
+            loss, acc, loss0, acc0 = scores_with_intact(
+                model, sites, ids, ablations, means=fill, batch_size=4, max_rows=24
+            )
             single = one_at_a_time_scores(model, sites, ids, ablations, means=fill, batch_size=4)
-            np.testing.assert_array_equal(batched[0], single[0])
-            np.testing.assert_array_equal(batched[1], single[1])
+            np.testing.assert_array_equal(loss, single[0])
+            np.testing.assert_array_equal(acc, single[1])
+            reference = _rewritten_scores(model, sites, ids, ablations, fill)
+            np.testing.assert_allclose(loss, reference[0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(acc, reference[1])
         intact = intact_scores(model, ids, batch_size=4)
-    np.testing.assert_allclose(batched[0][-1], intact[0], rtol=1e-6)  # an empty set changes nothing
-    assert not np.allclose(batched[0][0], intact[0]), "an ablation changes the loss"
-    # a neuron set to its own mean everywhere is unchanged: ablating a constant neuron by its mean is a no-op
+    np.testing.assert_array_equal(loss0, intact[0])
+    np.testing.assert_array_equal(loss[-1], intact[0])  # an empty set changes nothing
+    assert not np.allclose(loss[0], intact[0]), "an ablation changes the loss"
     assert mlp_sites(model).block_of(sites.weights.blocks[1].path) == 1
 
 

@@ -1,18 +1,28 @@
 """Ablations of MLP neurons: next-token loss and top-1 accuracy with sets of neurons zeroed or set to their mean
 (methods.md §11.2).
 
-An ablation is (block, units). ``ablation_scores`` runs many ablations of one block in one forward pass per batch
-of contexts: the blocks before it run once on the batch, a pre-hook on the block repeats the batch once per
-ablation, and a pre-hook on its output projection rewrites the hidden activations row group by row group,
-``h·keep + fill`` (keep 0 on the ablated units, fill their mean or 0). The model is never copied.
-``one_at_a_time_scores`` is the baseline the tests and ``bench/transformer_importance.py`` compare with.
+An ablation is (block, units). Setting units S of block b's hidden activations h to ``fill`` (their means, or 0)
+changes the MLP's output, and so the block's output y (the residual stream after it), by exactly
+
+    δ = (fill_S − h_S) · W_out[S]          (the output projection is linear and added to the residual)
+
+so the ablated block's output is y + δ, and only the blocks after b see a different input. ``ablation_scores``
+uses this: per batch of contexts it runs the intact model ONCE, keeping every block's output y, its hidden
+activations h and the arguments the model passed to each block; then, for the ablations of block b, it stacks
+y + δ_m for many masks m along the batch dimension and runs only blocks b+1… and the head on them. Nothing before
+the ablation site is recomputed, the intact scores come from the same pass, and the model is never copied.
+
+``one_at_a_time_scores`` is the baseline the tests and ``bench/transformer_importance.py`` compare with: one full
+forward pass per ablation and batch of contexts, with a hook that adds the same δ to block b's output. Both compute
+δ with ``_delta`` on the same values, so they agree bit for bit (the tests also check y + δ against rewriting the
+hidden activations themselves, up to float rounding).
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -22,6 +32,9 @@ from torch import nn
 from neuronmap.service.assessment.transformer.sites import MlpSites
 
 Ablation = tuple[int, np.ndarray]  # (block, units within the block's MLP)
+JointAblation = tuple[Ablation, ...]  # parts ablated together (a pair of sub-clusters in two blocks, --double)
+AnyAblation = Ablation | JointAblation
+OnWork = Callable[[int, int], None]  # (ablation × context pairs done, in all)
 
 
 def _batches(n: int, size: int) -> Iterator[slice]:
@@ -42,36 +55,9 @@ def _repeat(value: Any, rows: int, times: int) -> Any:
     return value
 
 
-@contextlib.contextmanager
-def _rewrite(sites: MlpSites, block: int, keep: torch.Tensor, fill: torch.Tensor, rows: int) -> Iterator[None]:
-    """While open, the batch (``rows`` contexts) is repeated once per row of ``keep`` as it enters ``block``, and the
-    block's hidden activations h (M·rows, T, d_mlp) become h·keep[m] + fill[m] for row group m."""
-    times = keep.shape[0]
-
-    def expand(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if args:
-            hidden = args[0].repeat(times, *([1] * (args[0].dim() - 1)))
-            args = (hidden, *(_repeat(a, rows, times) for a in args[1:]))
-        else:
-            kwargs = {**kwargs, "hidden_states": kwargs["hidden_states"].repeat(times, 1, 1)}
-        return args, {
-            key: _repeat(value, rows, times) if key != "hidden_states" else value for key, value in kwargs.items()
-        }
-
-    def rewrite(module: nn.Module, args: tuple[Any, ...]) -> Any:
-        h = args[0]
-        out = torch.addcmul(fill[:, None, None, :], h.reshape(times, rows, *h.shape[1:]), keep[:, None, None, :])
-        return (out.reshape(h.shape), *args[1:])
-
-    handles = [
-        sites.blocks[block].register_forward_pre_hook(expand, with_kwargs=True),
-        sites.writers[block].register_forward_pre_hook(rewrite),
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+def _hidden_of(output: Any) -> torch.Tensor:
+    """A block's output hidden states (transformers ≥ 5 returns the tensor, older versions a tuple)."""
+    return output[0] if isinstance(output, tuple) else output
 
 
 def _scores(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,15 +68,235 @@ def _scores(logits: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torc
     return loss.reshape(target.shape).mean(dim=1), correct.mean(dim=1)
 
 
-def _edit(
-    units: Sequence[np.ndarray], d_mlp: int, mean: torch.Tensor | None, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(keep, fill), each (M, d_mlp), for M ablations of one block."""
-    keep = torch.ones(len(units), d_mlp, device=device)
-    for row, u in enumerate(units):
-        keep[row, torch.as_tensor(np.asarray(u, dtype=np.int64), device=device)] = 0.0
-    fill = (1.0 - keep) * mean.to(device) if mean is not None else torch.zeros_like(keep)
-    return keep, fill
+def _delta(hidden: torch.Tensor, units: torch.Tensor, fill: torch.Tensor | None, w_out: torch.Tensor) -> torch.Tensor:
+    """(rows, L, d_model): how setting ``units`` of ``hidden`` (rows, L, d_mlp) to ``fill`` (or 0) moves the block's
+    output, (fill_S − h_S) · W_out[S]."""
+    h = hidden.index_select(-1, units)
+    change = fill.index_select(0, units) - h if fill is not None else -h
+    return change @ w_out.index_select(0, units)
+
+
+@dataclass
+class _Intact:
+    """One batch of contexts through the intact model: per block, what the model passed it, its output and its MLP's
+    hidden activations; and the intact scores."""
+
+    inputs: list[tuple[tuple[Any, ...], dict[str, Any]]]
+    outputs: list[torch.Tensor]
+    hidden: list[torch.Tensor]
+    loss: torch.Tensor
+    accuracy: torch.Tensor
+
+
+def _run_intact(model: nn.Module, sites: MlpSites, batch: torch.Tensor) -> _Intact:
+    n = sites.n_blocks
+    inputs: list[Any] = [None] * n
+    outputs: list[Any] = [None] * n
+    hidden: list[Any] = [None] * n
+    handles = []
+    for b in range(n):
+
+        def enter(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], b: int = b) -> None:
+            inputs[b] = (args, kwargs)
+
+        def leave(module: nn.Module, args: tuple[Any, ...], output: Any, b: int = b) -> None:
+            outputs[b] = _hidden_of(output)
+
+        def read(module: nn.Module, args: tuple[Any, ...], b: int = b) -> None:
+            hidden[b] = args[0]
+
+        handles += [
+            sites.blocks[b].register_forward_pre_hook(enter, with_kwargs=True),
+            sites.blocks[b].register_forward_hook(leave),
+            sites.writers[b].register_forward_pre_hook(read),
+        ]
+    try:
+        logits = model(input_ids=batch, use_cache=False).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    loss, acc = _scores(logits, batch)
+    return _Intact(inputs, outputs, hidden, loss, acc)
+
+
+def _after(
+    sites: MlpSites,
+    intact: _Intact,
+    block: int,
+    x: torch.Tensor,
+    rows: int,
+    later: Sequence[dict[int, torch.Tensor]],
+    fills: dict[int, torch.Tensor | None],
+) -> torch.Tensor:
+    """The logits of (times·rows, L, d_model) hidden states leaving ``block``: the later blocks, the norm, the head.
+    ``later[j]``: the parts of group j's ablation in later blocks (a joint ablation's), patched as they run."""
+    times = x.shape[0] // rows
+    for b in range(block + 1, sites.n_blocks):
+        args, kwargs = intact.inputs[b]
+        rest = tuple(_repeat(a, rows, times) for a in args[1:])
+        others = {k: _repeat(v, rows, times) for k, v in kwargs.items() if k != "hidden_states"}
+        units = [parts.get(b) for parts in later]
+        handles = _patch(sites, b, units, fills[b]) if any(u is not None for u in units) else []
+        try:
+            x = _hidden_of(sites.blocks[b](x, *rest, **others) if args else sites.blocks[b](hidden_states=x, **others))
+        finally:
+            for handle in handles:
+                handle.remove()
+    return sites.head(sites.final_norm(x))
+
+
+def default_rows(device: torch.device, batch_size: int) -> int:
+    """Rows per pass by device: on a CPU, one batch of contexts (the matrix products are already compute-bound there,
+    and larger passes only spill the caches: measured in ``bench/transformer_importance.py``); on a GPU, 1024, so
+    many masks fill one launch."""
+    return batch_size if device.type == "cpu" else max(batch_size, 1024)
+
+
+def _parts(ablation: AnyAblation, device: torch.device) -> dict[int, torch.Tensor]:
+    """Block → units of one ablation, blocks in order (a joint ablation's parts in one block are merged)."""
+    pairs = [ablation] if isinstance(ablation[0], (int, np.integer)) else list(ablation)
+    merged: dict[int, np.ndarray] = {}
+    for block, units in cast(list[Ablation], pairs):
+        u = np.asarray(units, dtype=np.int64)
+        merged[int(block)] = np.union1d(merged[int(block)], u) if int(block) in merged else u
+    return {b: torch.as_tensor(merged[b], device=device) for b in sorted(merged)}
+
+
+def _fills(sites: MlpSites, means: dict[int, torch.Tensor] | None, dtype: torch.dtype, device: torch.device) -> Any:
+    if means is None:
+        return dict.fromkeys(range(sites.n_blocks))
+    return {b: m.to(device=device, dtype=dtype) for b, m in means.items()}
+
+
+@torch.inference_mode()
+def scores_with_intact(
+    model: nn.Module,
+    sites: MlpSites,
+    ids: torch.Tensor,
+    ablations: Sequence[AnyAblation],
+    *,
+    means: dict[int, torch.Tensor] | None = None,
+    batch_size: int = 64,
+    max_rows: int = 0,
+    on_work: OnWork | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``ablation_scores`` and the intact model's (loss, accuracy) per context, from the same passes."""
+    device = _device(model)
+    n, m = ids.shape[0], len(ablations)
+    loss, acc = np.empty((m, n)), np.empty((m, n))
+    loss0, acc0 = np.empty(n), np.empty(n)
+    batch_size = min(batch_size, n)
+    max_rows = max_rows or default_rows(device, batch_size)
+    parts = [_parts(a, device) for a in ablations]
+    first = [min(p) for p in parts]  # the site the pass starts after; a joint ablation's later parts are patched
+    weights = {b: sites.writer_weight(b) for b in set(first)}
+    fills = _fills(sites, means, next(model.parameters()).dtype, device)
+    by_block = {b: [i for i, c in enumerate(first) if c == b] for b in sorted(weights)}
+    done = 0
+    for rows in _batches(n, batch_size):
+        batch = ids[rows].to(device)
+        k = batch.shape[0]
+        intact = _run_intact(model, sites, batch)
+        loss0[rows], acc0[rows] = intact.loss.double().cpu().numpy(), intact.accuracy.double().cpu().numpy()
+        group = max(1, max_rows // k)
+        for block, members in by_block.items():
+            y, h, w, fill = intact.outputs[block], intact.hidden[block], weights[block], fills[block]
+            for start in range(0, len(members), group):
+                chunk = members[start : start + group]
+                x = torch.stack([y + _delta(h, parts[i][block], fill, w) for i in chunk]).flatten(0, 1)
+                later = [{b: u for b, u in parts[i].items() if b != block} for i in chunk]
+                l, a = _scores(_after(sites, intact, block, x, k, later, fills), batch.repeat(len(chunk), 1))
+                loss[chunk, rows] = l.reshape(len(chunk), k).double().cpu().numpy()
+                acc[chunk, rows] = a.reshape(len(chunk), k).double().cpu().numpy()
+                done += len(chunk) * k
+                if on_work is not None:
+                    on_work(done, m * n)
+    return loss, acc, loss0, acc0
+
+
+def ablation_scores(
+    model: nn.Module,
+    sites: MlpSites,
+    ids: torch.Tensor,
+    ablations: Sequence[AnyAblation],
+    *,
+    means: dict[int, torch.Tensor] | None = None,
+    batch_size: int = 64,
+    max_rows: int = 0,
+    on_work: OnWork | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss, accuracy), each (n_ablations, n_contexts): every ablation on every context.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The causal LM, in eval mode; it is not copied or changed (the hooks are removed on return).
+    sites : MlpSites
+    ids : torch.Tensor of shape (n_contexts, L)
+    ablations : sequence of (block, units), or of tuples of them (parts ablated together)
+    means : dict of block → (d_mlp,), optional
+        Mean ablation: the ablated units take these values; None: zero ablation.
+    batch_size : int
+        Contexts per batch: the intact model runs once per batch, and its per-block states are kept meanwhile.
+    max_rows : int
+        Rows (ablations × contexts) per pass through the blocks after the site: ``max_rows // batch_size``
+        ablations share one pass (at least one); 0: ``default_rows``.
+    on_work : callable, optional
+        Called with (ablation × context pairs done, in all) after each pass.
+    """
+    loss, acc, _, _ = scores_with_intact(
+        model, sites, ids, ablations, means=means, batch_size=batch_size, max_rows=max_rows, on_work=on_work
+    )
+    return loss, acc
+
+
+def _patch(sites: MlpSites, block: int, units: Sequence[torch.Tensor | None], fill: torch.Tensor | None) -> list[Any]:
+    """Hooks that add δ to ``block``'s output, from the hidden activations of the same pass: the rows are
+    ``len(units)`` equal groups, group j ablating ``units[j]`` (None: none). The caller removes them."""
+    seen: list[torch.Tensor] = []
+    w = sites.writer_weight(block)
+
+    def read(module: nn.Module, args: tuple[Any, ...]) -> None:
+        seen.append(args[0])
+
+    def patch(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+        h, y = seen.pop(), _hidden_of(output)
+        groups = h.reshape(len(units), -1, *h.shape[1:])
+        zero = torch.zeros_like(y[: groups.shape[1]])
+        delta = [zero if u is None else _delta(g, u, fill, w) for g, u in zip(groups, units)]
+        y = y + torch.stack(delta).flatten(0, 1)
+        return (y, *output[1:]) if isinstance(output, tuple) else y
+
+    return [sites.writers[block].register_forward_pre_hook(read), sites.blocks[block].register_forward_hook(patch)]
+
+
+@torch.inference_mode()
+def one_at_a_time_scores(
+    model: nn.Module,
+    sites: MlpSites,
+    ids: torch.Tensor,
+    ablations: Sequence[AnyAblation],
+    *,
+    means: dict[int, torch.Tensor] | None = None,
+    batch_size: int = 64,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline: one full forward pass per ablation and batch of contexts, a hook adding δ to the ablated
+    block's output (from the hidden activations of the same pass)."""
+    device = _device(model)
+    n, m = ids.shape[0], len(ablations)
+    loss, acc = np.empty((m, n)), np.empty((m, n))
+    fills = _fills(sites, means, next(model.parameters()).dtype, device)
+    for i, ablation in enumerate(ablations):
+        handles = [h for b, u in _parts(ablation, device).items() for h in _patch(sites, b, [u], fills[b])]
+        try:
+            for rows in _batches(n, batch_size):
+                batch = ids[rows].to(device)
+                l, a = _scores(model(input_ids=batch, use_cache=False).logits, batch)
+                loss[i, rows], acc[i, rows] = l.double().cpu().numpy(), a.double().cpu().numpy()
+        finally:
+            for handle in handles:
+                handle.remove()
+    return loss, acc
 
 
 @torch.inference_mode()
@@ -99,7 +305,7 @@ def intact_scores(model: nn.Module, ids: torch.Tensor, *, batch_size: int = 64) 
     device, loss, acc = _device(model), [], []
     for rows in _batches(ids.shape[0], batch_size):
         batch = ids[rows].to(device)
-        l, a = _scores(model(input_ids=batch).logits, batch)
+        l, a = _scores(model(input_ids=batch, use_cache=False).logits, batch)
         loss.append(l.cpu())
         acc.append(a.cpu())
     return torch.cat(loss).double().numpy(), torch.cat(acc).double().numpy()
@@ -121,77 +327,9 @@ def mean_activations(
     try:
         device = _device(model)
         for rows in _batches(ids.shape[0], batch_size):
-            model(input_ids=ids[rows].to(device))
+            model(input_ids=ids[rows].to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
     n = ids.numel()
     return {b: (s / n).float() for b, s in sums.items()}
-
-
-@torch.inference_mode()
-def ablation_scores(
-    model: nn.Module,
-    sites: MlpSites,
-    ids: torch.Tensor,
-    ablations: Sequence[Ablation],
-    *,
-    means: dict[int, torch.Tensor] | None = None,
-    batch_size: int = 64,
-    max_rows: int = 512,
-    on_chunk: Callable[[int], None] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(loss, accuracy), each (n_ablations, n_contexts): every ablation on every context.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The causal LM, in eval mode; it is not copied or changed (the hooks are removed on return).
-    sites : MlpSites
-    ids : torch.Tensor of shape (n_contexts, L)
-    ablations : sequence of (block, units)
-    means : dict of block → (d_mlp,), optional
-        Mean ablation: the ablated units take these values; None: zero ablation.
-    batch_size : int
-        Contexts per batch.
-    max_rows : int
-        Rows per forward pass: ``max_rows // batch_size`` ablations share one pass (at least one).
-    on_chunk : callable, optional
-        Called with the number of ablations done after each group.
-    """
-    device = _device(model)
-    n, m = ids.shape[0], len(ablations)
-    loss = np.empty((m, n))
-    acc = np.empty((m, n))
-    batch_size = min(batch_size, n)
-    group = max(1, max_rows // batch_size)
-    for block in sorted({b for b, _ in ablations}):
-        rows_of_block = [i for i, (b, _) in enumerate(ablations) if b == block]
-        for start in range(0, len(rows_of_block), group):
-            chunk = rows_of_block[start : start + group]
-            mean = means[block] if means is not None else None
-            keep, fill = _edit([ablations[i][1] for i in chunk], sites.d_mlp(block), mean, device)
-            for rows in _batches(n, batch_size):
-                batch = ids[rows].to(device)
-                k = batch.shape[0]
-                with _rewrite(sites, block, keep, fill, k):
-                    logits = model(input_ids=batch).logits
-                l, a = _scores(logits, batch.repeat(len(chunk), 1))
-                loss[chunk, rows] = l.reshape(len(chunk), k).double().cpu().numpy()
-                acc[chunk, rows] = a.reshape(len(chunk), k).double().cpu().numpy()
-            if on_chunk is not None:
-                on_chunk(len(chunk))
-    return loss, acc
-
-
-def one_at_a_time_scores(
-    model: nn.Module,
-    sites: MlpSites,
-    ids: torch.Tensor,
-    ablations: Sequence[Ablation],
-    *,
-    means: dict[int, torch.Tensor] | None = None,
-    batch_size: int = 64,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The baseline: one forward pass per ablation and batch of contexts (``ablation_scores`` with one per pass)."""
-    return ablation_scores(model, sites, ids, ablations, means=means, batch_size=batch_size, max_rows=1)

@@ -116,14 +116,6 @@ class TokenCoherenceResult(BriefRepr, SubclusterTable, BaseModel):
 # -- token scores ----------------------------------------------------------------------------------------------------
 
 
-def _final_norm(model: nn.Module) -> nn.Module:
-    base = getattr(model, "base_model", model)
-    for name in ("ln_f", "final_layer_norm", "norm"):
-        if isinstance(getattr(base, name, None), nn.Module):
-            return getattr(base, name)
-    raise AttributeError(f"{type(model).__name__} has no final norm where its family keeps it")
-
-
 def _embedding(model: nn.Module, getter: str) -> torch.Tensor:
     """The (vocab, d_model) weight of the model's input or output embedding, float32 on the CPU."""
     module = getattr(model, getter)()
@@ -138,7 +130,7 @@ def _centred(x: torch.Tensor, sites: MlpSites) -> torch.Tensor:
 @torch.no_grad()
 def logit_scores(model: nn.Module, sites: MlpSites, block: int) -> torch.Tensor:
     """(d_mlp, vocab): each neuron's direct effect on the logits, W_out[i] · diag(γ_f) · W_U (methods.md §11.3)."""
-    weight = _final_norm(model).weight
+    weight = sites.final_norm.weight
     assert isinstance(weight, torch.Tensor)
     gamma = weight.detach().float().cpu()
     unembed = _embedding(model, "get_output_embeddings")

@@ -22,9 +22,8 @@ from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets
 from neuronmap.service.assessment.transformer.ablation import (
     Ablation,
-    ablation_scores,
-    intact_scores,
     mean_activations,
+    scores_with_intact,
 )
 from neuronmap.service.assessment.transformer.sites import MlpSites, mlp_sites
 from neuronmap.service.stats import (
@@ -52,7 +51,7 @@ class TransformerImportanceConfig(BaseModel):
     small_size: int = Field(default=12, ge=0)  # the taxonomy's "small"
     min_increase: float = Field(default=0.01, ge=0.0)  # the taxonomy's "diff": loss rises by at least this (nats)
     batch_size: int = Field(default=64, ge=1)  # contexts per batch
-    max_rows: int = Field(default=1024, ge=1)  # rows per forward pass: ablations × contexts
+    max_rows: int = Field(default=0, ge=0)  # rows per pass after the site, ablations × contexts (0: by device)
 
 
 class SubClusterAblation(BaseModel):
@@ -295,16 +294,12 @@ def assess_transformer_importance(
     blocks = [sites.block_of(sub.layer_name) for sub in subclusters]
     ablations, spans = plan_ablations(subclusters, blocks, pools, config.n_null, config.random_state)
     means = mean_activations(model, sites, train, batch_size=config.batch_size) if config.ablation == "mean" else None
-    loss0, acc0 = intact_scores(model, test, batch_size=config.batch_size)
     on_progress("ablations", 0, len(ablations))
-    done = 0
 
-    def advance(k: int) -> None:
-        nonlocal done
-        done += k
-        on_progress("ablations", done, len(ablations))
+    def advance(done: int, total: int) -> None:
+        on_progress("ablations", done * len(ablations) // total, len(ablations))
 
-    loss, acc = ablation_scores(
+    loss, acc, loss0, acc0 = scores_with_intact(
         model,
         sites,
         test,
@@ -312,7 +307,7 @@ def assess_transformer_importance(
         means=means,
         batch_size=config.batch_size,
         max_rows=config.max_rows,
-        on_chunk=advance,
+        on_work=advance,
     )
     task = None if task_test is None else task_test.cpu().numpy()
     n_tasks = len(task_names) if task is not None else 0

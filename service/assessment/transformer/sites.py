@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+import torch
 from torch import nn
 
 from neuronmap.loaders.transformers import TransformerWeights, transformer_weights
@@ -21,7 +22,9 @@ class MlpSites:
 
     weights: TransformerWeights
     writers: list[nn.Module]  # block i's output projection (c_proj, down_proj, dense_4h_to_h)
-    blocks: list[nn.Module]  # block i itself: ablations of block i share the blocks before it (run once)
+    blocks: list[nn.Module]  # block i itself: ablations of block i re-run only the blocks after it
+    final_norm: nn.Module  # the norm in front of the LM head (ln_f, final_layer_norm, norm)
+    head: nn.Module  # the LM head: logits = head(final_norm(last block's output))
 
     @property
     def n_blocks(self) -> int:
@@ -29,6 +32,13 @@ class MlpSites:
 
     def d_mlp(self, block: int) -> int:
         return self.weights.blocks[block].d_mlp
+
+    def writer_weight(self, block: int) -> torch.Tensor:
+        """(d_mlp, d_model): block ``block``'s output projection as ``out = h @ W + b``, in the model's dtype and on its
+        device (a view of the live weight: GPT-2's Conv1D keeps it so, ``nn.Linear`` transposed)."""
+        weight = self.writers[block].weight
+        assert isinstance(weight, torch.Tensor)
+        return weight.detach().T if isinstance(self.writers[block], nn.Linear) else weight.detach()
 
     def block_of(self, layer_name: str) -> int:
         """The block whose MLP a stored layer is, by the layer's name (its module path, with or without the head
@@ -42,6 +52,15 @@ class MlpSites:
             f"({self.weights.blocks[0].path} … {self.weights.blocks[-1].path}); "
             "pass the model the graph was built from."
         )
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The norm in front of a language model's head, where its family keeps it."""
+    base = getattr(model, "base_model", model)
+    for name in ("ln_f", "final_layer_norm", "norm"):
+        if isinstance(getattr(base, name, None), nn.Module):
+            return cast(nn.Module, getattr(base, name))
+    raise AssessmentInputError(f"{type(model).__name__} has no final norm where its family keeps it (ln_f, norm).")
 
 
 def mlp_sites(model: nn.Module) -> MlpSites:
@@ -59,4 +78,6 @@ def mlp_sites(model: nn.Module) -> MlpSites:
         weights=weights,
         writers=[block.get_submodule(weights.family.writer) for block in blocks],
         blocks=list(blocks),
+        final_norm=final_norm(model),
+        head=head(),
     )
