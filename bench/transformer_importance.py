@@ -140,7 +140,7 @@ def main() -> None:
         seconds = _time(lambda rows=rows: ablation_scores(lm, sites, ids, rows, max_rows=args.max_rows, **options))
         per_block.append([f"batched, ablations in block {block}", f"{1000 * seconds / len(rows):.1f}"])
     per_single = best_single / m * 1000
-    max_rows = args.max_rows or default_rows(torch.device(args.device), min(args.batch_size, n_ctx))
+    max_rows = args.max_rows or default_rows(torch.device(args.device), min(args.batch_size, n_ctx), length)
     print(
         f"{len(subs)} sub-clusters, {m} ablations, {n_ctx} contexts of {length} tokens on {args.device} "
         f"({torch.get_num_threads()} threads); batched timed on {len(batched_set)}, one at a time on "

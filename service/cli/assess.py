@@ -120,8 +120,12 @@ def importance(
     options: dict[str, Any] = {"parity": True} if parity else {}
     with store_from(ctx) as store, progress() as bar:
         if _transformer(store, model, dataset, "importance"):
-            if double or parity:
-                raise click.BadParameter("is not available for transformers yet.", param_hint="--double/--parity")
+            if parity:
+                raise click.BadParameter(
+                    "is the reference's choices for classifiers (balanced accuracy); transformers are scored by "
+                    "next-token loss.",
+                    param_hint="--parity",
+                )
             from neuronmap.service.cli.assess_transformer import transformer_importance
 
             used = transformer_importance(
@@ -138,6 +142,7 @@ def importance(
                 seed=seed,
                 device=device or ctx.obj.device,
                 edges=edges,
+                double=double,
             )
             _say_resolved(model, partition, used.partition, edges)
             return

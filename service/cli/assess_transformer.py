@@ -30,11 +30,18 @@ def is_token_data(spec: str) -> bool:
     return spec.startswith(TOKEN_DATA_PREFIXES) or spec == "two-task"
 
 
-def transformer_importance(store: Any, bar: Any, model: str, partition: str, fmt: str, **options: Any) -> Any:
-    """Run and print the ablation test; returns the result."""
-    from neuronmap.service.runs.transformer_assessment import run_transformer_importance
+def transformer_importance(
+    store: Any, bar: Any, model: str, partition: str, fmt: str, *, double: bool = False, **options: Any
+) -> Any:
+    """Run and print the ablation test (and, with ``double``, the double-ablation test); returns the result."""
+    from neuronmap.service.runs.transformer_assessment import run_transformer_double, run_transformer_importance
 
     result = run_transformer_importance(store, model, partition, on_progress=StageBars(bar), **options)
+    pairs = None
+    if double:  # the partition just assessed, even if a partition is written meanwhile; N = 50 as the MLPs'
+        pairs = run_transformer_double(
+            store, model, result.partition, on_progress=StageBars(bar), **{**options, "n_null": 50}
+        )
     rows = [s.model_dump() for s in result.subclusters]
     if fmt != "table":
         emit(rows, _IMPORTANCE_COLUMNS, fmt)
@@ -50,6 +57,11 @@ def transformer_importance(store: Any, bar: Any, model: str, partition: str, fmt
         + (f", per task {result.n_important_task}" if result.task_names else "")
         + f"; network: Fisher p = {_g(result.fisher_p)}. Stored as {result.assessment}."
     )
+    if pairs is not None:
+        console.print(
+            f"double ablations: {len(pairs.pairs)} pairs; Fisher p (super-additive loss) = {_g(pairs.fisher_p)}, "
+            f"χ² p = {_g(pairs.chi2_p)}. Stored as {pairs.assessment}."
+        )
     return result
 
 

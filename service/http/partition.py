@@ -11,6 +11,7 @@ from neuronmap.errors import NeuronmapError
 from neuronmap.service.http import figures
 from neuronmap.service.http.cache import PartitionCache
 from neuronmap.service.http.markup import esc, link, plot, shell, table
+from neuronmap.service.http.tokens import token_tables
 from neuronmap.service.store import admin, explorer
 from neuronmap.service.store.assessments import latest_assessment
 from neuronmap.service.store.library import WEIGHT, graph_name, library_query, run_library_query
@@ -166,6 +167,7 @@ def render_partition(store: Store, partition: str, *, static: bool = False, cach
         adjacency,
         *_assessment_plots(store, partition, model),
         *_coherence_section(store, partition),
+        *token_tables(store, partition),
         "<h2>module cohesion</h2>",
         _ncut_terms(stats, cohesion),
         table(cohesion, library_query("module_cohesion").columns, sortable=True),

@@ -23,6 +23,7 @@ from neuronmap.service.assessment.transformer.coherence import (
     TokenMethod,
     assess_token_coherence,
 )
+from neuronmap.service.assessment.transformer.double import TransformerDoubleResult, assess_transformer_double
 from neuronmap.service.assessment.transformer.importance import (
     TransformerImportanceConfig,
     TransformerImportanceResult,
@@ -82,13 +83,28 @@ def record(
     *,
     write: bool,
 ) -> None:
-    """Name the result's model and partition and, with ``write``, store it with one SCORED row per sub-cluster."""
+    """Name the result's model and partition and, with ``write``, store it with one SCORED row per sub-cluster (or,
+    for double ablations, one INTERACTS row per pair)."""
     result.model, result.partition = layout.model, layout.partition
     if not write:
         return
     settings = {f"config_{k}": v for k, v in config.model_dump().items() if k not in _STORED_AS_RESULT}
+    props = {**result.stored_properties(), **settings}
+    if isinstance(result, TransformerDoubleResult):
+        pairs = [
+            {
+                "cluster_a": p.cluster_a,
+                "layer_a": p.layer_a,
+                "cluster_b": p.cluster_b,
+                "layer_b": p.layer_b,
+                "stats": p.stored_properties(),
+            }
+            for p in result.pairs
+        ]
+        result.assessment = write_assessment(store, layout, method, props, [], interactions=pairs)
+        return
     scores = [{"cluster": s.cluster, "layer": s.layer, "stats": s.stored_properties()} for s in result.subclusters]
-    result.assessment = write_assessment(store, layout, method, {**result.stored_properties(), **settings}, scores)
+    result.assessment = write_assessment(store, layout, method, props, scores)
 
 
 def run_transformer_importance(
@@ -169,6 +185,63 @@ def run_transformer_importance(
         on_progress=on_progress,
     )
     record(store, pulled.layout, result, config, "importance", write=write)
+    return result
+
+
+def run_transformer_double(
+    store: Store,
+    model: str,
+    partition: str = "latest",
+    *,
+    data: str = "two-task",
+    n_null: int = 50,
+    ablation: AblationMethod = "mean",
+    context: int = 128,
+    heldout: float = 0.2,
+    seed: int = 0,
+    device: str = "auto",
+    same_block: bool = True,
+    on_progress: Progress | None = None,
+    write: bool = True,
+    edges: str = "weight",
+    module: nn.Module | None = None,
+    **options: Any,
+) -> TransformerDoubleResult:
+    """The double-ablation interaction test of a stored transformer partition (methods.md §5.8, §11.2), stored as an
+    ``importance_pairs`` assessment with ``(:SubCluster)-[:INTERACTS]->(:SubCluster)`` per pair, as the MLPs' is.
+
+    Parameters are ``run_transformer_importance``'s (default ``n_null=50``, as the MLPs'), plus ``same_block``
+    (also test pairs within one block). Stages reported: ``"load"`` and ``"double ablations"``.
+    """
+    progress = on_progress or no_progress
+    config = TransformerImportanceConfig(
+        dataset=data, n_null=n_null, ablation=ablation, random_state=seed, device=device, **options
+    )
+    progress("load", 0, 1)
+    pulled = pull_language_model(
+        store,
+        model,
+        partition,
+        data=data,
+        device=device,
+        context=context,
+        heldout=heldout,
+        seed=seed,
+        edges=edges,
+        module=module,
+    )
+    progress("load", 1, 1)
+    result = assess_transformer_double(
+        pulled.model,
+        pulled.data.train,
+        pulled.data.test,
+        pulled.layout.subclusters,
+        pulled.layout.pools,
+        config,
+        same_block=same_block,
+        on_progress=progress,
+    )
+    record(store, pulled.layout, result, config, "importance_pairs", write=write)
     return result
 
 

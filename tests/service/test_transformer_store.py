@@ -3,6 +3,7 @@ ingested, partitioned into its halves, assessed from its directory and read back
 
 from __future__ import annotations
 
+import html
 import json
 
 import numpy as np
@@ -11,8 +12,9 @@ import pytest
 from neuronmap.loaders.ingest.weights import ingest
 from neuronmap.loaders.transformers import graph_from_transformer, load_transformer
 from neuronmap.service.errors import SourceUnavailableError
+from neuronmap.service.http.export import export_partition_page
 from neuronmap.service.runs.transformer_assessment import run_transformer_coherence, run_transformer_importance
-from neuronmap.service.store.assessments import read_assessment
+from neuronmap.service.store.assessments import latest_assessment, read_assessment
 from neuronmap.service.store.library import run_library_query
 from neuronmap.service.store.writeback import write_partition
 from tests.loaders.test_tokens import _word_tokenizer
@@ -62,11 +64,11 @@ def test_importance_round_trips_and_important_modules_reads_it(store, model_id, 
     }
 
 
-def test_coherence_round_trips_one_assessment_per_method(store, model_id, planted_dir):
+def test_coherence_round_trips_one_assessment_per_method(store, model_id, planted_dir, tmp_path):
     planted, path = planted_dir
     graph = load_transformer(path, top_k=8)
     ingest(store, model_id, graph)
-    _partition(store, model_id, graph, planted.halves)
+    partition = _partition(store, model_id, graph, planted.halves)
     with one_thread():
         results = run_transformer_coherence(
             store,
@@ -97,6 +99,16 @@ def test_coherence_round_trips_one_assessment_per_method(store, model_id, plante
     logits = list(run_library_query(store, "coherent_modules", model=model_id, method="coherence_logits", alpha=1.0))
     assert {r["assessment"] for r in logits} == {results[1].assessment}
     assert len(logits) == sum(sub.p_adjusted < 1.0 for sub in results[1].subclusters)
+    page = export_partition_page(store, model_id, partition, tmp_path / "report.html").read_text()  # as in `report`
+    section = page.split("<h2 id='tokens'>", 1)[1].split("<h2>", 1)[0]
+    assert section.count("<h3>") == 2 * N_BLOCKS  # a table per sub-cluster
+    for sub in results[1].subclusters:  # its output tokens, input tokens and example windows, in its own table
+        table = section.split(f"module {sub.cluster} · {sub.layer_name} ", 1)[1].split("</table>", 1)[0]
+        assert all(f"<code>{html.escape(t)}</code>" in table for t in sub.top_tokens[:12])
+        inputs = next(r for r in results[2].subclusters if (r.layer_name, r.cluster) == (sub.layer_name, sub.cluster))
+        assert all(f"<code>{html.escape(t)}</code>" in table for t in inputs.top_tokens[:12])
+        examples = next(r for r in results[0].subclusters if (r.layer_name, r.cluster) == (sub.layer_name, sub.cluster))
+        assert table.count("example window") == min(5, len(examples.windows)) > 0
 
 
 def test_a_model_from_memory_needs_its_module(store, model_id):
@@ -127,16 +139,23 @@ def test_the_cli_assesses_a_transformer_on_text_read_with_its_tokenizer(store, m
     planted, path = planted_dir
     graph = load_transformer(path, top_k=8)
     ingest(store, model_id, graph)
-    _partition(store, model_id, graph, planted.halves)
+    partition = _partition(store, model_id, graph, planted.halves)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "a.txt").write_text("the cat sat on the mat and the dog sat on the cat " * 30)
     common = ["--data", f"text:{corpus}", "--context", "12", "--random-sets", "9", "--format", "json"]
     with one_thread():
-        result = run("importance", model_id, "--ablation", "zero", *common)
+        result = run("importance", model_id, "--ablation", "zero", "--double", *common)
         assert result.exit_code == 0, result.output
         rows = json.loads(result.stdout)
         assert len(rows) == 2 * N_BLOCKS and {"delta_loss", "p_value", "category"} <= set(rows[0])
+        summary, pairs = latest_assessment(store, partition, "importance_pairs")  # stored as the MLPs' are
+        assert summary["kind"] == "transformer" and summary["n_null"] == 50 and len(pairs) == 6  # C(4, 2)
+        assert all(
+            p["stats"]["interaction"]
+            == pytest.approx(p["stats"]["delta_ab"] - p["stats"]["delta_a"] - p["stats"]["delta_b"])
+            for p in pairs
+        )
         result = run("coherence", model_id, "--method", "logits,inputs", *common)
         assert result.exit_code == 0, result.output
         assert {row["method"] for row in json.loads(result.stdout)} == {"coherence_logits", "coherence_inputs"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
@@ -145,18 +145,20 @@ def _after(
     return sites.head(sites.final_norm(x))
 
 
-def default_rows(device: torch.device, batch_size: int) -> int:
-    """Rows per pass by device: on a CPU, one batch of contexts (the matrix products are already compute-bound there,
-    and larger passes only spill the caches: measured in ``bench/transformer_importance.py``); on a GPU, 1024, so
-    many masks fill one launch."""
-    return batch_size if device.type == "cpu" else max(batch_size, 1024)
+def default_rows(device: torch.device, batch_size: int, length: int) -> int:
+    """Rows (ablations × contexts) per pass by device. On a CPU, about 8192 tokens: the matrix products are
+    compute-bound from there on, and larger passes only spill the caches (``bench/transformer_importance.py``); on
+    a GPU, 1024 rows, so that many masks fill one launch."""
+    if device.type == "cpu":
+        return max(batch_size, 8192 // max(1, length))
+    return max(batch_size, 1024)
 
 
 def _parts(ablation: AnyAblation, device: torch.device) -> dict[int, torch.Tensor]:
     """Block → units of one ablation, blocks in order (a joint ablation's parts in one block are merged)."""
     pairs = [ablation] if isinstance(ablation[0], (int, np.integer)) else list(ablation)
     merged: dict[int, np.ndarray] = {}
-    for block, units in cast(list[Ablation], pairs):
+    for block, units in pairs:
         u = np.asarray(units, dtype=np.int64)
         merged[int(block)] = np.union1d(merged[int(block)], u) if int(block) in merged else u
     return {b: torch.as_tensor(merged[b], device=device) for b in sorted(merged)}
@@ -186,7 +188,7 @@ def scores_with_intact(
     loss, acc = np.empty((m, n)), np.empty((m, n))
     loss0, acc0 = np.empty(n), np.empty(n)
     batch_size = min(batch_size, n)
-    max_rows = max_rows or default_rows(device, batch_size)
+    max_rows = max_rows or default_rows(device, batch_size, ids.shape[1])
     parts = [_parts(a, device) for a in ablations]
     first = [min(p) for p in parts]  # the site the pass starts after; a joint ablation's later parts are patched
     weights = {b: sites.writer_weight(b) for b in set(first)}
