@@ -110,6 +110,20 @@ def edge_batches(graph: ModelGraph, batch_size: int) -> Iterator[tuple[int, int,
             yield block.src_layer, block.dst_layer, rows, count
 
 
+def ordinal_ranges(graph: ModelGraph, src_layer: int, dst_layer: int, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The ordinals that ``ingest.create_edges`` looks up for one batch: its source neurons (rows come in unit
+    order) and the whole target layer."""
+    src_base, dst_base = int(graph.offsets[src_layer]), int(graph.offsets[dst_layer])
+    first, last = int(rows[0]["src"]), int(rows[-1]["src"])
+    return {
+        "src_lo": src_base + first,
+        "src_hi": src_base + last,
+        "src_first": first,
+        "dst_lo": dst_base,
+        "dst_hi": dst_base + graph.layers[dst_layer].size - 1,
+    }
+
+
 def _check_finite(graph: ModelGraph) -> None:
     from neuronmap.loaders.errors import NonFiniteWeightsError
 
@@ -200,7 +214,7 @@ def ingest(
             names = part_names(graph)
             extra: dict[str, Any] = {"parts": names} if names else {}
             batches = (
-                (dict(model=model, src_layer=src, dst_layer=dst, rows=rows, **extra), count)
+                (dict(model=model, rows=rows, **ordinal_ranges(graph, src, dst, rows), **extra), count)
                 for src, dst, rows, count in edge_batches(graph, batch_size)
             )
 

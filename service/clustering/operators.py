@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 from scipy.sparse.csgraph import connected_components
 
+from neuronmap.service.clustering.fused_sparse import FusedAdjacency
 from neuronmap.service.clustering.sparse_blocks import is_sparse_block
 from neuronmap.service.clustering.threads import intra_op_threads
 
@@ -139,6 +140,8 @@ class LayeredProblem:
         self.dinv = torch.where(self.valid, deg.clamp_min(1e-300).rsqrt(), torch.zeros_like(deg))
         self.dinv_c = self.dinv.to(dtype).unsqueeze(-1)  # (S, n, 1)
         self.weights_t: list[torch.Tensor] | None = None  # see prepare_products
+        self._fused: FusedAdjacency | None = None  # see _fused_adjacency
+        self._fused_tried = False
         self.shift = (~self.valid).to(dtype) * ISOLATED_SHIFT  # (S, n)
         self._setup_gram()
 
@@ -194,6 +197,8 @@ class LayeredProblem:
         half the speed of the plain one, and the operator needs each block both ways; a copy costs about one
         product. GPUs' GEMMs take either layout at the same speed.
         """
+        if self.gram_side is None and self._fused_adjacency() is not None:
+            return  # M's products run on the fused matrix, which holds both orientations already
         if self.weights_t is None and self.device.type == "cpu":
             with intra_op_threads(self.threads):
                 self.weights_t = [_transposed_copy(w) for _, _, w in self.weights]
@@ -213,8 +218,18 @@ class LayeredProblem:
                 out.append((dst, src, w, wt))
         return out
 
+    def _fused_adjacency(self) -> FusedAdjacency | None:
+        """Sparse blocks fused into one matrix (built on the first product), or None for dense blocks."""
+        if not self._fused_tried:
+            self._fused_tried = True
+            self._fused = FusedAdjacency.from_layered(self.offsets, self.weights, self.threads)
+        return self._fused
+
     # --- the full operator M
     def m_apply(self, x: torch.Tensor) -> torch.Tensor:
+        fused = self._fused_adjacency()
+        if fused is not None:  # one pass over all the edges; the threads go to the sparse product's row strips
+            return fused.apply(x * self.dinv_c).mul_(self.dinv_c).addcmul_(x, self.shift.unsqueeze(-1))
         with intra_op_threads(self.threads):
             xs = x * self.dinv_c
             y = torch.zeros_like(x)

@@ -71,13 +71,17 @@ class SparseStack:
         cls, rows: Any, cols: Any, values: Any, shape: tuple[int, int], *, dtype: torch.dtype = torch.float64
     ) -> SparseStack:
         """One 2-D block from coordinates; repeated coordinates add up, zeros are dropped."""
-        r = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
-        c = torch.as_tensor(np.asarray(cols), dtype=torch.int64)
-        v = torch.as_tensor(np.asarray(values), dtype=torch.float64)
-        coo = torch.sparse_coo_tensor(torch.stack([r, c]), v, shape, check_invariants=False).coalesce()
-        (r, c), v = coo.indices(), coo.values()
-        keep = v != 0
-        r, c, v = r[keep], c[keep], v[keep].to(dtype)
+        # scipy's COO → CSR sums repeats and sorts each row in C, several times faster than torch's coalesce
+        # (a pull of a GPT-2-small graph builds 66 blocks of 100k edges each).
+        matrix = sp.coo_matrix(
+            (np.asarray(values, dtype=np.float64), (np.asarray(rows), np.asarray(cols))), shape=shape
+        ).tocsr()
+        matrix.sum_duplicates()
+        matrix.eliminate_zeros()
+        counts = np.diff(matrix.indptr)
+        r = torch.from_numpy(np.repeat(np.arange(shape[0], dtype=np.int64), counts))
+        c = torch.from_numpy(matrix.indices.astype(np.int64))
+        v = torch.from_numpy(matrix.data).to(dtype)
         return cls(torch.zeros_like(r), r, c, v, shape)
 
     @classmethod
