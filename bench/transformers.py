@@ -36,6 +36,7 @@ _spec.loader.exec_module(common)
 
 import numpy as np  # noqa: E402
 
+from neuronmap.cypher import Store  # noqa: E402
 from neuronmap.loaders.ingest.weights import delete_model, ingest  # noqa: E402
 from neuronmap.loaders.transformers import build_graph, read_transformer  # noqa: E402
 from neuronmap.service.clustering.blockgraph import BlockGraph  # noqa: E402
@@ -88,6 +89,25 @@ def sklearn_ncut(graph: BlockGraph, k: int, n_init: int, seed: int, solver: str)
             k, affinity="precomputed", eigen_solver=solver, n_init=n_init, random_state=seed
         ).fit_predict(adjacency)
     return time.perf_counter() - start, ncut(adjacency, labels)
+
+
+def mlp_ingest_rate(store: Store) -> float:
+    """The ingest rate of a 784-256x4-10 MLP (400k edges, bench/ingest.py's) on this store at this moment: the
+    baseline that says how much of the transformer's rate is the box (its load, its disk) rather than the graph."""
+    from torch import nn
+
+    from neuronmap.loaders import graph_from_module
+
+    widths = [784, 256, 256, 256, 256, 10]
+    layers: list[nn.Module] = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    graph = graph_from_module(nn.Sequential(*layers[:-1]))
+    start = time.perf_counter()
+    ingest(store, "bench-transformer-baseline", graph, replace=True)
+    seconds = time.perf_counter() - start
+    delete_model(store, "bench-transformer-baseline")
+    return graph.n_edges / seconds
 
 
 def on_paper(
@@ -160,6 +180,16 @@ def main() -> None:
             seconds = time.perf_counter() - start
             ingest_rate = n_edges / seconds
             rows.append(["ingest", seconds, peak_gb(), f"{ingest_rate:,.0f} edges/s", "≥ 200,000 edges/s"])
+            mlp_rate = mlp_ingest_rate(store)
+            rows.append(
+                [
+                    "ingest an MLP (the same store, now)",
+                    float("nan"),
+                    peak_gb(),
+                    f"{mlp_rate:,.0f} edges/s; transformer / MLP {ingest_rate / mlp_rate:.2f}",
+                    "the box's own rate",
+                ]
+            )
             del graph
             start = time.perf_counter()
             pulled = pull_subgraph(store, name)
