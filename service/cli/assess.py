@@ -75,7 +75,11 @@ def _token_options(command: Any) -> Any:
     show_default=True,
     help="Random same-size sets per sub-cluster (N); the smallest p-value is 1/(N+1).",
 )
-@click.option("--double", is_flag=True, help="Also run the double-lesion interaction test (methods.md §5).")
+@click.option(
+    "--double",
+    is_flag=True,
+    help="Also run the double-lesion interaction test (methods.md §5.8; transformers: double ablations, §11.2).",
+)
 @click.option("--parity", is_flag=True, help="The reference code's choices (balanced accuracy, thresholds).")
 @click.option(
     "--ablation",
