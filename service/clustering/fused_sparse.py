@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from neuronmap.service.clustering.sparse_blocks import SparseStack, _csr
+from neuronmap.service.clustering.sparse_blocks import SparseStack, _csr, is_sparse_block
 
 ROWS_PER_TASK = 4096  # the smallest row strip given to a thread: below that, the hand-off costs more than it saves
 
@@ -72,9 +72,10 @@ class FusedAdjacency:
         cls, offsets: Sequence[int], blocks: Sequence[tuple[int, int, torch.Tensor]], threads: int | None
     ) -> FusedAdjacency | None:
         """The fused matrix when every block is a sparse stack, else None (dense blocks keep their GEMMs)."""
-        if not blocks or not all(isinstance(w, SparseStack) for _, _, w in blocks):
+        stacks = [(s, d, w) for s, d, w in blocks if is_sparse_block(w)]
+        if not blocks or len(stacks) < len(blocks):
             return None
-        return cls(offsets, [(s, d, w) for s, d, w in blocks if isinstance(w, SparseStack)], threads)
+        return cls(offsets, stacks, threads)
 
     def _row_strips(self) -> list[sp.csr_matrix]:
         """The matrix cut into one strip of rows per thread, with about the same number of entries each."""
