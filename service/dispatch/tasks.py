@@ -10,6 +10,7 @@ constraint, and the loser returns the winner's result.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
@@ -45,8 +46,21 @@ def store_for(connection: Connection) -> Store:
         if key not in _stores:
             from neuronmap.service.store.open import connect
 
+            if not _stores:
+                atexit.register(close_stores)  # a driver left for the interpreter's teardown warns as it dies
             _stores[key] = connect(connection)
         return _stores[key]
+
+
+def close_stores() -> None:
+    """Close this process's cached stores (at exit; safe to call twice)."""
+    with _stores_lock:
+        for store in _stores.values():
+            try:
+                store.close()
+            except Exception:  # a server already gone: nothing left to close cleanly
+                pass
+        _stores.clear()
 
 
 def task_name() -> str:
