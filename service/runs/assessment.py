@@ -20,7 +20,6 @@ from neuronmap.service.assessment.coherence import (
     CoherenceResult,
     ExamplesConfig,
     FeatureConfig,
-    SubClusterCoherence,
     assess_examples,
     assess_features,
 )
@@ -29,7 +28,6 @@ from neuronmap.service.assessment.double_lesion import DoubleLesionResult, asses
 from neuronmap.service.assessment.importance import (
     ImportanceConfig,
     ImportanceResult,
-    SubClusterImportance,
     assess_importance,
 )
 from neuronmap.service.assessment.layout import PartitionLayout
@@ -122,9 +120,23 @@ def _record(
     return result
 
 
-def _scores(subclusters: Sequence[SubClusterImportance] | Sequence[SubClusterCoherence]) -> list[dict[str, Any]]:
-    """The SCORED rows: one per sub-cluster."""
+def scored_rows(subclusters: Sequence[Any]) -> list[dict[str, Any]]:
+    """The SCORED rows: one per sub-cluster (anything with ``cluster``, ``layer`` and ``stored_properties()``)."""
     return [{"cluster": s.cluster, "layer": s.layer, "stats": s.stored_properties()} for s in subclusters]
+
+
+def interaction_rows(pairs: Sequence[Any]) -> list[dict[str, Any]]:
+    """The INTERACTS rows of a double-lesion (or double-ablation) run: one per pair of sub-clusters."""
+    return [
+        {
+            "cluster_a": p.cluster_a,
+            "layer_a": p.layer_a,
+            "cluster_b": p.cluster_b,
+            "layer_b": p.layer_b,
+            "stats": p.stored_properties(),
+        }
+        for p in pairs
+    ]
 
 
 # -- importance ----------------------------------------------------------------------------------------------------
@@ -228,7 +240,7 @@ def run_importance(
         config,
         write=write,
         method="importance",
-        scores=_scores(result.subclusters),
+        scores=scored_rows(result.subclusters),
         skip=_STORED_AS_RESULT | {"metric", "ties"},
         key=result_key,
     )
@@ -283,16 +295,7 @@ def run_double_lesion(
         same_layer=same_layer,
         on_progress=progress,
     )
-    interactions = [
-        {
-            "cluster_a": p.cluster_a,
-            "layer_a": p.layer_a,
-            "cluster_b": p.cluster_b,
-            "layer_b": p.layer_b,
-            "stats": p.stored_properties(),
-        }
-        for p in result.pairs
-    ]
+    interactions = interaction_rows(result.pairs)
     return _record(
         store,
         layout,
@@ -322,7 +325,14 @@ def _features(
         pulled.net, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
     )
     return _record(
-        store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters), key=key
+        store,
+        layout,
+        result,
+        config,
+        write=write,
+        method=result.method,
+        scores=scored_rows(result.subclusters),
+        key=key,
     )
 
 
@@ -341,7 +351,14 @@ def _examples(
         pulled.net, x, y, n_classes, layout.subclusters, layout.pools, config, out_dir=out_dir, on_progress=progress
     )
     return _record(
-        store, layout, result, config, write=write, method=result.method, scores=_scores(result.subclusters), key=key
+        store,
+        layout,
+        result,
+        config,
+        write=write,
+        method=result.method,
+        scores=scored_rows(result.subclusters),
+        key=key,
     )
 
 

@@ -30,6 +30,7 @@ from neuronmap.service.assessment.transformer.importance import (
     assess_transformer_importance,
 )
 from neuronmap.service.errors import AssessmentInputError
+from neuronmap.service.runs.assessment import interaction_rows, scored_rows
 from neuronmap.service.store.assessments import read_partition_layout, write_assessment
 from neuronmap.service.store.transformer_source import load_language_model
 
@@ -91,20 +92,10 @@ def record(
     settings = {f"config_{k}": v for k, v in config.model_dump().items() if k not in _STORED_AS_RESULT}
     props = {**result.stored_properties(), **settings}
     if isinstance(result, TransformerDoubleResult):
-        pairs = [
-            {
-                "cluster_a": p.cluster_a,
-                "layer_a": p.layer_a,
-                "cluster_b": p.cluster_b,
-                "layer_b": p.layer_b,
-                "stats": p.stored_properties(),
-            }
-            for p in result.pairs
-        ]
+        pairs = interaction_rows(result.pairs)
         result.assessment = write_assessment(store, layout, method, props, [], interactions=pairs)
         return
-    scores = [{"cluster": s.cluster, "layer": s.layer, "stats": s.stored_properties()} for s in result.subclusters]
-    result.assessment = write_assessment(store, layout, method, props, scores)
+    result.assessment = write_assessment(store, layout, method, props, scored_rows(result.subclusters))
 
 
 def run_transformer_importance(

@@ -25,8 +25,8 @@ from neuronmap.service.assessment.common import Progress, no_progress, none_if_n
 from neuronmap.service.assessment.double_lesion import PairInteraction
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets
-from neuronmap.service.assessment.transformer.ablation import AnyAblation, mean_activations, scores_with_intact
-from neuronmap.service.assessment.transformer.importance import TransformerImportanceConfig
+from neuronmap.service.assessment.transformer.ablation import AnyAblation
+from neuronmap.service.assessment.transformer.importance import TransformerImportanceConfig, run_ablations
 from neuronmap.service.assessment.transformer.sites import MlpSites, mlp_sites
 from neuronmap.service.stats import adjust_pvalues, chi2_uniformity_pvalue, empirical_pvalues, fisher_combined_pvalue
 
@@ -153,22 +153,7 @@ def assess_transformer_double(
     blocks = {(s.cluster, s.layer): sites.block_of(s.layer_name) for s in candidates}
     pairs = [(a, b) for i, a in enumerate(candidates) for b in candidates[i + 1 :] if same_block or a.layer != b.layer]
     ablations, single, layouts = plan_pairs(candidates, blocks, pairs, pools, config.n_null, config.random_state)
-    means = mean_activations(model, sites, train, batch_size=config.batch_size) if config.ablation == "mean" else None
-    on_progress("double ablations", 0, len(ablations))
-
-    def advance(done: int, total: int) -> None:
-        on_progress("double ablations", done * len(ablations) // total, len(ablations))
-
-    loss, _, loss0, _ = scores_with_intact(
-        model,
-        sites,
-        test,
-        ablations,
-        means=means,
-        batch_size=config.batch_size,
-        max_rows=config.max_rows,
-        on_work=advance,
-    )
+    loss, _, loss0, _ = run_ablations(model, sites, train, test, ablations, config, on_progress, "double ablations")
     delta = loss.mean(axis=1) - loss0.mean()
     rows = [
         _pair_row(

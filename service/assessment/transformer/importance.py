@@ -22,6 +22,7 @@ from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets
 from neuronmap.service.assessment.transformer.ablation import (
     Ablation,
+    AnyAblation,
     mean_activations,
     scores_with_intact,
 )
@@ -258,6 +259,36 @@ def network_tests(results: Sequence[SubClusterAblation], n_null: int, alpha: flo
     }
 
 
+def run_ablations(
+    model: nn.Module,
+    sites: MlpSites,
+    train: torch.Tensor,
+    test: torch.Tensor,
+    ablations: Sequence[AnyAblation],
+    config: TransformerImportanceConfig,
+    on_progress: Progress,
+    stage: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every ablation's and the intact model's (loss, accuracy) per held-out context, with the fill values (the
+    training contexts' means for mean ablation) and progress under ``stage``: what single and double ablations share."""
+    means = mean_activations(model, sites, train, batch_size=config.batch_size) if config.ablation == "mean" else None
+    on_progress(stage, 0, len(ablations))
+
+    def advance(done: int, total: int) -> None:
+        on_progress(stage, done * len(ablations) // total, len(ablations))
+
+    return scores_with_intact(
+        model,
+        sites,
+        test,
+        ablations,
+        means=means,
+        batch_size=config.batch_size,
+        max_rows=config.max_rows,
+        on_work=advance,
+    )
+
+
 def assess_transformer_importance(
     model: nn.Module,
     train: torch.Tensor,
@@ -293,22 +324,7 @@ def assess_transformer_importance(
     sites = sites or mlp_sites(model)
     blocks = [sites.block_of(sub.layer_name) for sub in subclusters]
     ablations, spans = plan_ablations(subclusters, blocks, pools, config.n_null, config.random_state)
-    means = mean_activations(model, sites, train, batch_size=config.batch_size) if config.ablation == "mean" else None
-    on_progress("ablations", 0, len(ablations))
-
-    def advance(done: int, total: int) -> None:
-        on_progress("ablations", done * len(ablations) // total, len(ablations))
-
-    loss, acc, loss0, acc0 = scores_with_intact(
-        model,
-        sites,
-        test,
-        ablations,
-        means=means,
-        batch_size=config.batch_size,
-        max_rows=config.max_rows,
-        on_work=advance,
-    )
+    loss, acc, loss0, acc0 = run_ablations(model, sites, train, test, ablations, config, on_progress, "ablations")
     task = None if task_test is None else task_test.cpu().numpy()
     n_tasks = len(task_names) if task is not None else 0
     tasks, tasks0 = _task_means(loss, task, n_tasks), _task_means(loss0[None, :], task, n_tasks)[0]
