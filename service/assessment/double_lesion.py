@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from neuronmap.options import Ties
 from neuronmap.service.assessment.common import Progress, no_progress, none_if_nan, subcluster_generators
 from neuronmap.service.assessment.importance import ImportanceConfig, Lesion, count_correct
 from neuronmap.service.assessment.layout import SubClusterRef
@@ -109,6 +110,42 @@ def _union(a: Lesion, b: Lesion) -> Lesion:
     return out
 
 
+def pair_row(
+    a: SubClusterRef,
+    b: SubClusterRef,
+    single: tuple[int, int],
+    rows: tuple[int, int],
+    delta: np.ndarray,
+    n: int,
+    ties: Ties,
+) -> dict[str, float | int]:
+    """One pair's interaction Δ_ab − Δ_a − Δ_b against its N random triples: ``single`` are the rows of ``delta``
+    holding a's and b's own changes, ``rows`` the joint row and the first of the triples (``first … first + 3N − 1``,
+    each triple: random a, random b, both). Shared by double lesions (accuracy) and double ablations (loss)."""
+    (ia, ib), (joint, first) = single, rows
+    da, db = delta[ia], delta[ib]
+    real = delta[joint] - da - db
+    triple = delta[first : first + 3 * n].reshape(n, 3)
+    null = triple[:, 2] - triple[:, 0] - triple[:, 1]
+    p_less = float(empirical_pvalues([real], [null], "less", ties)[0])
+    p_greater = float(empirical_pvalues([real], [null], "greater", ties)[0])
+    return {
+        "cluster_a": a.cluster,
+        "layer_a": a.layer,
+        "cluster_b": b.cluster,
+        "layer_b": b.layer,
+        "delta_a": float(da),
+        "delta_b": float(db),
+        "delta_ab": float(delta[joint]),
+        "interaction": float(real),
+        "null_mean": float(null.mean()),
+        "null_sd": float(null.std()),
+        "p_less": p_less,
+        "p_greater": p_greater,
+        "p_two_sided": min(1.0, 2 * min(p_less, p_greater)),
+    }
+
+
 def assess_double_lesion(
     net: LesionNetwork,
     x: torch.Tensor,
@@ -142,31 +179,18 @@ def assess_double_lesion(
     n_inputs = int(x.shape[0])
     acc0 = float(intact.sum() / n_inputs)
     delta = counts.sum(axis=1) / n_inputs - acc0
-    rows = []
-    for a, b, joint, first in layouts:
-        da, db = delta[single_row[(a.cluster, a.layer)]], delta[single_row[(b.cluster, b.layer)]]
-        real = delta[joint] - da - db
-        block = delta[first : first + 3 * n].reshape(n, 3)
-        null = block[:, 2] - block[:, 0] - block[:, 1]
-        p_less = float(empirical_pvalues([real], [null], "less", config.ties)[0])
-        p_greater = float(empirical_pvalues([real], [null], "greater", config.ties)[0])
-        rows.append(
-            {
-                "cluster_a": a.cluster,
-                "layer_a": a.layer,
-                "cluster_b": b.cluster,
-                "layer_b": b.layer,
-                "delta_a": float(da),
-                "delta_b": float(db),
-                "delta_ab": float(delta[joint]),
-                "interaction": float(real),
-                "null_mean": float(null.mean()),
-                "null_sd": float(null.std()),
-                "p_less": p_less,
-                "p_greater": p_greater,
-                "p_two_sided": min(1.0, 2 * min(p_less, p_greater)),
-            }
+    rows = [
+        pair_row(
+            a,
+            b,
+            (single_row[(a.cluster, a.layer)], single_row[(b.cluster, b.layer)]),
+            (joint, first),
+            delta,
+            n,
+            config.ties,
         )
+        for a, b, joint, first in layouts
+    ]
     adjusted = adjust_pvalues([r["p_two_sided"] for r in rows], "bh") if rows else np.zeros(0)
     results = [PairInteraction(**row, p_adjusted=float(p)) for row, p in zip(rows, adjusted)]
     p_less_all = np.array([r.p_less for r in results])

@@ -20,15 +20,14 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from neuronmap.options import Ties
 from neuronmap.service.assessment.common import Progress, no_progress, none_if_nan, subcluster_generators
-from neuronmap.service.assessment.double_lesion import PairInteraction
+from neuronmap.service.assessment.double_lesion import PairInteraction, pair_row
 from neuronmap.service.assessment.layout import SubClusterRef
 from neuronmap.service.assessment.lesion import draw_random_sets
 from neuronmap.service.assessment.transformer.ablation import AnyAblation
 from neuronmap.service.assessment.transformer.importance import TransformerImportanceConfig, run_ablations
 from neuronmap.service.assessment.transformer.sites import MlpSites, mlp_sites
-from neuronmap.service.stats import adjust_pvalues, chi2_uniformity_pvalue, empirical_pvalues, fisher_combined_pvalue
+from neuronmap.service.stats import adjust_pvalues, chi2_uniformity_pvalue, fisher_combined_pvalue
 
 
 class TransformerDoubleResult(BaseModel):
@@ -95,40 +94,6 @@ def plan_pairs(
     return ablations, single, layouts
 
 
-def _pair_row(
-    a: SubClusterRef,
-    b: SubClusterRef,
-    single: tuple[int, int],
-    rows: tuple[int, int],
-    delta: np.ndarray,
-    n: int,
-    ties: Ties,
-) -> dict[str, float | int]:
-    """One pair's interaction against its N random triples (rows ``first … first + 3N − 1``)."""
-    (ia, ib), (joint, first) = single, rows
-    da, db = delta[ia], delta[ib]
-    real = delta[joint] - da - db
-    triple = delta[first : first + 3 * n].reshape(n, 3)
-    null = triple[:, 2] - triple[:, 0] - triple[:, 1]
-    p_less = float(empirical_pvalues([real], [null], "less", ties)[0])
-    p_greater = float(empirical_pvalues([real], [null], "greater", ties)[0])
-    return {
-        "cluster_a": a.cluster,
-        "layer_a": a.layer,
-        "cluster_b": b.cluster,
-        "layer_b": b.layer,
-        "delta_a": float(da),
-        "delta_b": float(db),
-        "delta_ab": float(delta[joint]),
-        "interaction": float(real),
-        "null_mean": float(null.mean()),
-        "null_sd": float(null.std()),
-        "p_less": p_less,
-        "p_greater": p_greater,
-        "p_two_sided": min(1.0, 2 * min(p_less, p_greater)),
-    }
-
-
 def assess_transformer_double(
     model: nn.Module,
     train: torch.Tensor,
@@ -156,7 +121,7 @@ def assess_transformer_double(
     loss, _, loss0, _ = run_ablations(model, sites, train, test, ablations, config, on_progress, "double ablations")
     delta = loss.mean(axis=1) - loss0.mean()
     rows = [
-        _pair_row(
+        pair_row(
             a,
             b,
             (single[(a.cluster, a.layer)], single[(b.cluster, b.layer)]),
