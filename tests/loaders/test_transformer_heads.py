@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from click.testing import CliRunner
 from safetensors.torch import load_file
 from sklearn.metrics import adjusted_rand_score
@@ -33,8 +34,6 @@ from neuronmap.service.clustering.spectral import spectral_clustering
 from neuronmap.service.errors import DisconnectedGraphWarning
 from neuronmap.service.store.pull import pull_subgraph
 from neuronmap.service.store.transformers import block_layers
-
-transformers = pytest.importorskip("transformers")
 
 N_BLOCKS, D_MODEL = 3, 16
 PREFIX = {"gpt2": "transformer.h", "gpt_neox": "gpt_neox.layers", "llama": "model.layers"}

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from click.testing import CliRunner
 
 from neuronmap.cypher.adhoc import AdHocStatement
@@ -25,8 +26,6 @@ from neuronmap.service.errors import SourceUnavailableError
 from neuronmap.service.store.model_source import reload_source
 from neuronmap.service.store.pull import pull_subgraph
 from neuronmap.service.store.transformers import block_layers
-
-transformers = pytest.importorskip("transformers")
 
 
 @pytest.fixture(scope="module")

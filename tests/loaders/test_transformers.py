@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import transformers
 from safetensors.torch import load_file, save_file
 from sklearn.metrics import adjusted_rand_score
 
@@ -38,8 +39,6 @@ from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.clustering.spectral import spectral_clustering
 from neuronmap.service.errors import DisconnectedGraphWarning
 from neuronmap.service.store.pull import pull_subgraph
-
-transformers = pytest.importorskip("transformers")
 
 N_BLOCKS = 3
 D_MODEL = 16

@@ -19,8 +19,6 @@ from neuronmap.service.assessment.transformer.coherence import (
 from neuronmap.service.assessment.transformer.sites import mlp_sites
 from tests.service.transformer_models import one_thread, planted_two_task, subclusters_of, tiny_gpt2, tiny_llama
 
-pytest.importorskip("transformers")
-
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
 def test_token_scores_match_the_formulas(family):

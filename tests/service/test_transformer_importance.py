@@ -34,8 +34,6 @@ from tests.service.transformer_models import (
     tiny_llama,
 )
 
-pytest.importorskip("transformers")
-
 
 def _ablations(seed: int, n: int, size: int) -> list[tuple[int, np.ndarray]]:
     rng = np.random.default_rng(seed)

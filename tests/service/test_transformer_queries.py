@@ -15,8 +15,6 @@ from neuronmap.service.store.library import run_library_query
 from tests.loaders.test_transformers import N_BLOCKS, N_INNER, planted_gpt2
 from tests.service.test_pipeline import planted_graph
 
-pytest.importorskip("transformers")
-
 
 def test_module_span_and_compare_models_on_a_planted_transformer(store, model_id):
     model, neurons = planted_gpt2()

@@ -20,8 +20,6 @@ from neuronmap.service.store.writeback import write_partition
 from tests.loaders.test_tokens import _word_tokenizer
 from tests.service.transformer_models import CONTEXT, N_BLOCKS, one_thread, planted_two_task
 
-pytest.importorskip("transformers")
-
 
 @pytest.fixture(scope="module")
 def planted_dir(tmp_path_factory):
