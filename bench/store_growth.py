@@ -9,6 +9,7 @@ near 1 means the cost of a model does not depend on the others (every lookup goe
 
     python bench/store_growth.py                      # 5 models of 4 GPT-2-small blocks (590k edges each)
     python bench/store_growth.py --blocks 12          # five GPT-2-small models (6.5M edges each; long)
+    python bench/store_growth.py --blocks 12 --no-relationships   # the same, packed edge chunks only (minutes)
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=4)
     parser.add_argument("--models", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3, help="pulls and count queries per measurement (median)")
+    parser.add_argument(
+        "--no-relationships", action="store_true", help="ingest the packed edge chunks only (ingest --no-relationships)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "gpt2-shaped"
@@ -66,7 +70,10 @@ def main() -> None:
         for name in ["growth-warm", *names]:  # leftovers of an interrupted run
             if store.run("ingest.model_status", model=name):
                 delete_model(store, name)
-        ingest(store, "growth-warm", graph)  # the server's JIT, so that model 0 is not measured cold
+        relationships = not args.no_relationships
+        ingest(
+            store, "growth-warm", graph, relationships=relationships
+        )  # the server's JIT, so that model 0 is not measured cold
         delete_model(store, "growth-warm")
 
         def reads(name: str) -> tuple[float, float]:
@@ -78,7 +85,7 @@ def main() -> None:
 
         ingest_s = []
         for i, name in enumerate(names):
-            ingest_s.append(timed(lambda name=name: ingest(store, name, graph)))
+            ingest_s.append(timed(lambda name=name: ingest(store, name, graph, relationships=relationships)))
             print(f"  ingest {i + 1}: {edges / ingest_s[-1]:,.0f} edges/s", flush=True)
             if i == 0:
                 pull_one, counts_one = reads(name)

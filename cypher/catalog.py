@@ -28,6 +28,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "bool": (bool,),
     "list": (list, tuple),
     "map": (dict,),
+    "bytes": (bytes, bytearray),
     "any": (object,),
 }
 _PARAM = re.compile(

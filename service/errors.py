@@ -124,6 +124,18 @@ class NeuronNotFoundError(ServiceError, LookupError):
         self.model = model
 
 
+class WeightRelationshipsMissingError(ServiceError, LookupError):
+    """A query walks single WEIGHT relationships, and the model was ingested with its edges in packed chunks only."""
+
+    def __init__(self, model: str, query: str) -> None:
+        super().__init__(
+            f"Query {query!r} walks single WEIGHT edges, and model {model!r} was ingested without them "
+            "(--no-relationships: its edges are only in packed chunks, which clustering reads). Re-ingest it "
+            "without --no-relationships to run this query."
+        )
+        self.model, self.query = model, query
+
+
 class LibraryQueryInputError(ServiceError, ValueError):
     """Parameters that a library query cannot use as given; the message names the rule and the way out."""
 

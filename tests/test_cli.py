@@ -63,6 +63,20 @@ def test_ingest_list_replace_and_drop(run, store, model_id, mlp_file):
     assert run("drop", model_id).exit_code != 0
 
 
+def test_ingest_without_relationships_stores_packed_edges_and_single_edge_queries_say_so(
+    run, store, model_id, mlp_file
+):
+    arch = "neuronmap.examples.nets:digits_mlp"
+    result = run("ingest", str(mlp_file), "--arch", arch, "--name", model_id, "--no-relationships")
+    assert result.exit_code == 0, result.output
+    edges = 64 * 64 * 2 + 64 * 10
+    assert _listed(run, model_id)["n_edges"] == edges
+    counts = store.run("admin.model_counts", model=model_id)[0]
+    assert (counts["n_edges"], counts["n_block_edges"]) == (0, edges)
+    refused = run("query", "neuron", "--model", model_id, "--layer", "fc1", "--unit", "0")
+    assert refused.exit_code != 0 and "--no-relationships" in refused.output and "Traceback" not in refused.output
+
+
 def test_export_program_needs_no_arch(run, store, model_id, tmp_path):
     torch.manual_seed(0)
     cnn = nets.digits_cnn().eval()

@@ -124,7 +124,7 @@ def one_line_error(stderr: str) -> str:
     return errors[0]
 
 
-FULL = {"n_layers": 4, "n_neurons": NEURONS, "n_edges": EDGES}
+FULL = {"n_layers": 4, "n_neurons": NEURONS, "n_edges": EDGES, "n_block_edges": EDGES}
 
 
 def test_concurrent_replace_ingests_of_one_name_one_is_refused_and_of_two_names_both_finish(managed):

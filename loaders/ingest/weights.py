@@ -25,6 +25,7 @@ import numpy as np
 from neuronmap.cypher import Store
 from neuronmap.loaders.errors import LoadError
 from neuronmap.loaders.ingest import lease as leases
+from neuronmap.loaders.ingest.blocks import chunk_params
 from neuronmap.loaders.ingest.names import check_name
 from neuronmap.loaders.records import ModelGraph
 
@@ -32,6 +33,7 @@ NEURONS_PER_BATCH = 20_000
 # Relationships (or neurons) per delete transaction: ~42 MiB of transaction heap (bench/drop.py), against the 687 MiB
 # that all transactions may hold on the default 1g heap. The CLI uses twice NEURONMAP_BATCH_SIZE (default 10,000).
 DELETE_BATCH = 20_000
+BLOCKS_PER_DELETE = 4  # packed edge chunks per delete transaction: up to 64 MB of arrays
 
 
 class ModelExistsError(LoadError, FileExistsError):
@@ -146,8 +148,12 @@ def ingest(
     on_batch: Callable[[int], None] = lambda n_edges: None,
     delete_batch: int = DELETE_BATCH,
     stop: threading.Event | None = None,
+    relationships: bool = True,
 ) -> int:
     """Write ``graph`` as model ``model``; returns the number of edges written.
+
+    Every edge goes into the packed EDGE_BLOCK chunks that pulls read (:mod:`.blocks`), and, unless
+    ``relationships`` is False, also into a WEIGHT relationship for Cypher that walks single neurons.
 
     Parameters
     ----------
@@ -171,6 +177,10 @@ def ingest(
     stop : threading.Event, optional
         Once set, the ingest stops after the batch in flight, as if by Ctrl-C (KeyboardInterrupt), so that a
         caller's signal handler never interrupts the driver in the middle of a read.
+    relationships : bool, default=True
+        Also write one WEIGHT relationship per edge. Without them the model clusters, assesses and answers the
+        layer- and module-level queries as usual, writes ~5× faster at GPT-2-small scale, and takes ~5× less
+        disk; the queries that walk single edges refuse it (``WeightRelationshipsMissingError``).
 
     Raises
     ------
@@ -208,23 +218,30 @@ def ingest(
             # CREATE (fast) and still never duplicate anything.
             _delete_parts(store, model, lease, delete_batch, stop=stop)
         layers = [layer.model_dump() for layer in graph.layers]
-        store.run("ingest.begin_model", model=model, meta=graph.meta.model_dump(), layers=layers)
+        meta = {**graph.meta.model_dump(), "weight_relationships": relationships}
+        store.run("ingest.begin_model", model=model, meta=meta, layers=layers)
         try:
-            store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
-            names = part_names(graph)
-            extra: dict[str, Any] = {"parts": names} if names else {}
-            batches = (
-                (dict(model=model, rows=rows, **ordinal_ranges(graph, src, dst, rows), **extra), count)
-                for src, dst, rows, count in edge_batches(graph, batch_size)
-            )
+            # A layer's neurons per transaction, two at once: the unique key and the ordinal index, not the rows,
+            # bound this step, and the second writer takes the second core.
+            neurons = ((dict(model=model, rows=[row]), len(row["bias"])) for row in neuron_rows(graph, 5_000))
+            store.run_concurrently("ingest.create_neurons", neurons, workers=2)
 
             def committed(n_edges: int) -> None:
                 lease.check()
                 _check_stop(stop)
                 on_batch(n_edges)
 
-            query = "ingest.create_edges_with_parts" if names else "ingest.create_edges"
-            written = store.run_concurrently(query, batches, workers=workers, on_batch=committed)
+            def packed(n_edges: int) -> None:  # the progress bar follows the WEIGHT relationships when written
+                if relationships:
+                    lease.check()
+                    _check_stop(stop)
+                else:
+                    committed(n_edges)
+
+            chunks = ((dict(model=model, **params), n) for params, n in chunk_params(graph))
+            written = store.run_concurrently("ingest.create_edge_block", chunks, workers=2, on_batch=packed)
+            if relationships:
+                written = _create_relationships(store, model, graph, batch_size, workers, committed)
             lease.check()
             store.run("ingest.mark_ready", model=model, n_neurons=graph.n_neurons, n_edges=written)
         except BaseException as error:  # Ctrl-C too: say 'failed' if the store still listens, then re-raise
@@ -235,6 +252,25 @@ def ingest(
                     pass  # the model stays 'loading', which analysis ignores just the same
             raise
     return written
+
+
+def _create_relationships(
+    store: Store,
+    model: str,
+    graph: ModelGraph,
+    batch_size: int,
+    workers: int,
+    committed: Callable[[int], None],
+) -> int:
+    """One WEIGHT relationship per edge, ``batch_size`` per transaction on ``workers`` writers; returns the count."""
+    names = part_names(graph)
+    extra: dict[str, Any] = {"parts": names} if names else {}
+    batches = (
+        (dict(model=model, rows=rows, **ordinal_ranges(graph, src, dst, rows), **extra), count)
+        for src, dst, rows, count in edge_batches(graph, batch_size)
+    )
+    query = "ingest.create_edges_with_parts" if names else "ingest.create_edges"
+    return store.run_concurrently(query, batches, workers=workers, on_batch=committed)
 
 
 def _check_stop(stop: threading.Event | None) -> None:
@@ -256,7 +292,8 @@ def _delete_parts(
     1. ``admin.mark_model_deleting``: its own transaction; analysis refuses the model (and its activation graphs).
     2. Each partition, with its clusters, memberships and assessments, in one transaction: a partition is there
        whole or not at all.
-    3. The relationships of its neurons, ``batch`` per transaction; ``on_batch`` gets each batch's count.
+    3. The packed edge chunks, a few per transaction; then the relationships of its neurons, ``batch`` per
+       transaction; ``on_batch`` gets each batch's count.
     4. The neurons, ``batch`` per transaction.
     5. Activation-graph nodes, layers and the model node, in one transaction.
     """
@@ -265,6 +302,9 @@ def _delete_parts(
         lease.check()
         _check_stop(stop)
         store.run("admin.delete_partition", partition=row["id"])
+    while int(store.run("admin.delete_model_blocks", model=model, limit=BLOCKS_PER_DELETE)[0]["deleted"]):
+        lease.check()
+        _check_stop(stop)
     while True:
         lease.check()
         _check_stop(stop)

@@ -30,6 +30,7 @@ from neuronmap.service.errors import (
     NeuronNotFoundError,
     NoPartitionError,
     PartitionNotFoundError,
+    WeightRelationshipsMissingError,
 )
 from neuronmap.service.store.pull import find_layer, layer_label
 
@@ -285,6 +286,8 @@ def prepare_library_query(store: Store, name: str, /, **params: Any) -> Prepared
         prepare(store, values)
     statement = named.check({key: value for key, value in values.items() if key in declared})
     owner = model or (owners.pop() if len(owners) == 1 else None)
+    if query.name in _WALKS_WEIGHT_EDGES and edges == WEIGHT and owner is not None:
+        _check_weight_relationships(store, owner, query.name)
     return PreparedQuery(query=query, values=values, params=statement, model=owner, edges=edges, resolved=resolved)
 
 
@@ -560,6 +563,16 @@ def _check_assessed(methods: Sequence[str]) -> Callable[[Store, dict[str, Any], 
         raise AssessmentNotFoundError(f"of {' or '.join(asked)} for partition {partition!r}{where}")
 
     return check
+
+
+# The queries that walk single WEIGHT relationships, which a model ingested with --no-relationships lacks.
+_WALKS_WEIGHT_EDGES = frozenset({"module_cohesion", "module_core", "module_flow", "module_paths", "neuron"})
+
+
+def _check_weight_relationships(store: Store, model: str, query: str) -> None:
+    rows = store.run("admin.model_storage", model=model)
+    if rows and rows[0]["weight_relationships"] is False:
+        raise WeightRelationshipsMissingError(model, query.replace("_", "-"))
 
 
 _PREPARE: dict[str, Callable[[Store, dict[str, Any]], None]] = {

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from neuronmap.cypher import Store
+from neuronmap.loaders.ingest.blocks import decode_chunk
 from neuronmap.service.clustering.blockgraph import BlockGraph
 from neuronmap.service.errors import ClusteringInputError, ModelNotFoundError, ModelNotReadyError
 
@@ -153,6 +154,39 @@ def resolve_layers(layers: list[dict[str, Any]], spec: str | None, *, indexes: s
     return first, last
 
 
+def _pull_blocks(
+    store: Store, model: str, first: int, last: int, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Global (src, dst, w) from the packed EDGE_BLOCK chunks between layers first..last: bytes, no per-edge work."""
+    rows = store.run_values("pull.model_blocks", model=model, first=first, last=last)
+    parts = [decode_chunk(row) for row in rows]
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, np.zeros(0)
+    src = np.concatenate([s.astype(np.int64) + int(offsets[row["src_layer"]]) for (s, _, _), row in zip(parts, rows)])
+    dst = np.concatenate([d.astype(np.int64) + int(offsets[row["dst_layer"]]) for (_, d, _), row in zip(parts, rows)])
+    return src, dst, np.concatenate([w for _, _, w in parts])
+
+
+def _pull_relationships(
+    store: Store, model: str, lo: int, hi: int, workers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Global (src, dst, w) read from the WEIGHT relationships of the sources in ordinals lo..hi-1, fat rows."""
+    ranges = [(a, min(a + SOURCES_PER_QUERY, hi)) for a in range(lo, hi, SOURCES_PER_QUERY)]
+
+    def pull(bounds: tuple[int, int]) -> list[dict[str, Any]]:
+        return store.run_values("pull.model_edges", model=model, lo=bounds[0], hi=bounds[1])
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
+    lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
+    total = int(lengths.sum())
+    src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths)
+    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=total)
+    w = np.fromiter(itertools.chain.from_iterable(row["w"] for row in rows), dtype=np.float64, count=total)
+    return src, dst, w
+
+
 def pull_subgraph(
     store: Store,
     model: str,
@@ -184,18 +218,10 @@ def pull_subgraph(
     kept = [layer for layer in all_layers if first <= layer["index"] <= last]
     offsets = np.concatenate([[0], np.cumsum([layer["size"] for layer in all_layers])])
     lo, hi = int(offsets[first]), int(offsets[last + 1])
-    ranges = [(a, min(a + SOURCES_PER_QUERY, hi)) for a in range(lo, hi, SOURCES_PER_QUERY)]
-
-    def pull(bounds: tuple[int, int]) -> list[dict[str, Any]]:
-        return store.run_values("pull.model_edges", model=model, lo=bounds[0], hi=bounds[1])
-
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
-    lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
-    total = int(lengths.sum())
-    src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths) - lo
-    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=total) - lo
-    w = np.fromiter(itertools.chain.from_iterable(row["w"] for row in rows), dtype=np.float64, count=total)
+    src, dst, w = _pull_blocks(store, model, first, last, offsets)
+    if not w.size:  # a model ingested before the packed chunks, or one whose pull range holds no edges
+        src, dst, w = _pull_relationships(store, model, lo, hi, workers)
+    src, dst = src - lo, dst - lo
     keep = (dst >= 0) & (dst < hi - lo) & (np.abs(w) >= min_weight)  # the layer range and --min-weight
     src, dst, w = src[keep], dst[keep], w[keep]
     n_edges = int(keep.sum())

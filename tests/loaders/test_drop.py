@@ -50,7 +50,12 @@ def counts(store, model):
 
 
 def exact(graph):
-    return {"n_layers": len(graph.layers), "n_neurons": graph.n_neurons, "n_edges": graph.n_edges}
+    return {
+        "n_layers": len(graph.layers),
+        "n_neurons": graph.n_neurons,
+        "n_edges": graph.n_edges,
+        "n_block_edges": graph.n_edges,
+    }
 
 
 def with_partition(store, model, graph):
@@ -85,11 +90,11 @@ def test_drop_deletes_relationships_in_bounded_batches_then_everything_else(stor
     assert max(seen) <= 7 and sum(seen) == graph.n_edges  # the partition went whole, before the edges
     assert len(seen) == math.ceil((graph.n_edges + 1) / 7)  # the last batch is the short one
     assert model_status(store, model_id) is None
-    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0}
+    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0, "n_block_edges": 0}
     assert store.run("admin.partition_ids", model=model_id) == []
     assert store.run("admin.partition_labels", partition=partition) == []
     assert leases.read_lease(store, model_id) is None
-    assert counts(store, other) == {"n_layers": 2, "n_neurons": 8, "n_edges": 16}  # untouched
+    assert counts(store, other) == {"n_layers": 2, "n_neurons": 8, "n_edges": 16, "n_block_edges": 16}  # untouched
 
 
 def test_the_one_statement_delete_leaves_nothing_either(store, model_id):
@@ -98,7 +103,7 @@ def test_the_one_statement_delete_leaves_nothing_either(store, model_id):
     with_partition(store, model_id, graph)
     assert store.run("admin.delete_model", model=model_id) == [{"deleted": graph.n_neurons}]
     assert model_status(store, model_id) is None
-    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0}
+    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0, "n_block_edges": 0}
     assert store.run("admin.partition_ids", model=model_id) == []
 
 
@@ -122,7 +127,7 @@ def test_a_drop_stopped_midway_leaves_a_deleting_model_that_analysis_refuses_and
     assert leases.read_lease(store, model_id) is None  # the stopped run gave its lease up
     assert delete_model(store, model_id, batch_size=10) == graph.n_neurons  # the rerun finishes
     assert model_status(store, model_id) is None
-    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0}
+    assert counts(store, model_id) == {"n_layers": 0, "n_neurons": 0, "n_edges": 0, "n_block_edges": 0}
 
 
 def test_a_replace_stopped_in_its_delete_phase_is_finished_by_a_plain_rerun(store, model_id):

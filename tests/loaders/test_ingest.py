@@ -62,7 +62,7 @@ def test_round_trip_equals_the_in_memory_adjacency(store, model_id):
     assert written == graph.n_edges
     assert model_status(store, model_id) == "ready"
     assert store.run("admin.model_counts", model=model_id) == [
-        {"n_layers": 4, "n_neurons": graph.n_neurons, "n_edges": graph.n_edges}
+        {"n_layers": 4, "n_neurons": graph.n_neurons, "n_edges": graph.n_edges, "n_block_edges": graph.n_edges}
     ]
     diff = stored_adjacency(store, model_id, graph.n_neurons) - graph.adjacency()
     assert abs(diff).max() == 0.0
@@ -84,7 +84,9 @@ def test_second_ingest_of_a_name_is_refused_unless_replace(store, model_id):
         ingest(store, model_id, layered_graph([4, 4]))
     assert store.run("admin.model_counts", model=model_id)[0]["n_neurons"] == 6  # untouched
     ingest(store, model_id, layered_graph([4, 4], seed=1), replace=True)
-    assert store.run("admin.model_counts", model=model_id) == [{"n_layers": 2, "n_neurons": 8, "n_edges": 16}]
+    assert store.run("admin.model_counts", model=model_id) == [
+        {"n_layers": 2, "n_neurons": 8, "n_edges": 16, "n_block_edges": 16}
+    ]
 
 
 def test_crash_midway_leaves_no_ready_model_and_a_rerun_finishes_cleanly(store, model_id):
@@ -96,7 +98,9 @@ def test_crash_midway_leaves_no_ready_model_and_a_rerun_finishes_cleanly(store, 
     assert listed[model_id]["status"] == "failed"
     ingest(store, model_id, graph, batch_size=10)  # the same command again: no --replace needed for leftovers
     assert model_status(store, model_id) == "ready"
-    assert store.run("admin.model_counts", model=model_id) == [{"n_layers": 4, "n_neurons": 40, "n_edges": 300}]
+    assert store.run("admin.model_counts", model=model_id) == [
+        {"n_layers": 4, "n_neurons": 40, "n_edges": 300, "n_block_edges": 300}
+    ]
 
 
 def test_non_finite_weights_are_refused_before_anything_is_written(store, model_id):
@@ -113,7 +117,9 @@ def test_many_models_live_side_by_side_and_drop_removes_only_one(store, model_id
     ingest(store, other, layered_graph([5, 2]))
     assert delete_model(store, other) == 7
     assert model_status(store, other) is None
-    assert store.run("admin.model_counts", model=model_id) == [{"n_layers": 2, "n_neurons": 7, "n_edges": 12}]
+    assert store.run("admin.model_counts", model=model_id) == [
+        {"n_layers": 2, "n_neurons": 7, "n_edges": 12, "n_block_edges": 12}
+    ]
     with pytest.raises(UnknownModelError):
         delete_model(store, other)
 
