@@ -73,7 +73,7 @@ def test_ingest_without_relationships_stores_packed_edges_and_single_edge_querie
     assert _listed(run, model_id)["n_edges"] == edges
     counts = store.run("admin.model_counts", model=model_id)[0]
     assert (counts["n_edges"], counts["n_block_edges"]) == (0, edges)
-    refused = run("query", "neuron", "--model", model_id, "--layer", "fc1", "--unit", "0")
+    refused = run("query", "neuron", "--model", model_id, "--layer-index", "1", "--unit", "0")
     assert refused.exit_code != 0 and "--no-relationships" in refused.output and "Traceback" not in refused.output
 
 

@@ -4,23 +4,19 @@ A transformer's virtual graph has a block for every pair of blocks (66 for GPT-2
 Applied block by block, every product pays a slice of the vectors, a copy, and an add into the output, each a
 separate pass over (n × b) with its own thread team; measured on 6 GPT-2-sized blocks (15 pairs), those passes took
 50 of the 60 s of a clustering and the sparse products 3 s. Here the blocks and their transposes are put into one
-CSR matrix A (S·n × S·n, block diagonal over the S samples) once, and ``A @ x`` is a single pass over the edges: on
-the CPU scipy's product, split by rows over a few threads (scipy's sparse kernels release the GIL); on a GPU one
-cuSPARSE product.
+CSR matrix A (S·n × S·n, block diagonal over the S samples) once, and ``A @ x`` is a single pass over the edges:
+torch's CSR product, on the CPU with int32 indices (MKL's threaded kernel), on a GPU one cuSPARSE product.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 
 from neuronmap.service.clustering.sparse_blocks import SparseStack, _csr, is_sparse_block
-
-ROWS_PER_TASK = 4096  # the smallest row strip given to a thread: below that, the hand-off costs more than it saves
 
 
 class FusedAdjacency:
@@ -33,7 +29,7 @@ class FusedAdjacency:
     blocks : sequence of (src_layer, dst_layer, SparseStack)
         Every stack batched, all with the same S, in the compute dtype.
     threads : int, optional
-        CPU threads for a product (None: 1).
+        Kept for the callers; a CPU product uses torch's thread count, as the dense products do.
     """
 
     def __init__(
@@ -53,19 +49,24 @@ class FusedAdjacency:
         size = self.S * self.n
         r, c, v = torch.cat(rows), torch.cat(cols), torch.cat(values)
         if self.device.type == "cpu":
-            # Blocks never overlap, so no entry repeats: scipy's COO → CSR conversion only sorts.
-            self.matrix: sp.csr_matrix | torch.Tensor = sp.csr_matrix(
-                (v.numpy(), (r.numpy(), c.numpy())), shape=(size, size)
-            )
-            self._strips = self._row_strips()
-            # One pool for the problem's life (its idle threads end with it): a pool per product cost more
-            # in thread starts than the products' own hand-offs.
-            self._pool = ThreadPoolExecutor(len(self._strips)) if len(self._strips) > 1 else None
+            # Blocks never overlap, so no entry repeats: scipy's COO → CSR conversion only sorts. The product is
+            # torch's CSR kernel with int32 indices (MKL's, threaded by rows): measured on GPT-2 small's 13M
+            # entries at 12-16 vectors, 2-3× faster than scipy's product split over the same two threads, and 1.5×
+            # faster than the same kernel with int64 indices.
+            csr = sp.csr_matrix((v.numpy(), (r.numpy(), c.numpy())), shape=(size, size))
+            index = torch.int32 if csr.nnz < 2**31 and size < 2**31 else torch.int64
+            with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state": what is used here works
+                warnings.simplefilter("ignore", UserWarning)
+                self.matrix = torch.sparse_csr_tensor(
+                    torch.from_numpy(csr.indptr).to(index),
+                    torch.from_numpy(csr.indices).to(index),
+                    torch.from_numpy(csr.data),
+                    (size, size),
+                    check_invariants=False,
+                )
         else:
             order = torch.argsort(r * size + c)
             self.matrix = _csr(r[order], c[order], v[order], (size, size))
-            self._strips = []
-            self._pool = None
 
     @classmethod
     def from_layered(
@@ -77,26 +78,8 @@ class FusedAdjacency:
             return None
         return cls(offsets, stacks, threads)
 
-    def _row_strips(self) -> list[sp.csr_matrix]:
-        """The matrix cut into one strip of rows per thread, with about the same number of entries each."""
-        matrix = self.matrix
-        assert isinstance(matrix, sp.csr_matrix)
-        n_strips = min(self.threads, max(1, matrix.shape[0] // ROWS_PER_TASK))
-        if n_strips <= 1:
-            return [matrix]
-        targets = np.linspace(0, matrix.nnz, n_strips + 1)[1:-1]
-        cuts = [0, *np.searchsorted(matrix.indptr, targets).tolist(), matrix.shape[0]]
-        return [matrix[a:b] for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """A x for vectors x of shape (S, n, b); returns (S, n, b) in x's dtype."""
         b = x.shape[-1]
         flat = x.reshape(self.S * self.n, b).to(self.dtype)
-        if isinstance(self.matrix, torch.Tensor):
-            return (self.matrix @ flat).reshape(self.S, self.n, b).to(x.dtype)
-        dense = np.ascontiguousarray(flat.numpy())
-        if self._pool is None:
-            out = self.matrix @ dense
-        else:
-            out = np.concatenate(list(self._pool.map(lambda strip: strip @ dense, self._strips)))
-        return torch.from_numpy(np.asarray(out)).reshape(self.S, self.n, b).to(x.dtype)
+        return (self.matrix @ flat).reshape(self.S, self.n, b).to(x.dtype)
