@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 from neuronmap.service.clustering.sparse_blocks import SparseStack, _csr, is_sparse_block
+from neuronmap.service.clustering.threads import intra_op_threads
 
 
 class FusedAdjacency:
@@ -29,7 +30,7 @@ class FusedAdjacency:
     blocks : sequence of (src_layer, dst_layer, SparseStack)
         Every stack batched, all with the same S, in the compute dtype.
     threads : int, optional
-        Kept for the callers; a CPU product uses torch's thread count, as the dense products do.
+        Torch intra-op threads for a CPU product (None: 1).
     """
 
     def __init__(
@@ -82,4 +83,6 @@ class FusedAdjacency:
         """A x for vectors x of shape (S, n, b); returns (S, n, b) in x's dtype."""
         b = x.shape[-1]
         flat = x.reshape(self.S * self.n, b).to(self.dtype)
-        return (self.matrix @ flat).reshape(self.S, self.n, b).to(x.dtype)
+        # The pipeline runs small ops on one thread and gives its thread budget to the big products: this one.
+        with intra_op_threads(self.threads if self.device.type == "cpu" else None):
+            return (self.matrix @ flat).reshape(self.S, self.n, b).to(x.dtype)
