@@ -34,6 +34,9 @@ from tests.service.test_pipeline import planted_graph
 
 NEURONMAP = str(Path(sys.executable).parent / "neuronmap")
 SLOW = ClusterConfig(n_clusters=3, n_shuffles=400)  # a few seconds of nulls on one CPU: long enough to kill
+# Never finishes before a cancel lands, however fast the box that day (400 shuffles once did); cancelled, it costs
+# nothing more.
+UNENDING = ClusterConfig(n_clusters=3, n_shuffles=20_000)
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,7 @@ def test_a_killed_dispatcher_is_taken_over_after_its_lease(store, connection, mo
 
 
 def test_cancel_stops_a_running_job(store, connection, models, ray_cluster):
-    future = submit(store, "cluster", models[2], SLOW)
+    future = submit(store, "cluster", models[2], UNENDING)
     with dispatching(store, connection, "disp-c", lease_seconds=3.0, null_chunk=0):
         wait_for(lambda: record(store, future.id)["task"])
         assert future.cancel() == "cancelling"
