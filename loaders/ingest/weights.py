@@ -221,10 +221,7 @@ def ingest(
         meta = {**graph.meta.model_dump(), "weight_relationships": relationships}
         store.run("ingest.begin_model", model=model, meta=meta, layers=layers)
         try:
-            # A layer's neurons per transaction, two at once: the unique key and the ordinal index, not the rows,
-            # bound this step, and the second writer takes the second core.
-            neurons = ((dict(model=model, rows=[row]), len(row["bias"])) for row in neuron_rows(graph, 5_000))
-            store.run_concurrently("ingest.create_neurons", neurons, workers=2)
+            store.run_batched("ingest.create_neurons", neuron_rows(graph), 1, model=model)
 
             def committed(n_edges: int) -> None:
                 lease.check()

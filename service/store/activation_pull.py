@@ -22,7 +22,7 @@ from neuronmap.service.clustering.activation_graph import (
     local_layout,
 )
 from neuronmap.service.errors import ActivationGraphNotFoundError, ActivationGraphNotReadyError, ClusteringInputError
-from neuronmap.service.store.pull import Subgraph, check_ready
+from neuronmap.service.store.pull import Subgraph, check_ready, fat_rows_to_arrays
 
 SOURCES_PER_QUERY = 256  # source neurons per pull query; an activation neuron has up to n − 1 edges
 
@@ -84,12 +84,8 @@ def pull_activation_graph(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
-    lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
-    n_edges = int(lengths.sum())
-    src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths)
-    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=n_edges)
-    r = np.fromiter(itertools.chain.from_iterable(row["r"] for row in rows), dtype=np.float64, count=n_edges)
-    r2 = np.fromiter(itertools.chain.from_iterable(row["r2"] for row in rows), dtype=np.float64, count=n_edges)
+    src, dst, (r, r2) = fat_rows_to_arrays(rows, "r", "r2")
+    n_edges = int(src.size)
     local_src, local_dst = np.searchsorted(ordinals, src), np.searchsorted(ordinals, dst)
     if n_edges and (
         np.any(ordinals[np.minimum(local_src, ordinals.size - 1)] != src)

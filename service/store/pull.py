@@ -154,18 +154,31 @@ def resolve_layers(layers: list[dict[str, Any]], spec: str | None, *, indexes: s
     return first, last
 
 
+def fat_rows_to_arrays(rows: list[dict[str, Any]], *values: str) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Flatten fat rows (``src``, a list ``dst`` and aligned lists named ``values``) into per-edge arrays:
+    (src int64, dst int64, one float64 array per name of ``values``)."""
+    lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
+    total = int(lengths.sum())
+    src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths)
+    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=total)
+    columns = [
+        np.fromiter(itertools.chain.from_iterable(row[name] for row in rows), dtype=np.float64, count=total)
+        for name in values
+    ]
+    return src, dst, columns
+
+
 def _pull_blocks(
     store: Store, model: str, first: int, last: int, offsets: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Global (src, dst, w) from the packed EDGE_BLOCK chunks between layers first..last: bytes, no per-edge work."""
-    rows = store.run_values("pull.model_blocks", model=model, first=first, last=last)
-    parts = [decode_chunk(row) for row in rows]
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return empty, empty, np.zeros(0)
-    src = np.concatenate([s.astype(np.int64) + int(offsets[row["src_layer"]]) for (s, _, _), row in zip(parts, rows)])
-    dst = np.concatenate([d.astype(np.int64) + int(offsets[row["dst_layer"]]) for (_, d, _), row in zip(parts, rows)])
-    return src, dst, np.concatenate([w for _, _, w in parts])
+    srcs, dsts, ws = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], [np.zeros(0)]
+    for row in store.run_values("pull.model_blocks", model=model, first=first, last=last):
+        src, dst, w = decode_chunk(row)
+        srcs.append(src.astype(np.int64) + int(offsets[row["src_layer"]]))
+        dsts.append(dst.astype(np.int64) + int(offsets[row["dst_layer"]]))
+        ws.append(w)
+    return np.concatenate(srcs), np.concatenate(dsts), np.concatenate(ws)
 
 
 def _pull_relationships(
@@ -179,11 +192,7 @@ def _pull_relationships(
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         rows = list(itertools.chain.from_iterable(pool.map(pull, ranges)))
-    lengths = np.fromiter((len(row["dst"]) for row in rows), dtype=np.int64, count=len(rows))
-    total = int(lengths.sum())
-    src = np.repeat(np.fromiter((row["src"] for row in rows), dtype=np.int64, count=len(rows)), lengths)
-    dst = np.fromiter(itertools.chain.from_iterable(row["dst"] for row in rows), dtype=np.int64, count=total)
-    w = np.fromiter(itertools.chain.from_iterable(row["w"] for row in rows), dtype=np.float64, count=total)
+    src, dst, (w,) = fat_rows_to_arrays(rows, "w")
     return src, dst, w
 
 
